@@ -1,0 +1,17 @@
+import type { Knex } from 'knex';
+import * as m001 from './001_foundation.js';
+
+interface Migration {
+  name: string;
+  up(knex: Knex): Promise<void>;
+  down(knex: Knex): Promise<void>;
+}
+
+/** Every migration, in order. A new migration is a new file here, never an edit of an applied one. */
+const migrations: Migration[] = [m001];
+
+export const migrationSource: Knex.MigrationSource<Migration> = {
+  getMigrations: async () => migrations,
+  getMigrationName: (m) => m.name,
+  getMigration: async (m) => m,
+};

@@ -1,0 +1,91 @@
+import { z } from 'zod';
+
+/**
+ * The server's configuration, read from the environment once at start.
+ * This is the only module that reads `process.env` for settings.
+ */
+export interface Config {
+  issuer: string;
+  port: number;
+  host: string;
+  trustDomain: string;
+  databaseUrl: string | undefined;
+  dataDir: string;
+  adminToken: string | undefined;
+  keyEncryptionKey: Buffer | undefined;
+  accessTokenTtl: number;
+  signingAlg: 'EdDSA' | 'ES256';
+  maxDelegationDepth: number;
+  databasePoolMax: number;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  trustProxy: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly variable: string, problem: string) {
+    super(`${variable}: ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const DNS_LABELS = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+const positiveInt = (max: number) => z.coerce.number().int('must be a whole number').min(1, 'must be at least 1').max(max, `must be at most ${max}`);
+
+const schema = z.object({
+  ISSUER: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
+    .default('http://localhost:8080')
+    .refine((v) => { const u = new URL(v); return !u.search && !u.hash; }, 'must not have a query or fragment')
+    .transform((v) => v.replace(/\/$/, '')),
+  PORT: z.coerce.number().int('must be a whole number').min(0, 'must be 0-65535').max(65535, 'must be 0-65535').default(8080),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  TRUST_DOMAIN: z.string().regex(DNS_LABELS, 'must be a lower-case DNS name such as example.org').default('agent-sts.local'),
+  DATABASE_URL: z.string().optional()
+    .transform((v) => (v === '' ? undefined : v))
+    .refine((v) => v === undefined || /^postgres(ql)?:\/\//.test(v), 'must be a postgres:// URL (leave unset for the embedded database)'),
+  DATA_DIR: z.string().min(1).default('./data'),
+  AGENT_STS_ADMIN_TOKEN: z.string().optional()
+    .transform((v) => (v === '' ? undefined : v))
+    .refine((v) => v === undefined || v.length >= 32, 'must be at least 32 characters'),
+  AGENT_STS_KEY_ENCRYPTION_KEY: z.string().optional()
+    .transform((v) => (v === '' ? undefined : v))
+    .refine((v) => v === undefined || decodeKey(v) !== undefined, 'must be 32 bytes, as 64 hex characters or base64/base64url'),
+  ACCESS_TOKEN_TTL: positiveInt(86_400).default(300),
+  SIGNING_ALG: z.enum(['EdDSA', 'ES256'], { error: 'must be EdDSA or ES256' }).default('EdDSA'),
+  MAX_DELEGATION_DEPTH: positiveInt(32).default(5),
+  DATABASE_POOL_MAX: positiveInt(200).default(10),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'must be one of fatal, error, warn, info, debug, trace, silent' }).default('info'),
+  TRUST_PROXY: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),
+});
+
+function decodeKey(value: string): Buffer | undefined {
+  if (/^[0-9a-fA-F]{64}$/.test(value)) return Buffer.from(value, 'hex');
+  const buf = Buffer.from(value, value.includes('-') || value.includes('_') ? 'base64url' : 'base64');
+  return buf.length === 32 ? buf : undefined;
+}
+
+/** Reads and validates the configuration; throws a {@link ConfigError} naming the first bad variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ConfigError(String(issue.path[0] ?? 'environment'), issue.message);
+  }
+  const v = parsed.data;
+  return {
+    issuer: v.ISSUER,
+    port: v.PORT,
+    host: v.HOST,
+    trustDomain: v.TRUST_DOMAIN,
+    databaseUrl: v.DATABASE_URL,
+    dataDir: v.DATA_DIR,
+    adminToken: v.AGENT_STS_ADMIN_TOKEN,
+    keyEncryptionKey: v.AGENT_STS_KEY_ENCRYPTION_KEY ? decodeKey(v.AGENT_STS_KEY_ENCRYPTION_KEY) : undefined,
+    accessTokenTtl: v.ACCESS_TOKEN_TTL,
+    signingAlg: v.SIGNING_ALG,
+    maxDelegationDepth: v.MAX_DELEGATION_DEPTH,
+    databasePoolMax: v.DATABASE_POOL_MAX,
+    logLevel: v.LOG_LEVEL,
+    trustProxy: v.TRUST_PROXY === 'true',
+  };
+}

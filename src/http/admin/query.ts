@@ -1,0 +1,16 @@
+import { z } from 'zod';
+import { ApiError } from '../errors.js';
+
+/** Parses a query string against a strict schema; unknown or malformed parameters are a 400. */
+export function parseQuery<T extends z.ZodRawShape>(shape: T, query: Record<string, unknown>): z.infer<z.ZodObject<T>> {
+  const parsed = z.object(shape).strict().safeParse(query);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const msg = issue.code === 'unrecognized_keys' ? `unknown query parameter: ${issue.keys.join(', ')}` : `${issue.path.join('.')}: ${issue.message}`;
+    throw new ApiError(400, 'invalid_request', msg);
+  }
+  return parsed.data;
+}
+
+export const limitParam = z.coerce.number().int().min(1).max(1000).default(100);
+export const textParam = z.string().min(1).max(2048);

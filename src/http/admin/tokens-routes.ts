@@ -1,0 +1,50 @@
+import Router from '@koa/router';
+import { z } from 'zod';
+import type { EventsRepo } from '../../storage/events-repo.js';
+import type { TokensRepo } from '../../storage/tokens-repo.js';
+import { notFound } from '../errors.js';
+import { limitParam, parseQuery, textParam } from './query.js';
+
+export function tokensRoutes(tokens: TokensRepo, events: EventsRepo): Router {
+  const router = new Router();
+
+  router.get('/admin/tokens', async (ctx) => {
+    const { limit, ...filter } = parseQuery({
+      sub: textParam.optional(), client_id: textParam.optional(), txn: textParam.optional(), jti: textParam.optional(), type: textParam.optional(), limit: limitParam,
+    }, ctx.query);
+    ctx.body = { tokens: await tokens.list(filter, limit) };
+  });
+
+  router.get('/admin/tokens/:jti', async (ctx) => {
+    const token = await tokens.find(ctx.params.jti!);
+    if (!token) throw notFound('token');
+    ctx.body = token;
+  });
+
+  router.get('/admin/tokens/:jti/lineage', async (ctx) => {
+    const token = await tokens.find(ctx.params.jti!);
+    if (!token) throw notFound('token');
+    ctx.body = { token, ...(await tokens.lineage(token.jti)) };
+  });
+
+  router.post('/admin/tokens/:jti/revoke', async (ctx) => {
+    const token = await tokens.find(ctx.params.jti!);
+    if (!token) throw notFound('token');
+    const revoked = await tokens.revokeWithDescendants(token.jti, 'revoked by admin');
+    for (const jti of revoked) await events.record({ decision: 'revoked', action: 'admin.revoke', client_id: token.client_id, jti, reason: 'revoked by admin' });
+    ctx.body = { revoked };
+  });
+
+  router.get('/admin/events', async (ctx) => {
+    const q = parseQuery({
+      client_id: textParam.optional(),
+      decision: z.enum(['issued', 'refused', 'revoked', 'admin']).optional(),
+      before: z.coerce.number().int().min(1).optional(),
+      limit: limitParam,
+    }, ctx.query);
+    const list = await events.list({ client_id: q.client_id, decision: q.decision, after: q.before }, q.limit);
+    ctx.body = { events: list, ...(list.length === q.limit ? { next: list.at(-1)!.id } : {}) };
+  });
+
+  return router;
+}

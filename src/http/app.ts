@@ -1,0 +1,81 @@
+import Koa from 'koa';
+import Router from '@koa/router';
+import type { Logger } from '../log/logger.js';
+import type { Database } from '../storage/database.js';
+import type { KeyManager } from '../keys/key-manager.js';
+import type { OAuthCore } from '../oauth/oauth-core.js';
+import { errorMapper, notFound } from './errors.js';
+import { requestLog } from './request-log.js';
+
+export interface AppParts {
+  logger: Logger;
+  db: Database;
+  keys: KeyManager;
+  oauth: OAuthCore;
+  trustProxy: boolean;
+  /** Guards every path under /admin. */
+  adminAuth: Koa.Middleware;
+  /** The admin API's routers. */
+  routers: Router[];
+}
+
+/** The OAuth endpoints oidc-provider serves here; every other provider route is closed. */
+const OAUTH_ROUTES: Record<string, readonly string[]> = {
+  '/token': ['POST', 'OPTIONS'],
+  '/token/introspection': ['POST', 'OPTIONS'],
+  '/token/revocation': ['POST', 'OPTIONS'],
+  '/.well-known/openid-configuration': ['GET', 'OPTIONS'],
+};
+
+export function createApp(parts: AppParts): Koa {
+  const app = new Koa({ proxy: parts.trustProxy });
+  app.silent = true;
+  app.use(requestLog(parts.logger));
+  app.use(errorMapper(parts.logger));
+
+  const router = new Router();
+  router.get('/healthz', (ctx) => {
+    ctx.body = { status: 'ok' };
+  });
+  router.get('/readyz', async (ctx) => {
+    const ok = await parts.db.ping();
+    ctx.status = ok ? 200 : 503;
+    ctx.body = { status: ok ? 'ready' : 'database unreachable' };
+  });
+  router.get('/jwks', async (ctx) => {
+    ctx.set('Cache-Control', 'public, max-age=60');
+    ctx.type = 'application/jwk-set+json';
+    ctx.body = await parts.keys.jwks();
+  });
+
+  app.use(router.routes());
+  app.use((ctx, next) => (ctx.path === '/admin' || ctx.path.startsWith('/admin/') ? parts.adminAuth(ctx, next) : next()));
+  for (const r of parts.routers) app.use(r.routes()).use(r.allowedMethods());
+
+  const oauth = parts.oauth.middleware();
+  app.use(async (ctx, next) => {
+    if (ctx.path === '/.well-known/oauth-authorization-server' && (ctx.method === 'GET' || ctx.method === 'OPTIONS')) {
+      // RFC 8414 metadata: the same document, served by the provider's discovery route.
+      ctx.path = '/.well-known/openid-configuration';
+      try {
+        return await oauth(ctx, next);
+      } finally {
+        ctx.path = '/.well-known/oauth-authorization-server';
+      }
+    }
+    const methods = OAUTH_ROUTES[ctx.path];
+    if (!methods) return next();
+    if (!methods.includes(ctx.method)) {
+      ctx.status = 405;
+      ctx.set('Allow', methods.join(', '));
+      ctx.body = { error: 'invalid_request', error_description: `${ctx.method} is not allowed here` };
+      return;
+    }
+    return oauth(ctx, next);
+  });
+
+  app.use(() => {
+    throw notFound('route');
+  });
+  return app;
+}

@@ -1,0 +1,44 @@
+import type { Context, Next } from 'koa';
+import type { Logger } from '../log/logger.js';
+import { RegistrationError } from '../identity/agent-registration.js';
+
+/** An error with its HTTP status and RFC 6749-style code, shown to the caller as JSON. */
+export class ApiError extends Error {
+  constructor(readonly status: number, readonly code: string, description: string) {
+    super(description);
+    this.name = 'ApiError';
+  }
+}
+
+export const notFound = (what: string) => new ApiError(404, 'not_found', `${what} not found`);
+
+/** Maps every error thrown by our routes to `{error, error_description}`; never a stack trace, never a 500 for bad input. */
+export function errorMapper(logger: Logger) {
+  return async function mapErrors(ctx: Context, next: Next): Promise<void> {
+    try {
+      await next();
+    } catch (err) {
+      const e = err as Error & { status?: number; expose?: boolean; type?: string };
+      let status = 500;
+      let code = 'server_error';
+      let description = 'internal error';
+      if (err instanceof ApiError) {
+        ({ status, code } = err);
+        description = err.message;
+      } else if (err instanceof RegistrationError) {
+        status = 400;
+        code = 'invalid_request';
+        description = err.message;
+      } else if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+        status = e.status;
+        code = status === 413 ? 'request_too_large' : status === 415 ? 'unsupported_media_type' : 'invalid_request';
+        description = e.type === 'entity.parse.failed' ? 'the body is not valid JSON' : e.expose ? e.message : 'bad request';
+      } else {
+        logger.error({ err: { name: e.name, message: e.message, stack: e.stack }, path: ctx.path }, 'unhandled error');
+      }
+      ctx.status = status;
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = { error: code, error_description: description };
+    }
+  };
+}

@@ -1,0 +1,132 @@
+import type { AddressInfo } from 'node:net';
+import { createServer, type Server } from 'node:http';
+import type { Config } from '../config/config.js';
+import { createLogger, type Logger } from '../log/logger.js';
+import { openDatabase, type Database } from '../storage/database.js';
+import { AgentsRepo } from '../storage/agents-repo.js';
+import { EventsRepo } from '../storage/events-repo.js';
+import { TokensRepo } from '../storage/tokens-repo.js';
+import { OidcPayloadsRepo } from '../storage/oidc-payloads-repo.js';
+import { ReplayRepo } from '../storage/replay-repo.js';
+import { SettingsRepo } from '../storage/settings-repo.js';
+import { KeyManager } from '../keys/key-manager.js';
+import { AgentRegistry } from '../identity/agent-registry.js';
+import { ClientSecretVerifier } from '../identity/client-secret.js';
+import { OAuthCore } from '../oauth/oauth-core.js';
+import { tokenRecordsMiddleware } from '../oauth/token-records.js';
+import { tokenStatusMiddleware } from '../oauth/token-status.js';
+import { discoveryMiddleware } from '../oauth/discovery.js';
+import { createApp } from './app.js';
+import { requireAdmin, resolveAdminTokenHash } from './admin/admin-token.js';
+import { agentsRoutes } from './admin/agents-routes.js';
+import { keysRoutes } from './admin/keys-routes.js';
+import { tokensRoutes } from './admin/tokens-routes.js';
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  db: Database;
+  keys: KeyManager;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  logger?: Logger;
+  now?: () => number;
+  /** How often to look for keys rotated by another server sharing the database (ms; 0 disables). */
+  keyRefreshMs?: number;
+}
+
+/** Opens the database, runs migrations, loads keys and starts listening. */
+export async function startServer(config: Config, opts: StartOptions = {}): Promise<RunningServer> {
+  const logger = opts.logger ?? createLogger(config.logLevel);
+  const now = opts.now ?? (() => Math.floor(Date.now() / 1000));
+  if (!config.keyEncryptionKey) {
+    logger.warn('AGENT_STS_KEY_ENCRYPTION_KEY is not set: signing keys are stored UNENCRYPTED in the database. Set a 32-byte key for production.');
+  }
+  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.databasePoolMax });
+  let server: Server | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const applied = await db.migrate();
+    if (applied.length) logger.info({ migrations: applied }, 'migrations applied');
+    const knex = db.knex;
+    const agents = new AgentsRepo(knex);
+    const tokens = new TokensRepo(knex);
+    const events = new EventsRepo(knex);
+    const keys = new KeyManager(knex, config.keyEncryptionKey, now);
+    await keys.init();
+
+    const adminHash = await resolveAdminTokenHash({ configured: config.adminToken, dataDir: config.dataDir, settings: new SettingsRepo(knex), logger });
+
+    const oauth = new OAuthCore({
+      issuer: config.issuer,
+      signingAlg: config.signingAlg,
+      accessTokenTtl: config.accessTokenTtl,
+      trustProxy: config.trustProxy,
+      agents,
+      payloads: new OidcPayloadsRepo(knex, now),
+      replay: new ReplayRepo(knex, now),
+      secrets: new ClientSecretVerifier(),
+      logger,
+      middleware: [
+        tokenRecordsMiddleware({ tokens, events, logger }),
+        tokenStatusMiddleware({ tokens, agents, events, now }),
+        discoveryMiddleware(() => ({ jwks_uri: `${config.issuer}/jwks` })),
+      ],
+    }, keys);
+
+    const registry = new AgentRegistry(knex, { trustDomain: config.trustDomain, maxDelegationDepth: config.maxDelegationDepth }, now);
+    const app = createApp({
+      logger, db, keys, oauth, trustProxy: config.trustProxy,
+      adminAuth: requireAdmin(adminHash),
+      routers: [agentsRoutes(registry), keysRoutes(keys, events, () => oauth.reload()), tokensRoutes(tokens, events)],
+    });
+
+    server = createServer(app.callback());
+    server.headersTimeout = 10_000;
+    server.requestTimeout = 30_000;
+    await new Promise<void>((resolve, reject) => {
+      server!.once('error', reject);
+      server!.listen(config.port, config.host, () => resolve());
+    });
+    const port = (server.address() as AddressInfo).port;
+
+    const refreshMs = opts.keyRefreshMs ?? 10_000;
+    if (refreshMs > 0) {
+      timer = setInterval(() => {
+        keys.load().then((changed) => {
+          if (changed) {
+            oauth.reload();
+            logger.info('signing keys changed in the database; now signing with the new keys');
+          }
+        }).catch((err: Error) => logger.warn({ err: { message: err.message } }, 'key refresh failed'));
+      }, refreshMs);
+      timer.unref();
+    }
+
+    logger.info({ issuer: config.issuer, port, database: db.kind, trust_domain: config.trustDomain }, 'agent-sts listening');
+    const srv = server;
+    return {
+      url: `http://127.0.0.1:${port}`,
+      port,
+      db,
+      keys,
+      logger,
+      async close() {
+        if (timer) clearInterval(timer);
+        await new Promise<void>((resolve) => {
+          srv.close(() => resolve());
+          srv.closeAllConnections();
+        });
+        await db.close();
+      },
+    };
+  } catch (err) {
+    if (timer) clearInterval(timer);
+    server?.close();
+    await db.close();
+    throw err;
+  }
+}

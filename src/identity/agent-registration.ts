@@ -1,0 +1,103 @@
+import { importJWK, type JWK } from 'jose';
+import { z } from 'zod';
+import type { AgentChanges, NewAgent, TokenEndpointAuthMethod } from '../storage/agents-repo.js';
+import { parseWorkloadId } from './workload-id.js';
+
+export class RegistrationError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RegistrationError';
+  }
+}
+
+/** Authentication methods an agent can register with in this version. */
+export const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'private_key_jwt'] as const satisfies readonly TokenEndpointAuthMethod[];
+export const SECRET_METHODS: ReadonlySet<string> = new Set(['client_secret_basic', 'client_secret_post']);
+export const GRANT_TYPES = ['client_credentials'] as const;
+
+// RFC 6749 §3.3 scope-token.
+const scopeToken = z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]{1,128}$/, 'each scope must be 1-128 printable characters without spaces, quotes or backslashes');
+const audience = z.string().max(2048).refine((v) => {
+  const u = URL.parse(v);
+  return !!u && !v.includes('#');
+}, 'each audience must be an absolute URI without a fragment');
+const checksum = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'each agent checksum must be a base64url SHA-256 (43 characters)');
+const jwk = z.object({ kty: z.enum(['OKP', 'EC', 'RSA'], { error: 'each key must have kty OKP, EC or RSA' }) }).passthrough();
+const jwks = z.object({ keys: z.array(jwk).min(1, 'jwks.keys must hold at least one key').max(10, 'jwks.keys may hold at most 10 keys') }).strict();
+
+const unique = <T extends z.ZodTypeAny>(item: T, max: number) => z.array(item).max(max).refine((a) => new Set(a).size === a.length, 'must not repeat values');
+
+function mutableFields(maxDepth: number) {
+  return {
+    scopes: unique(scopeToken, 100),
+    audiences: unique(audience, 50),
+    jwks,
+    grant_types: unique(z.enum(GRANT_TYPES, { error: `each grant type must be one of ${GRANT_TYPES.join(', ')}` }), 5).min(1, 'must name at least one grant type'),
+    dpop_bound_access_tokens: z.boolean(),
+    max_delegation_depth: z.number().int().min(0).max(maxDepth, `must be at most the server's MAX_DELEGATION_DEPTH (${maxDepth})`),
+    agent_checksums: unique(checksum, 50),
+  };
+}
+
+function firstIssue(error: z.ZodError): string {
+  const issue = error.issues[0]!;
+  if (issue.code === 'unrecognized_keys') return `unknown field${issue.keys.length > 1 ? 's' : ''}: ${issue.keys.join(', ')}`;
+  const path = issue.path.join('.');
+  return path ? `${path}: ${issue.message}` : issue.message;
+}
+
+async function checkPublicKeys(set: { keys: Record<string, unknown>[] }): Promise<void> {
+  for (const [i, key] of set.keys.entries()) {
+    if ('d' in key || 'p' in key || 'k' in key) throw new RegistrationError(`jwks.keys.${i}: must be a public key (private key material was sent)`);
+    try {
+      await importJWK(key as JWK, typeof key.alg === 'string' ? key.alg : key.kty === 'OKP' ? 'EdDSA' : key.kty === 'EC' ? 'ES256' : 'RS256');
+    } catch (err) {
+      throw new RegistrationError(`jwks.keys.${i}: not a usable public key (${(err as Error).message})`);
+    }
+  }
+}
+
+export interface RegistrationLimits {
+  trustDomain: string;
+  maxDelegationDepth: number;
+}
+
+/** Validates an agent registration from the admin API. The client secret hash is filled in by the caller. */
+export async function validateNewAgent(input: unknown, limits: RegistrationLimits): Promise<Omit<NewAgent, 'client_secret_hash'>> {
+  const fields = mutableFields(limits.maxDelegationDepth);
+  const schema = z.object({
+    id: z.string({ error: 'id is required' }),
+    token_endpoint_auth_method: z.enum(AUTH_METHODS, { error: `must be one of ${AUTH_METHODS.join(', ')}` }).default('client_secret_basic'),
+    scopes: fields.scopes.default([]),
+    audiences: fields.audiences.default([]),
+    jwks: fields.jwks.optional(),
+    grant_types: fields.grant_types.default(['client_credentials']),
+    dpop_bound_access_tokens: fields.dpop_bound_access_tokens.default(false),
+    max_delegation_depth: fields.max_delegation_depth.default(Math.min(3, limits.maxDelegationDepth)),
+    agent_checksums: fields.agent_checksums.default([]),
+  }).strict();
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) throw new RegistrationError(firstIssue(parsed.error));
+  const v = parsed.data;
+  const id = parseWorkloadId(v.id);
+  if (typeof id === 'string') throw new RegistrationError(`id: ${id}`);
+  if (id.trustDomain !== limits.trustDomain) {
+    throw new RegistrationError(`id: trust domain ${id.trustDomain} is not this server's (${limits.trustDomain}); agents of other trust domains are federated, not registered`);
+  }
+  if (v.token_endpoint_auth_method === 'private_key_jwt' && !v.jwks) throw new RegistrationError('jwks: required for private_key_jwt');
+  if (v.jwks) await checkPublicKeys(v.jwks);
+  return { ...v, jwks: v.jwks ?? null };
+}
+
+/** Validates a PATCH of an agent: only the listed fields may change. */
+export async function validateAgentChanges(input: unknown, authMethod: string, limits: RegistrationLimits): Promise<AgentChanges> {
+  const fields = mutableFields(limits.maxDelegationDepth);
+  const schema = z.object({ ...fields, jwks: fields.jwks.nullable() }).partial().strict();
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) throw new RegistrationError(firstIssue(parsed.error));
+  const v = parsed.data;
+  if (Object.keys(v).length === 0) throw new RegistrationError('nothing to change: send at least one of scopes, audiences, jwks, grant_types, dpop_bound_access_tokens, max_delegation_depth, agent_checksums');
+  if (v.jwks === null && authMethod === 'private_key_jwt') throw new RegistrationError('jwks: an agent using private_key_jwt needs keys');
+  if (v.jwks) await checkPublicKeys(v.jwks);
+  return v;
+}

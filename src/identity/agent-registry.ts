@@ -1,0 +1,95 @@
+import type { Knex } from 'knex';
+import { AgentsRepo, type AgentRecord } from '../storage/agents-repo.js';
+import { EventsRepo } from '../storage/events-repo.js';
+import { TokensRepo } from '../storage/tokens-repo.js';
+import { RegistrationError, SECRET_METHODS, validateAgentChanges, validateNewAgent, type RegistrationLimits } from './agent-registration.js';
+import { generateClientSecret, hashClientSecret } from './client-secret.js';
+
+export class AgentExistsError extends Error {
+  constructor(id: string) {
+    super(`an agent with id ${id} is already registered`);
+    this.name = 'AgentExistsError';
+  }
+}
+
+/** What the admin API shows of an agent: everything but the secret's hash. */
+export type AgentView = Omit<AgentRecord, 'client_secret_hash'>;
+
+export function agentView(agent: AgentRecord): AgentView {
+  const { client_secret_hash: _hidden, ...view } = agent;
+  return view;
+}
+
+/** Registering, changing and disabling agents; each change is one transaction with its audit event. */
+export class AgentRegistry {
+  private readonly agents: AgentsRepo;
+
+  constructor(private readonly db: Knex, private readonly limits: RegistrationLimits, private readonly now: () => number) {
+    this.agents = new AgentsRepo(db);
+  }
+
+  /** Registers an agent; secret-based agents get a client secret, returned here once and stored only as a hash. */
+  async register(input: unknown): Promise<{ agent: AgentView; client_secret?: string }> {
+    const fields = await validateNewAgent(input, this.limits);
+    const secret = SECRET_METHODS.has(fields.token_endpoint_auth_method) ? generateClientSecret() : undefined;
+    const hash = secret ? await hashClientSecret(secret) : null;
+    const agent = await this.db.transaction(async (trx) => {
+      const created = await this.agents.insert({ ...fields, client_secret_hash: hash }, trx);
+      if (!created) throw new AgentExistsError(fields.id);
+      await new EventsRepo(trx).record({ decision: 'admin', action: 'agent.register', client_id: created.id });
+      return created;
+    });
+    return { agent: agentView(agent), ...(secret ? { client_secret: secret } : {}) };
+  }
+
+  async get(id: string): Promise<AgentView | undefined> {
+    const agent = await this.agents.find(id);
+    return agent && agentView(agent);
+  }
+
+  async list(opts: { status?: string; limit: number; after?: string }): Promise<AgentView[]> {
+    return (await this.agents.list(opts)).map(agentView);
+  }
+
+  async update(id: string, input: unknown): Promise<AgentView | undefined> {
+    const current = await this.agents.find(id);
+    if (!current) return undefined;
+    if (current.status !== 'active') throw new RegistrationError('the agent is disabled and can no longer change');
+    const changes = await validateAgentChanges(input, current.token_endpoint_auth_method, this.limits);
+    const updated = await this.db.transaction(async (trx) => {
+      const row = await this.agents.update(id, changes, trx);
+      await new EventsRepo(trx).record({ decision: 'admin', action: 'agent.update', client_id: id, detail: Object.keys(changes).join(',') });
+      return row;
+    });
+    return updated && agentView(updated);
+  }
+
+  /** A new client secret for a secret-based agent; the old one stops working at once. */
+  async rotateSecret(id: string): Promise<{ agent: AgentView; client_secret: string } | undefined> {
+    const current = await this.agents.find(id);
+    if (!current) return undefined;
+    if (current.status !== 'active') throw new RegistrationError('the agent is disabled');
+    if (!SECRET_METHODS.has(current.token_endpoint_auth_method)) throw new RegistrationError(`the agent authenticates with ${current.token_endpoint_auth_method}, not a client secret`);
+    const secret = generateClientSecret();
+    const hash = await hashClientSecret(secret);
+    const updated = await this.db.transaction(async (trx) => {
+      const row = await this.agents.update(id, { client_secret_hash: hash }, trx);
+      await new EventsRepo(trx).record({ decision: 'admin', action: 'agent.rotate_secret', client_id: id });
+      return row!;
+    });
+    return { agent: agentView(updated), client_secret: secret };
+  }
+
+  /** Disables an agent and revokes every live token issued to or for it, with their descendants. */
+  async disable(id: string): Promise<{ agent: AgentView; revoked: string[] } | undefined> {
+    return this.db.transaction(async (trx) => {
+      const agent = await this.agents.disable(id, trx);
+      if (!agent) return undefined;
+      const revoked = await new TokensRepo(trx).revokeAllFor(id, 'agent disabled', this.now(), trx);
+      const events = new EventsRepo(trx);
+      await events.record({ decision: 'admin', action: 'agent.disable', client_id: id, detail: `${revoked.length} tokens revoked` });
+      for (const jti of revoked) await events.record({ decision: 'revoked', action: 'agent.disable', client_id: id, jti, reason: 'agent disabled' });
+      return { agent: agentView(agent), revoked };
+    });
+  }
+}

@@ -1,0 +1,116 @@
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK } from 'jose';
+import type { Knex } from 'knex';
+import { KeysRepo, type SigningKeyRow } from '../storage/keys-repo.js';
+import { decryptPrivateKey, encryptPrivateKey } from './key-encryption.js';
+
+export const SIGNING_ALGS = ['EdDSA', 'ES256'] as const;
+export type SigningAlg = (typeof SIGNING_ALGS)[number];
+
+export interface PublicKeyInfo {
+  kid: string;
+  alg: string;
+  status: 'active' | 'retired';
+  created_at: string;
+  retired_at: string | null;
+  published: boolean;
+  encrypted: boolean;
+}
+
+/**
+ * The server's signing keys: generated on first start, kept in the database (private parts
+ * encrypted when an encryption key is configured), rotated on demand, published as a JWKS.
+ */
+export class KeyManager {
+  private readonly repo: KeysRepo;
+  private active: JWK[] = [];
+
+  constructor(
+    private readonly db: Knex,
+    private readonly encryptionKey: Buffer | undefined,
+    private readonly now: () => number = () => Math.floor(Date.now() / 1000),
+  ) {
+    this.repo = new KeysRepo(db);
+  }
+
+  /** Makes sure one active key exists per algorithm and loads the active private keys. */
+  async init(): Promise<void> {
+    await this.db.transaction(async (trx) => {
+      await this.repo.lock(trx);
+      const active = await this.repo.active(trx);
+      for (const alg of SIGNING_ALGS) {
+        if (!active.some((k) => k.alg === alg)) await this.createKey(alg, trx);
+      }
+    });
+    await this.load();
+  }
+
+  /** Reloads the active keys; returns true when they changed (for example after another server rotated). */
+  async load(): Promise<boolean> {
+    const rows = await this.repo.active();
+    const before = this.active.map((k) => k.kid).join();
+    this.active = SIGNING_ALGS.map((alg) => rows.find((r) => r.alg === alg)).filter((r): r is SigningKeyRow => !!r).map((r) => this.privateJwk(r));
+    return before !== this.active.map((k) => k.kid).join();
+  }
+
+  /** Active private JWKs, one per algorithm. */
+  signingKeys(): JWK[] {
+    return this.active;
+  }
+
+  activeKid(alg: string): string | undefined {
+    return this.active.find((k) => k.alg === alg)?.kid;
+  }
+
+  /**
+   * Creates new keys (for every algorithm, or one) and retires the keys they replace.
+   * The new keys are committed, and so published, before the caller reloads them for signing.
+   */
+  async rotate(algs: readonly SigningAlg[] = SIGNING_ALGS): Promise<string[]> {
+    const created: string[] = [];
+    await this.db.transaction(async (trx) => {
+      await this.repo.lock(trx);
+      const active = await this.repo.active(trx);
+      await this.repo.retire(active.filter((k) => algs.includes(k.alg as SigningAlg)).map((k) => k.kid), trx);
+      for (const alg of algs) created.push(await this.createKey(alg, trx));
+    });
+    await this.load();
+    return created;
+  }
+
+  /** Public keys whose tokens may still be alive: active keys and retired keys with unexpired tokens. */
+  async jwks(): Promise<{ keys: JWK[] }> {
+    const rows = await this.repo.published(this.now());
+    return { keys: rows.map((r) => r.public_jwk as JWK) };
+  }
+
+  async list(): Promise<PublicKeyInfo[]> {
+    const [rows, published] = await Promise.all([this.repo.all(), this.repo.published(this.now())]);
+    const live = new Set(published.map((r) => r.kid));
+    return rows.map((r) => ({
+      kid: r.kid, alg: r.alg, status: r.status, created_at: r.created_at, retired_at: r.retired_at, published: live.has(r.kid), encrypted: r.encrypted,
+    }));
+  }
+
+  private async createKey(alg: SigningAlg, trx: Knex): Promise<string> {
+    const { publicKey, privateKey } = await generateKeyPair(alg, { extractable: true, ...(alg === 'EdDSA' ? { crv: 'Ed25519' } : {}) });
+    const pub = await exportJWK(publicKey);
+    const kid = await calculateJwkThumbprint(pub);
+    const publicJwk = { ...pub, kid, alg, use: 'sig' };
+    const privateJson = JSON.stringify({ ...(await exportJWK(privateKey)), kid, alg, use: 'sig' });
+    await this.repo.insert({
+      kid,
+      alg,
+      public_jwk: publicJwk,
+      private_jwk: this.encryptionKey ? encryptPrivateKey(privateJson, this.encryptionKey, kid) : privateJson,
+      encrypted: !!this.encryptionKey,
+      status: 'active',
+    }, trx);
+    return kid;
+  }
+
+  private privateJwk(row: SigningKeyRow): JWK {
+    if (!row.encrypted) return JSON.parse(row.private_jwk) as JWK;
+    if (!this.encryptionKey) throw new Error(`signing key ${row.kid} is encrypted: set AGENT_STS_KEY_ENCRYPTION_KEY to the key it was encrypted with`);
+    return JSON.parse(decryptPrivateKey(row.private_jwk, this.encryptionKey, row.kid)) as JWK;
+  }
+}

@@ -1,0 +1,29 @@
+import type { AgentRecord } from '../storage/agents-repo.js';
+
+/** Client metadata properties of ours; oidc-provider keeps them on its Client objects under these snake_case names. */
+export const AGENT_METADATA = ['agent_scopes', 'agent_audiences', 'agent_max_delegation_depth', 'agent_checksums'] as const;
+
+export interface AgentClientFields {
+  agent_scopes?: string[];
+  agent_audiences?: string[];
+  agent_max_delegation_depth?: number;
+  agent_checksums?: string[];
+}
+
+/** The oidc-provider client metadata of an active agent. */
+export function agentToClientMetadata(agent: AgentRecord): Record<string, unknown> {
+  return {
+    client_id: agent.id,
+    ...(agent.client_secret_hash ? { client_secret: agent.client_secret_hash } : {}),
+    token_endpoint_auth_method: agent.token_endpoint_auth_method,
+    ...(agent.jwks ? { jwks: agent.jwks } : {}),
+    grant_types: agent.grant_types,
+    response_types: [],
+    redirect_uris: [],
+    dpop_bound_access_tokens: agent.dpop_bound_access_tokens,
+    agent_scopes: agent.scopes,
+    agent_audiences: agent.audiences,
+    agent_max_delegation_depth: agent.max_delegation_depth,
+    agent_checksums: agent.agent_checksums,
+  };
+}

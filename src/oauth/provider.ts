@@ -1,0 +1,110 @@
+import { randomBytes } from 'node:crypto';
+import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { JWK } from 'jose';
+import type { Logger } from '../log/logger.js';
+import type { AgentsRepo } from '../storage/agents-repo.js';
+import type { OidcPayloadsRepo } from '../storage/oidc-payloads-repo.js';
+import type { ReplayRepo } from '../storage/replay-repo.js';
+import type { ClientSecretVerifier } from '../identity/client-secret.js';
+import { AUTH_METHODS } from '../identity/agent-registration.js';
+import { adapterFactory } from './adapter.js';
+import { AGENT_METADATA, type AgentClientFields } from './client-metadata.js';
+import { resourceServerFor, defaultResourceFor } from './resource-servers.js';
+
+export interface ProviderDeps {
+  issuer: string;
+  signingAlg: 'EdDSA' | 'ES256';
+  accessTokenTtl: number;
+  trustProxy: boolean;
+  signingKeys: JWK[];
+  agents: AgentsRepo;
+  payloads: OidcPayloadsRepo;
+  replay: ReplayRepo;
+  secrets: ClientSecretVerifier;
+  logger: Logger;
+  /** Middleware run around every provider request (records, our introspection, discovery). */
+  middleware: ((ctx: KoaContextWithOIDC, next: () => Promise<void>) => Promise<void>)[];
+}
+
+export type AgentClient = InstanceType<Provider['Client']> & AgentClientFields;
+
+/** Signing algorithms accepted for `private_key_jwt` client assertions. */
+export const CLIENT_ASSERTION_ALGS = ['EdDSA', 'Ed25519', 'ES256', 'PS256', 'RS256'];
+
+const cookieKeys = [randomBytes(32).toString('base64url')];
+
+/**
+ * Builds the oidc-provider instance for the current signing keys. The keystore of a provider is
+ * fixed, so a key rotation builds a new instance and the HTTP layer switches to it.
+ */
+export function buildProvider(deps: ProviderDeps): Provider {
+  // The first key of the configured algorithm signs; list it first.
+  const keys = [...deps.signingKeys].sort((a, b) => Number(b.alg === deps.signingAlg) - Number(a.alg === deps.signingAlg));
+
+  const configuration: Configuration = {
+    adapter: adapterFactory(deps.agents, deps.payloads),
+    jwks: { keys: keys as Configuration['jwks'] extends { keys: infer K } | undefined ? K : never },
+    cookies: { keys: cookieKeys },
+    clientAuthMethods: [...AUTH_METHODS],
+    enabledJWA: {
+      clientAuthSigningAlgValues: CLIENT_ASSERTION_ALGS as never,
+      idTokenSigningAlgValues: ['EdDSA', 'ES256'] as never,
+    },
+    clientDefaults: {
+      grant_types: ['client_credentials'],
+      response_types: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+      id_token_signed_response_alg: deps.signingAlg,
+    },
+    responseTypes: [],
+    scopes: [],
+    claims: {},
+    extraClientMetadata: {
+      properties: [...AGENT_METADATA],
+    },
+    features: {
+      devInteractions: { enabled: false },
+      userinfo: { enabled: false },
+      rpInitiatedLogout: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      dPoP: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: (ctx, client) => defaultResourceFor(client as AgentClient),
+        getResourceServerInfo: (ctx, resource, client) => resourceServerFor(ctx, resource, client as AgentClient, deps),
+        useGrantedResource: () => false,
+      },
+    },
+    ttl: {
+      ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? deps.accessTokenTtl,
+    },
+    clockTolerance: 5,
+    renderError: async (ctx, out) => {
+      ctx.type = 'json';
+      ctx.body = out;
+    },
+  };
+
+  const provider = new Provider(deps.issuer, configuration);
+  provider.proxy = deps.trustProxy;
+
+  // Secrets are stored as slow hashes, never in the clear.
+  provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret: string }, actual: string) {
+    return deps.secrets.verify(actual, this.clientSecret);
+  } as never;
+
+  // One-time identifiers (client assertion and DPoP proof jti) are claimed atomically.
+  (provider.ReplayDetection as unknown as { unique: (iss: string, jti: string, exp: number) => Promise<boolean> }).unique = (iss, jti, exp) => deps.replay.claim(`${iss}\u0000${jti}`, exp);
+
+  for (const mw of deps.middleware) provider.use(mw);
+
+  provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
+    deps.logger.error({ err: { name: err.name, message: err.message, stack: err.stack }, route: ctx.oidc?.route }, 'oauth server error');
+  });
+
+  return provider;
+}
+
+export { errors };

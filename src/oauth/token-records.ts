@@ -1,0 +1,61 @@
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { Logger } from '../log/logger.js';
+import type { EventsRepo } from '../storage/events-repo.js';
+import type { NewTokenRecord, TokensRepo } from '../storage/tokens-repo.js';
+import { accessTokenRecord } from '../tokens/access-token.js';
+
+interface Deps {
+  tokens: TokensRepo;
+  events: EventsRepo;
+  logger: Logger;
+}
+
+/** What a grant handler may add to the record of the token it issues (parent, actor chain, txn). */
+export interface IssuanceContext {
+  record?: Partial<Pick<NewTokenRecord, 'parent_jti' | 'actor' | 'txn' | 'type'>>;
+}
+
+function claimedClientId(ctx: KoaContextWithOIDC): string | null {
+  const id = ctx.oidc?.client?.clientId ?? (ctx.oidc?.params as { client_id?: string } | undefined)?.client_id;
+  return typeof id === 'string' ? id.slice(0, 2048) : null;
+}
+
+/**
+ * Around the token endpoint: every issued token is recorded (committed) before the response leaves;
+ * when the record can't be written the client gets 503 and no token. Every refusal is recorded too.
+ */
+export function tokenRecordsMiddleware(deps: Deps) {
+  return async function recordTokenEndpoint(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
+    await next();
+    if (ctx.oidc?.route !== 'token') return;
+    const body = ctx.body as Record<string, unknown> | undefined;
+    const grantType = (ctx.oidc.params as { grant_type?: string } | undefined)?.grant_type;
+    const clientId = claimedClientId(ctx);
+    if (ctx.status === 200 && typeof body?.access_token === 'string') {
+      let record: NewTokenRecord | undefined;
+      try {
+        const issuance = (ctx.state as { issuance?: IssuanceContext }).issuance;
+        record = { ...accessTokenRecord(body.access_token, issuance?.record), ...(issuance?.record?.type ? { type: issuance.record.type } : {}) };
+        await deps.tokens.insert(record);
+      } catch (err) {
+        deps.logger.error({ err: { message: (err as Error).message }, client_id: clientId }, 'token record could not be written; token withheld');
+        ctx.status = 503;
+        ctx.set('Retry-After', '1');
+        ctx.body = { error: 'temporarily_unavailable', error_description: 'the token could not be recorded; try again' };
+        await deps.events.record({ decision: 'refused', action: `token:${grantType ?? 'unknown'}`, client_id: clientId, reason: 'temporarily_unavailable', detail: 'record write failed' }).catch(() => {});
+        return;
+      }
+      await deps.events.record({ decision: 'issued', action: `token:${grantType}`, client_id: clientId, jti: record.jti }).catch((err: Error) => {
+        deps.logger.warn({ err: { message: err.message } }, 'decision event not recorded');
+      });
+    } else if (ctx.status >= 400 && body && typeof body.error === 'string') {
+      await deps.events.record({
+        decision: 'refused',
+        action: `token:${typeof grantType === 'string' ? grantType.slice(0, 200) : 'unknown'}`,
+        client_id: clientId,
+        reason: body.error,
+        detail: typeof body.error_description === 'string' ? body.error_description : null,
+      }).catch((err: Error) => deps.logger.warn({ err: { message: err.message } }, 'decision event not recorded'));
+    }
+  };
+}

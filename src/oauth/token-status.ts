@@ -1,0 +1,79 @@
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { AgentsRepo } from '../storage/agents-repo.js';
+import type { EventsRepo } from '../storage/events-repo.js';
+import type { TokenRecord, TokensRepo } from '../storage/tokens-repo.js';
+import { readJwt } from '../tokens/access-token.js';
+import { tokenHash } from '../tokens/token-hash.js';
+
+interface Deps {
+  tokens: TokensRepo;
+  agents: AgentsRepo;
+  events: EventsRepo;
+  now: () => number;
+}
+
+/**
+ * The record of a token we issued, found by `jti` and matched on the token's hash, so only the exact
+ * token we signed matches. Undefined for anything else.
+ */
+async function findIssued(deps: Deps, token: string): Promise<{ record: TokenRecord; claims: Record<string, unknown>; typ: string | undefined } | undefined> {
+  const jwt = readJwt(token);
+  const jti = jwt?.claims.jti;
+  if (!jwt || typeof jti !== 'string') return undefined;
+  const record = await deps.tokens.find(jti);
+  if (!record || record.token_hash !== tokenHash(token)) return undefined;
+  return { record, claims: jwt.claims, typ: jwt.header.typ };
+}
+
+/** RFC 7662 answer for one of our JWTs: `{active: false}` unless recorded, unrevoked, unexpired and its agent active. */
+export async function introspect(deps: Deps, token: string): Promise<Record<string, unknown>> {
+  const found = await findIssued(deps, token);
+  if (!found) return { active: false };
+  const { record, claims } = found;
+  if (record.revoked_at || record.exp <= deps.now()) return { active: false };
+  const agent = await deps.agents.find(record.client_id);
+  if (agent?.status !== 'active') return { active: false };
+  const { iss, sub, aud, scope, client_id, jti, iat, exp, nbf, cnf, act, txn } = claims;
+  return {
+    active: true,
+    iss, sub, aud, scope, client_id, jti, iat, exp, nbf, cnf, act, txn,
+    token_type: record.cnf_jkt ? 'DPoP' : 'Bearer',
+    ...(found.typ ? { typ: found.typ } : {}),
+  };
+}
+
+/**
+ * Replaces oidc-provider's refusal of structured tokens at its introspection and revocation
+ * endpoints (after it has authenticated the client) with answers from our token records.
+ */
+export function tokenStatusMiddleware(deps: Deps) {
+  return async function jwtTokenStatus(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
+    await next();
+    const route = ctx.oidc?.route;
+    if (route !== 'introspection' && route !== 'revocation') return;
+    const body = ctx.body as { error?: string } | undefined;
+    const client = ctx.oidc.client;
+    const token = (ctx.oidc.params as { token?: unknown } | undefined)?.token;
+    if (!client || ctx.status !== 400 || body?.error !== 'unsupported_token_type' || typeof token !== 'string') return;
+
+    if (route === 'introspection') {
+      ctx.status = 200;
+      ctx.body = await introspect(deps, token);
+      return;
+    }
+
+    const found = await findIssued(deps, token);
+    if (found && found.record.client_id !== client.clientId) {
+      ctx.status = 400;
+      ctx.body = { error: 'unauthorized_client', error_description: 'the token was not issued to this client' };
+      await deps.events.record({ decision: 'refused', action: 'revocation', client_id: client.clientId, jti: found.record.jti, reason: 'unauthorized_client' });
+      return;
+    }
+    if (found) {
+      const revoked = await deps.tokens.revokeWithDescendants(found.record.jti, 'revoked by client');
+      for (const jti of revoked) await deps.events.record({ decision: 'revoked', action: 'revocation', client_id: client.clientId, jti, reason: 'revoked by client' });
+    }
+    ctx.status = 200;
+    ctx.body = '';
+  };
+}

@@ -1,0 +1,81 @@
+import { join, resolve } from 'node:path';
+import knexFactory, { type Knex } from 'knex';
+import ClientPgLite from 'knex-pglite';
+import pg from 'pg';
+import { lockDataDir } from './data-dir-lock.js';
+import { migrationSource } from '../../migrations/index.js';
+
+export type Db = Knex;
+
+export interface Database {
+  knex: Knex;
+  kind: 'postgres' | 'embedded';
+  /** Runs pending migrations; returns the names applied. */
+  migrate(): Promise<string[]>;
+  /** True when a trivial query answers. */
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+export interface DatabaseOptions {
+  databaseUrl: string | undefined;
+  dataDir: string;
+  poolMax: number;
+}
+
+// BIGINT columns (epoch seconds, counters) come back as numbers, not strings.
+pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => Number.parseInt(v, 10));
+
+export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
+  let knex: Knex;
+  let release = () => {};
+  let kind: Database['kind'];
+  if (opts.databaseUrl) {
+    kind = 'postgres';
+    knex = knexFactory({
+      client: 'pg',
+      connection: opts.databaseUrl,
+      pool: { min: 0, max: opts.poolMax },
+      acquireConnectionTimeout: 10_000,
+    });
+  } else {
+    kind = 'embedded';
+    release = lockDataDir(opts.dataDir);
+    knex = knexFactory({
+      client: ClientPgLite as unknown as typeof Knex.Client,
+      dialect: 'postgres',
+      connection: { filename: join(resolve(opts.dataDir), 'pgdata') } as Knex.StaticConnectionConfig,
+      acquireConnectionTimeout: 30_000,
+    });
+  }
+  try {
+    await knex.raw('select 1');
+  } catch (err) {
+    await knex.destroy().catch(() => {});
+    release();
+    throw new Error(`cannot reach the ${kind === 'postgres' ? 'database at DATABASE_URL' : 'embedded database'}: ${(err as Error).message}`);
+  }
+  return {
+    knex,
+    kind,
+    async migrate() {
+      const [, applied] = await knex.migrate.latest({ migrationSource });
+      return applied as string[];
+    },
+    async ping() {
+      try {
+        await knex.raw('select 1');
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    async close() {
+      try {
+        await knex.destroy();
+      } finally {
+        release();
+      }
+    },
+  };
+}

@@ -1,0 +1,39 @@
+import type { Knex } from 'knex';
+
+export interface DecisionEvent {
+  decision: 'issued' | 'refused' | 'revoked' | 'admin';
+  action: string;
+  client_id?: string | null;
+  jti?: string | null;
+  reason?: string | null;
+  detail?: string | null;
+}
+
+export interface StoredDecisionEvent extends Required<DecisionEvent> {
+  id: number;
+  at: string;
+}
+
+export class EventsRepo {
+  constructor(private readonly db: Knex) {}
+
+  async record(event: DecisionEvent, trx: Knex = this.db): Promise<void> {
+    await trx('decision_events').insert({
+      decision: event.decision,
+      action: event.action,
+      client_id: event.client_id ?? null,
+      jti: event.jti ?? null,
+      reason: event.reason ?? null,
+      detail: event.detail?.slice(0, 500) ?? null,
+    });
+  }
+
+  async list(filter: { client_id?: string; decision?: string; after?: number }, limit: number): Promise<StoredDecisionEvent[]> {
+    const q = this.db('decision_events').orderBy('id', 'desc').limit(limit);
+    if (filter.client_id) q.where({ client_id: filter.client_id });
+    if (filter.decision) q.where({ decision: filter.decision });
+    if (filter.after !== undefined) q.where('id', '<', filter.after);
+    const rows = await q;
+    return rows.map((r) => ({ ...r, id: Number(r.id), at: new Date(r.at).toISOString() }));
+  }
+}

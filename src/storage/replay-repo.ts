@@ -1,0 +1,19 @@
+import type { Knex } from 'knex';
+
+/** One-time identifiers (assertion and proof `jti`s): the first use is recorded atomically, every later use refused. */
+export class ReplayRepo {
+  private lastSweep = 0;
+
+  constructor(private readonly db: Knex, private readonly now: () => number) {}
+
+  /** True when `id` was not seen before (and is now recorded until `expiresAt`). */
+  async claim(id: string, expiresAt: number): Promise<boolean> {
+    const now = this.now();
+    if (now - this.lastSweep > 60) {
+      this.lastSweep = now;
+      await this.db('replay_cache').where('expires_at', '<', now).delete();
+    }
+    const rows = await this.db('replay_cache').insert({ id, expires_at: Math.max(expiresAt, now + 1) }).onConflict('id').ignore().returning('id');
+    return rows.length === 1;
+  }
+}

@@ -1,0 +1,107 @@
+import type { Knex } from 'knex';
+
+export interface TokenRecord {
+  jti: string;
+  type: string;
+  sub: string;
+  client_id: string;
+  actor: unknown;
+  parent_jti: string | null;
+  txn: string | null;
+  scope: string | null;
+  audience: string[];
+  kid: string | null;
+  iat: number;
+  exp: number;
+  token_hash: string;
+  cnf_jkt: string | null;
+  revoked_at: string | null;
+  revoked_reason: string | null;
+}
+
+export type NewTokenRecord = Omit<TokenRecord, 'revoked_at' | 'revoked_reason'>;
+
+export interface TokenFilter {
+  sub?: string;
+  client_id?: string;
+  txn?: string;
+  jti?: string;
+  type?: string;
+}
+
+function fromRow(row: Record<string, unknown>): TokenRecord {
+  const r = row as unknown as TokenRecord;
+  const revoked = row.revoked_at as Date | string | null;
+  return { ...r, revoked_at: revoked === null ? null : new Date(revoked).toISOString() };
+}
+
+export class TokensRepo {
+  constructor(private readonly db: Knex) {}
+
+  async insert(record: NewTokenRecord, trx: Knex = this.db): Promise<void> {
+    await trx('issued_tokens').insert({ ...record, audience: JSON.stringify(record.audience), actor: record.actor === null ? null : JSON.stringify(record.actor) });
+  }
+
+  async find(jti: string): Promise<TokenRecord | undefined> {
+    const row = await this.db('issued_tokens').where({ jti }).first();
+    return row ? fromRow(row) : undefined;
+  }
+
+  async list(filter: TokenFilter, limit: number): Promise<TokenRecord[]> {
+    const q = this.db('issued_tokens').orderBy('iat', 'desc').orderBy('jti').limit(limit);
+    for (const [k, v] of Object.entries(filter)) if (v !== undefined) q.where(k, v);
+    return (await q).map(fromRow);
+  }
+
+  /** The token's ancestors (root first) and all of its descendants. */
+  async lineage(jti: string): Promise<{ ancestors: TokenRecord[]; descendants: TokenRecord[] }> {
+    const ancestors = await this.db.raw(
+      `with recursive up as (
+         select t.*, 0 as depth from issued_tokens t where t.jti = (select parent_jti from issued_tokens where jti = ?)
+         union all
+         select p.*, up.depth + 1 from issued_tokens p join up on p.jti = up.parent_jti where up.depth < 64
+       ) select * from up order by depth desc`, [jti]);
+    const descendants = await this.db.raw(
+      `with recursive down as (
+         select t.*, 1 as depth from issued_tokens t where t.parent_jti = ?
+         union all
+         select c.*, down.depth + 1 from issued_tokens c join down on c.parent_jti = down.jti where down.depth < 64
+       ) select * from down order by depth, iat`, [jti]);
+    const strip = (rows: Record<string, unknown>[]) => rows.map(({ depth: _d, ...r }) => fromRow(r));
+    return { ancestors: strip(ancestors.rows), descendants: strip(descendants.rows) };
+  }
+
+  /** Revokes a token and every token exchanged from it; returns the jtis newly revoked. */
+  async revokeWithDescendants(jti: string, reason: string, trx: Knex = this.db): Promise<string[]> {
+    const result = await trx.raw(
+      `with recursive tree as (
+         select jti, 0 as depth from issued_tokens where jti = ?
+         union all
+         select c.jti, tree.depth + 1 from issued_tokens c join tree on c.parent_jti = tree.jti where tree.depth < 64
+       )
+       update issued_tokens set revoked_at = now(), revoked_reason = ?
+       where jti in (select jti from tree) and revoked_at is null
+       returning jti`, [jti, reason]);
+    return result.rows.map((r: { jti: string }) => r.jti);
+  }
+
+  /** Revokes every live token issued to or for an agent, and their descendants. */
+  async revokeAllFor(agentId: string, reason: string, nowSec: number, trx: Knex = this.db): Promise<string[]> {
+    const result = await trx.raw(
+      `with recursive tree as (
+         select jti, 0 as depth from issued_tokens where (client_id = ? or sub = ?) and exp > ?
+         union all
+         select c.jti, tree.depth + 1 from issued_tokens c join tree on c.parent_jti = tree.jti where tree.depth < 64
+       )
+       update issued_tokens set revoked_at = now(), revoked_reason = ?
+       where jti in (select jti from tree) and revoked_at is null
+       returning jti`, [agentId, agentId, nowSec, reason]);
+    return result.rows.map((r: { jti: string }) => r.jti);
+  }
+
+  /** The latest expiry of any token signed by this key, or 0. */
+  async lastExpiryForKid(kid: string): Promise<number> {
+    const row = await this.db('issued_tokens').where({ kid }).max('exp as exp').first();
+    return Number(row?.exp ?? 0);
+  }
+}
