@@ -16,6 +16,7 @@ import { OAuthCore } from '../oauth/oauth-core.js';
 import { tokenRecordsMiddleware } from '../oauth/token-records.js';
 import { tokenStatusMiddleware } from '../oauth/token-status.js';
 import { discoveryMiddleware } from '../oauth/discovery.js';
+import { errorDetailMiddleware } from '../oauth/error-detail.js';
 import { createApp } from './app.js';
 import { requireAdmin, resolveAdminTokenHash } from './admin/admin-token.js';
 import { agentsRoutes } from './admin/agents-routes.js';
@@ -72,6 +73,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       logger,
       middleware: [
         tokenRecordsMiddleware({ tokens, events, logger }),
+        errorDetailMiddleware(),
         tokenStatusMiddleware({ tokens, agents, events, now }),
         discoveryMiddleware(() => ({ jwks_uri: `${config.issuer}/jwks` })),
       ],

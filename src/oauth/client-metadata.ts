@@ -10,13 +10,29 @@ export interface AgentClientFields {
   agent_checksums?: string[];
 }
 
+/**
+ * Ed25519 keys registered with `alg: EdDSA` (or `Ed25519`) verify assertions under either name, as
+ * clients send both; other keys keep the algorithm they were registered with.
+ */
+function clientJwks(jwks: NonNullable<AgentRecord['jwks']>): AgentRecord['jwks'] {
+  return {
+    keys: jwks.keys.map((k) => {
+      if (k.kty === 'OKP' && (k.alg === 'EdDSA' || k.alg === 'Ed25519')) {
+        const { alg: _alg, ...rest } = k;
+        return rest;
+      }
+      return k;
+    }),
+  };
+}
+
 /** The oidc-provider client metadata of an active agent. */
 export function agentToClientMetadata(agent: AgentRecord): Record<string, unknown> {
   return {
     client_id: agent.id,
     ...(agent.client_secret_hash ? { client_secret: agent.client_secret_hash } : {}),
     token_endpoint_auth_method: agent.token_endpoint_auth_method,
-    ...(agent.jwks ? { jwks: agent.jwks } : {}),
+    ...(agent.jwks ? { jwks: clientJwks(agent.jwks) } : {}),
     grant_types: agent.grant_types,
     response_types: [],
     redirect_uris: [],

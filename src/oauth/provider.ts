@@ -96,9 +96,16 @@ export function buildProvider(deps: ProviderDeps): Provider {
   } as never;
 
   // One-time identifiers (client assertion and DPoP proof jti) are claimed atomically.
-  (provider.ReplayDetection as unknown as { unique: (iss: string, jti: string, exp: number) => Promise<boolean> }).unique = (iss, jti, exp) => deps.replay.claim(`${iss}\u0000${jti}`, exp);
+  (provider.ReplayDetection as unknown as { unique: (iss: string, jti: string, exp: number) => Promise<boolean> }).unique = (iss, jti, exp) => deps.replay.claim(iss, jti, exp);
 
   for (const mw of deps.middleware) provider.use(mw);
+
+  // The provider's detailed reason for a refusal, kept for the decision record (never sent to the client).
+  for (const event of ['grant.error', 'introspection.error', 'revocation.error']) {
+    provider.on(event, (ctx: KoaContextWithOIDC, err: { error_detail?: string }) => {
+      if (err.error_detail) (ctx.state as { refusalDetail?: string }).refusalDetail = err.error_detail;
+    });
+  }
 
   provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
     deps.logger.error({ err: { name: err.name, message: err.message, stack: err.stack }, route: ctx.oidc?.route }, 'oauth server error');

@@ -54,7 +54,7 @@ export function tokenRecordsMiddleware(deps: Deps) {
         action: `token:${typeof grantType === 'string' ? grantType.slice(0, 200) : 'unknown'}`,
         client_id: clientId,
         reason: body.error,
-        detail: typeof body.error_description === 'string' ? body.error_description : null,
+        detail: (ctx.state as { refusalDetail?: string }).refusalDetail ?? (typeof body.error_description === 'string' ? body.error_description : null),
       }).catch((err: Error) => deps.logger.warn({ err: { message: err.message } }, 'decision event not recorded'));
     }
   };

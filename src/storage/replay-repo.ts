@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 
 /** One-time identifiers (assertion and proof `jti`s): the first use is recorded atomically, every later use refused. */
@@ -6,8 +7,9 @@ export class ReplayRepo {
 
   constructor(private readonly db: Knex, private readonly now: () => number) {}
 
-  /** True when `id` was not seen before (and is now recorded until `expiresAt`). */
-  async claim(id: string, expiresAt: number): Promise<boolean> {
+  /** True when `jti` was not seen before from `issuer` (and is now recorded until `expiresAt`). */
+  async claim(issuer: string, jti: string, expiresAt: number): Promise<boolean> {
+    const id = createHash('sha256').update(issuer).update('\n').update(jti).digest('base64url');
     const now = this.now();
     if (now - this.lastSweep > 60) {
       this.lastSweep = now;
