@@ -1,6 +1,6 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 
-const PREFIX = 'aes256gcm.v1';
+const PREFIX = 'aes256gcm-v1';
 
 /** Encrypts a private key at rest with AES-256-GCM; the key id is bound as additional data. */
 export function encryptPrivateKey(plaintext: string, key: Buffer, kid: string): string {

@@ -102,7 +102,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
 
   // The provider's detailed reason for a refusal, kept for the decision record (never sent to the client).
   for (const event of ['grant.error', 'introspection.error', 'revocation.error']) {
-    provider.on(event, (ctx: KoaContextWithOIDC, err: { error_detail?: string }) => {
+    (provider as unknown as { on(e: string, f: (ctx: KoaContextWithOIDC, err: { error_detail?: string }) => void): void }).on(event, (ctx, err) => {
       if (err.error_detail) (ctx.state as { refusalDetail?: string }).refusalDetail = err.error_detail;
     });
   }

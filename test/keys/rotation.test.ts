@@ -1,0 +1,78 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { agentId, startTestServer, type TestServer } from '../support/test-server.js';
+import { basic, postForm } from '../support/oauth-client.js';
+
+const API = 'https://api.example.com';
+const TTL = 3;
+
+describe('signing key rotation', () => {
+  let ts: TestServer;
+  let secret: string;
+  const id = agentId('rotating');
+
+  const token = async () => {
+    const res = await postForm(`${ts.url}/token`, { grant_type: 'client_credentials' }, { authorization: basic(id, secret) });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    return res.body.access_token as string;
+  };
+  const kids = async () => ((await (await fetch(`${ts.url}/jwks`)).json()) as { keys: { kid: string; d?: string }[] }).keys.map((k) => k.kid);
+
+  beforeAll(async () => {
+    ts = await startTestServer({ ACCESS_TOKEN_TTL: String(TTL) });
+    secret = (await ts.admin('POST', '/admin/agents', { id, audiences: [API] })).body.client_secret;
+  });
+  afterAll(async () => {
+    await ts?.close();
+  });
+
+  it('publishes public keys only', async () => {
+    const body = await (await fetch(`${ts.url}/jwks`)).json() as { keys: Record<string, unknown>[] };
+    expect(body.keys).toHaveLength(2);
+    for (const k of body.keys) {
+      expect(k).not.toHaveProperty('d');
+      expect(k.use).toBe('sig');
+    }
+    expect(body.keys.map((k) => k.alg).sort()).toEqual(['ES256', 'EdDSA']);
+  });
+
+  it('switches signing without a restart, keeps the old key until its last token expires', async () => {
+    const jwks = createRemoteJWKSet(new URL(`${ts.url}/jwks`), { cooldownDuration: 0 });
+    const before = await token();
+    const oldKid = decodeProtectedHeader(before).kid!;
+    await jwtVerify(before, jwks, { issuer: ts.issuer, audience: API, typ: 'at+jwt' });
+
+    const rotated = await ts.admin('POST', '/admin/keys/rotate');
+    expect(rotated.status).toBe(200);
+    expect(rotated.body.created).toHaveLength(2);
+    const newKid = rotated.body.created.find((k: string) => rotated.body.keys.find((x: { kid: string; alg: string }) => x.kid === k && x.alg === 'EdDSA'));
+    expect(await kids()).toEqual(expect.arrayContaining([oldKid, newKid]));
+
+    const after = await token();
+    expect(decodeProtectedHeader(after).kid).toBe(newKid);
+    await jwtVerify(after, jwks, { issuer: ts.issuer, audience: API, typ: 'at+jwt' });
+    await jwtVerify(before, jwks, { issuer: ts.issuer, audience: API, typ: 'at+jwt' });
+
+    const listed = await ts.admin('GET', '/admin/keys');
+    expect(listed.body.keys.find((k: { kid: string }) => k.kid === oldKid)).toMatchObject({ status: 'retired', published: true });
+
+    await new Promise((r) => setTimeout(r, (TTL + 1) * 1000));
+    const published = await kids();
+    expect(published).not.toContain(oldKid);
+    expect(published).toContain(newKid);
+    // The unused retired ES256 key had no live tokens: gone too.
+    expect(published).toHaveLength(2);
+  });
+
+  it('never signs with a key that is not yet published, even under concurrent rotation', async () => {
+    const issued = await Promise.all([
+      ...Array.from({ length: 12 }, () => token()),
+      ts.admin('POST', '/admin/keys/rotate').then(() => null),
+      ...Array.from({ length: 12 }, () => token()),
+    ]);
+    const published = new Set(await kids());
+    for (const tok of issued) {
+      if (tok) expect(published.has(decodeProtectedHeader(tok).kid!)).toBe(true);
+    }
+  });
+});
