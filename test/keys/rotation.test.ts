@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
-import { agentId, startTestServer, type TestServer } from '../support/test-server.js';
+import { agentId, POSTGRES_URL, startTestServer, type TestServer } from '../support/test-server.js';
 import { basic, postForm } from '../support/oauth-client.js';
 
 const API = 'https://api.example.com';
@@ -73,6 +73,30 @@ describe('signing key rotation', () => {
     const published = new Set(await kids());
     for (const tok of issued) {
       if (tok) expect(published.has(decodeProtectedHeader(tok).kid!)).toBe(true);
+    }
+  });
+});
+
+describe.runIf(!!POSTGRES_URL)('rotation across servers sharing one PostgreSQL database', () => {
+  it('a rotation on one server is picked up by the other without a restart', async () => {
+    const a = await startTestServer({}, undefined, { keyRefreshMs: 200 });
+    const b = await startTestServer({}, a.db, { keyRefreshMs: 200 });
+    try {
+      const id = agentId('shared');
+      const secret = (await a.admin('POST', '/admin/agents', { id, audiences: [API] })).body.client_secret as string;
+      const tokenFrom = async (s: TestServer) => (await postForm(`${s.url}/token`, { grant_type: 'client_credentials' }, { authorization: basic(id, secret) })).body.access_token as string;
+      const oldKid = decodeProtectedHeader(await tokenFrom(b)).kid;
+      const rotated = await a.admin('POST', '/admin/keys/rotate');
+      const newKids: string[] = rotated.body.created;
+      await new Promise((r) => setTimeout(r, 800));
+      const kid = decodeProtectedHeader(await tokenFrom(b)).kid;
+      expect(kid).not.toBe(oldKid);
+      expect(newKids).toContain(kid);
+      const jwksFromB = (await (await fetch(`${b.url}/jwks`)).json()) as { keys: { kid: string }[] };
+      expect(jwksFromB.keys.map((k) => k.kid)).toEqual(expect.arrayContaining([oldKid, kid]));
+    } finally {
+      await b.stop();
+      await a.close();
     }
   });
 });

@@ -31,6 +31,7 @@ export class TestDatabase {
   readonly dataDir = mkdtempSync(join(tmpdir(), 'agent-sts-test-'));
   readonly url: string | undefined;
   private readonly name = `agent_sts_test_${randomBytes(6).toString('hex')}`;
+  private created = false;
 
   constructor() {
     if (POSTGRES_URL) {
@@ -41,7 +42,8 @@ export class TestDatabase {
   }
 
   async create(): Promise<void> {
-    if (!POSTGRES_URL) return;
+    if (!POSTGRES_URL || this.created) return;
+    this.created = true;
     const client = new pg.Client({ connectionString: POSTGRES_URL });
     await client.connect();
     try {
@@ -80,7 +82,7 @@ export interface TestServer {
   admin(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Headers }>;
 }
 
-export async function startTestServer(env: Record<string, string> = {}, db = new TestDatabase()): Promise<TestServer> {
+export async function startTestServer(env: Record<string, string> = {}, db = new TestDatabase(), opts: { keyRefreshMs?: number } = {}): Promise<TestServer> {
   await db.create();
   const port = await freePort();
   const issuer = `http://127.0.0.1:${port}`;
@@ -104,7 +106,7 @@ export async function startTestServer(env: Record<string, string> = {}, db = new
     ...extra,
   });
   let config = configFor({});
-  let server = await startServer(config, { logger: createLogger(config.logLevel, sink), keyRefreshMs: 0 });
+  let server = await startServer(config, { logger: createLogger(config.logLevel, sink), keyRefreshMs: opts.keyRefreshMs ?? 0 });
   let running = true;
 
   const ts: TestServer = {
@@ -125,7 +127,7 @@ export async function startTestServer(env: Record<string, string> = {}, db = new
     async restart(extra = {}) {
       await ts.stop();
       config = configFor(extra);
-      server = await startServer(config, { logger: createLogger(config.logLevel, sink), keyRefreshMs: 0 });
+      server = await startServer(config, { logger: createLogger(config.logLevel, sink), keyRefreshMs: opts.keyRefreshMs ?? 0 });
       running = true;
     },
     async close() {
