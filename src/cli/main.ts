@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 import { ConfigError, loadConfig, type Config } from '../config/config.js';
-import { createLogger } from '../log/logger.js';
-import { openDatabase } from '../storage/database.js';
-import { startServer } from '../http/server.js';
+
+// The server and the database are imported only after the configuration is valid, so a bad
+// setting is reported on one line before any dependency prints its own start-up notices.
 
 const USAGE = `usage: agent-sts <command>
 
@@ -33,6 +33,7 @@ async function main(argv: string[]): Promise<void> {
   }
   if (command === 'migrate') {
     const cfg = config();
+    const { openDatabase } = await import('../storage/database.js');
     const db = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, poolMax: 2 });
     try {
       const applied = await db.migrate();
@@ -45,6 +46,7 @@ async function main(argv: string[]): Promise<void> {
   if (command !== 'serve') fail(`unknown command ${JSON.stringify(command)}\n${USAGE}`, 2);
 
   const cfg = config();
+  const [{ createLogger }, { startServer }] = await Promise.all([import('../log/logger.js'), import('../http/server.js')]);
   const logger = createLogger(cfg.logLevel);
   const server = await startServer(cfg, { logger });
   let stopping = false;

@@ -35,8 +35,8 @@ const positiveInt = (max: number) => z.coerce.number().int('must be a whole numb
 const schema = z.object({
   ISSUER: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
     .default('http://localhost:8080')
-    .refine((v) => { const u = new URL(v); return !u.search && !u.hash; }, 'must not have a query or fragment')
-    .refine((v) => new URL(v).pathname === '/', 'must not have a path: serve agent-sts at the root of its origin')
+    .refine((v) => { const u = URL.parse(v); return !u || (!u.search && !u.hash); }, 'must not have a query or fragment')
+    .refine((v) => { const u = URL.parse(v); return !u || u.pathname === '/'; }, 'must not have a path: serve agent-sts at the root of its origin')
     .transform((v) => v.replace(/\/$/, '')),
   PORT: z.coerce.number().int('must be a whole number').min(0, 'must be 0-65535').max(65535, 'must be 0-65535').default(8080),
   HOST: z.string().min(1).default('0.0.0.0'),

@@ -4,7 +4,7 @@ import type { Logger } from '../log/logger.js';
 import type { Database } from '../storage/database.js';
 import type { KeyManager } from '../keys/key-manager.js';
 import type { OAuthCore } from '../oauth/oauth-core.js';
-import { errorMapper, notFound } from './errors.js';
+import { ApiError, errorMapper, notFound } from './errors.js';
 import { requestLog } from './request-log.js';
 
 export interface AppParts {
@@ -50,7 +50,7 @@ export function createApp(parts: AppParts): Koa {
 
   app.use(router.routes());
   app.use((ctx, next) => (ctx.path === '/admin' || ctx.path.startsWith('/admin/') ? parts.adminAuth(ctx, next) : next()));
-  for (const r of parts.routers) app.use(r.routes()).use(r.allowedMethods());
+  for (const r of parts.routers) app.use(r.routes());
 
   const oauth = parts.oauth.middleware();
   app.use(async (ctx, next) => {
@@ -74,7 +74,14 @@ export function createApp(parts: AppParts): Koa {
     return oauth(ctx, next);
   });
 
-  app.use(() => {
+  app.use((ctx) => {
+    // A known admin path with another method is a 405, anything else a 404.
+    const allowed = new Set(parts.routers.flatMap((r) => r.match(ctx.path, ctx.method).path.flatMap((layer) => layer.methods)));
+    if (allowed.size) {
+      allowed.delete('HEAD');
+      ctx.set('Allow', [...allowed].join(', '));
+      throw new ApiError(405, 'invalid_request', `${ctx.method} is not allowed here; allowed: ${[...allowed].join(', ')}`);
+    }
     throw notFound('route');
   });
   return app;

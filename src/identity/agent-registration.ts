@@ -17,10 +17,11 @@ export const GRANT_TYPES = ['client_credentials'] as const;
 
 // RFC 6749 §3.3 scope-token.
 const scopeToken = z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]{1,128}$/, 'each scope must be 1-128 printable characters without spaces, quotes or backslashes');
+const AUDIENCE_SCHEMES = new Set(['https:', 'http:', 'urn:', 'spiffe:', 'wimse:']);
 const audience = z.string().max(2048).refine((v) => {
   const u = URL.parse(v);
-  return !!u && !v.includes('#');
-}, 'each audience must be an absolute URI without a fragment');
+  return !!u && AUDIENCE_SCHEMES.has(u.protocol) && !v.includes('#');
+}, 'each audience must be an absolute https, http, urn, spiffe or wimse URI without a fragment');
 const checksum = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'each agent checksum must be a base64url SHA-256 (43 characters)');
 const jwk = z.object({ kty: z.enum(['OKP', 'EC', 'RSA'], { error: 'each key must have kty OKP, EC or RSA' }) }).passthrough();
 const jwks = z.object({ keys: z.array(jwk).min(1, 'jwks.keys must hold at least one key').max(10, 'jwks.keys may hold at most 10 keys') }).strict();
@@ -49,6 +50,9 @@ function firstIssue(error: z.ZodError): string {
 async function checkPublicKeys(set: { keys: Record<string, unknown>[] }): Promise<void> {
   for (const [i, key] of set.keys.entries()) {
     if ('d' in key || 'p' in key || 'k' in key) throw new RegistrationError(`jwks.keys.${i}: must be a public key (private key material was sent)`);
+    if (key.kty === 'RSA' && (typeof key.n !== 'string' || Buffer.from(key.n, 'base64url').length * 8 < 2048)) {
+      throw new RegistrationError(`jwks.keys.${i}: RSA keys must be at least 2048 bits`);
+    }
     try {
       await importJWK(key as JWK, typeof key.alg === 'string' ? key.alg : key.kty === 'OKP' ? 'EdDSA' : key.kty === 'EC' ? 'ES256' : 'RS256');
     } catch (err) {

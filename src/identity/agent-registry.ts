@@ -80,11 +80,17 @@ export class AgentRegistry {
     return { agent: agentView(updated), client_secret: secret };
   }
 
-  /** Disables an agent and revokes every live token issued to or for it, with their descendants. */
+  /**
+   * Disables an agent and revokes every live token issued to or for it, with their descendants.
+   * Disabling a disabled agent changes nothing.
+   */
   async disable(id: string): Promise<{ agent: AgentView; revoked: string[] } | undefined> {
     return this.db.transaction(async (trx) => {
       const agent = await this.agents.disable(id, trx);
-      if (!agent) return undefined;
+      if (!agent) {
+        const existing = await this.agents.find(id, trx);
+        return existing && { agent: agentView(existing), revoked: [] };
+      }
       const revoked = await new TokensRepo(trx).revokeAllFor(id, 'agent disabled', this.now(), trx);
       const events = new EventsRepo(trx);
       await events.record({ decision: 'admin', action: 'agent.disable', client_id: id, detail: `${revoked.length} tokens revoked` });

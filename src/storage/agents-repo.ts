@@ -72,8 +72,9 @@ export class AgentsRepo {
     return rows[0] ? fromRow(rows[0]) : undefined;
   }
 
+  /** Disables an active agent; undefined when there is no active agent with this id. */
   async disable(id: string, trx: Knex = this.db): Promise<AgentRecord | undefined> {
-    const rows = await trx('agents').where({ id }).update({ status: 'disabled', disabled_at: trx.fn.now(), updated_at: trx.fn.now() }).returning('*');
+    const rows = await trx('agents').where({ id, status: 'active' }).update({ status: 'disabled', disabled_at: trx.fn.now(), updated_at: trx.fn.now() }).returning('*');
     return rows[0] ? fromRow(rows[0]) : undefined;
   }
 }
