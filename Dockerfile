@@ -1,0 +1,35 @@
+# agent-sts container image.
+#
+#   docker build -t agent-sts .
+#   docker run -p 8080:8080 -e DATABASE_URL=postgres://... -e AGENT_STS_ADMIN_TOKEN=... agent-sts
+#
+# Configuration comes from environment variables (ISSUER, DATABASE_URL, AGENT_STS_ADMIN_TOKEN,
+# AGENT_STS_KEY_ENCRYPTION_KEY, ...). Without DATABASE_URL the embedded database is kept under
+# DATA_DIR (/app/data); mount a volume there to keep it.
+
+# --- build: compile the TypeScript sources to dist/ ---
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+COPY migrations ./migrations
+RUN npm run build
+
+# --- runtime: production dependencies and the compiled server only ---
+FROM node:20-bookworm-slim AS runtime
+ENV NODE_ENV=production \
+    HOST=0.0.0.0 \
+    PORT=8080 \
+    DATA_DIR=/app/data
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev && npm cache clean --force
+COPY --from=build /app/dist ./dist
+RUN mkdir -p /app/data && chown node:node /app/data
+USER node
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:8080/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+CMD ["node", "dist/src/cli/main.js", "serve"]

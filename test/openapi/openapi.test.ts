@@ -1,0 +1,96 @@
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type Router from '@koa/router';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { agentsRoutes } from '../../src/http/admin/agents-routes.js';
+import { keysRoutes } from '../../src/http/admin/keys-routes.js';
+import { tokensRoutes } from '../../src/http/admin/tokens-routes.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
+
+interface OpenApiDoc {
+  openapi: string;
+  paths: Record<string, Record<string, unknown>>;
+  components: { schemas: Record<string, unknown>; securitySchemes: Record<string, { type: string; scheme?: string }> };
+}
+
+const doc = parse(readFileSync(`${ROOT}openapi.yaml`, 'utf8')) as OpenApiDoc;
+
+/** Every endpoint the server exposes, with its methods (OPTIONS preflight and HEAD aside). */
+const ENDPOINTS: Record<string, string[]> = {
+  '/healthz': ['get'],
+  '/readyz': ['get'],
+  '/jwks': ['get'],
+  '/.well-known/oauth-authorization-server': ['get'],
+  '/.well-known/openid-configuration': ['get'],
+  '/token': ['post'],
+  '/token/introspection': ['post'],
+  '/token/revocation': ['post'],
+  '/admin/agents': ['get', 'post'],
+  '/admin/agents/{id}': ['delete', 'get', 'patch'],
+  '/admin/agents/{id}/secret': ['post'],
+  '/admin/keys': ['get'],
+  '/admin/keys/rotate': ['post'],
+  '/admin/tokens': ['get'],
+  '/admin/tokens/{jti}': ['get'],
+  '/admin/tokens/{jti}/lineage': ['get'],
+  '/admin/tokens/{jti}/revoke': ['post'],
+  '/admin/events': ['get'],
+};
+
+const methodsOf = (path: string) => Object.keys(doc.paths[path] ?? {}).filter((k) => HTTP_METHODS.includes(k)).sort();
+
+describe('openapi.yaml', () => {
+  it('is an OpenAPI 3.1 document', () => {
+    expect(doc.openapi).toMatch(/^3\.1\.\d+$/);
+  });
+
+  it('describes every endpoint with exactly its methods, and nothing else', () => {
+    for (const [path, methods] of Object.entries(ENDPOINTS)) {
+      expect(methodsOf(path), path).toEqual(methods);
+    }
+    expect(Object.keys(doc.paths).sort()).toEqual(Object.keys(ENDPOINTS).sort());
+  });
+
+  it('describes the routes the admin routers register', () => {
+    const unused = {} as never;
+    const routers: Router[] = [agentsRoutes(unused), keysRoutes(unused, unused, () => {}), tokensRoutes(unused, unused)];
+    const registered = routers.flatMap((r) => r.stack.flatMap((layer) => layer.methods
+      .filter((m) => m !== 'HEAD')
+      .map((m) => `${m.toLowerCase()} ${String(layer.path).replace(/:(\w+)/g, '{$1}')}`)));
+    const documented = Object.keys(ENDPOINTS).filter((p) => p.startsWith('/admin/')).flatMap((p) => methodsOf(p).map((m) => `${m} ${p}`));
+    expect(registered.sort()).toEqual(documented.sort());
+  });
+
+  it('has the shared schemas and security schemes', () => {
+    for (const name of ['Agent', 'AgentRegistration', 'AgentPatch', 'TokenRecord', 'DecisionEvent', 'SigningKey', 'Jwks', 'Error', 'TokenResponse', 'IntrospectionResponse', 'ServerMetadata']) {
+      expect(doc.components.schemas, name).toHaveProperty(name);
+    }
+    expect(doc.components.securitySchemes.adminToken).toMatchObject({ type: 'http', scheme: 'bearer' });
+    expect(doc.components.securitySchemes.oauthClient).toMatchObject({ type: 'http', scheme: 'basic' });
+  });
+
+  it('passes the Redocly lint with no errors and no warnings', async () => {
+    const stdout = await new Promise<string>((resolve, reject) => {
+      execFile(
+        `${ROOT}node_modules/.bin/redocly`,
+        ['lint', 'openapi.yaml', '--format=json'],
+        {
+          cwd: ROOT,
+          timeout: 60_000,
+          maxBuffer: 16 * 1024 * 1024,
+          env: { ...process.env, REDOCLY_TELEMETRY: 'off', REDOCLY_SUPPRESS_UPDATE_NOTICE: 'true', NO_COLOR: '1' },
+        },
+        // The exit status is non-zero when there are errors; the JSON report tells which.
+        (err, out, errOut) => (out.trim() ? resolve(out) : reject(err ?? new Error(`no lint report: ${errOut}`))),
+      );
+    });
+    const report = JSON.parse(stdout) as { totals: { errors: number; warnings: number }; problems: { ruleId: string; message: string; location?: { pointer?: string }[] }[] };
+    const problems = report.problems.map((p) => `${p.ruleId} ${p.location?.[0]?.pointer ?? ''}: ${p.message}`);
+    expect(problems).toEqual([]);
+    expect(report.totals).toMatchObject({ errors: 0, warnings: 0 });
+  }, 70_000);
+});
