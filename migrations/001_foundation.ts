@@ -28,6 +28,7 @@ export async function up(knex: Knex): Promise<void> {
     t.boolean('encrypted').notNullable();
     t.text('status').notNullable();
     t.timestamp('created_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());
+    t.bigInteger('activate_at');
     t.timestamp('retired_at', { useTz: true });
     t.index(['status', 'alg']);
   });

@@ -15,6 +15,7 @@ export interface Config {
   keyEncryptionKey: Buffer | undefined;
   accessTokenTtl: number;
   signingAlg: 'EdDSA' | 'ES256';
+  keyActivationDelay: number;
   maxDelegationDepth: number;
   databasePoolMax: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -52,6 +53,7 @@ const schema = z.object({
     .transform((v) => (v === '' ? undefined : v))
     .refine((v) => v === undefined || decodeKey(v) !== undefined, 'must be 32 bytes, as 64 hex characters or base64/base64url'),
   ACCESS_TOKEN_TTL: positiveInt(86_400).default(300),
+  KEY_ACTIVATION_DELAY: z.coerce.number().int('must be a whole number').min(0, 'must be 0 or more').max(86_400, 'must be at most 86400').default(0),
   SIGNING_ALG: z.enum(['EdDSA', 'ES256'], { error: 'must be EdDSA or ES256' }).default('EdDSA'),
   MAX_DELEGATION_DEPTH: positiveInt(32).default(5),
   DATABASE_POOL_MAX: positiveInt(200).default(10),
@@ -84,6 +86,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     keyEncryptionKey: v.AGENT_STS_KEY_ENCRYPTION_KEY ? decodeKey(v.AGENT_STS_KEY_ENCRYPTION_KEY) : undefined,
     accessTokenTtl: v.ACCESS_TOKEN_TTL,
     signingAlg: v.SIGNING_ALG,
+    keyActivationDelay: v.KEY_ACTIVATION_DELAY,
     maxDelegationDepth: v.MAX_DELEGATION_DEPTH,
     databasePoolMax: v.DATABASE_POOL_MAX,
     logLevel: v.LOG_LEVEL,

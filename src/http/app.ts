@@ -21,11 +21,17 @@ export interface AppParts {
 
 /** The OAuth endpoints oidc-provider serves here; every other provider route is closed. */
 const OAUTH_ROUTES: Record<string, readonly string[]> = {
+  '/.well-known/oauth-authorization-server': ['GET', 'OPTIONS'],
   '/token': ['POST', 'OPTIONS'],
   '/token/introspection': ['POST', 'OPTIONS'],
   '/token/revocation': ['POST', 'OPTIONS'],
   '/.well-known/openid-configuration': ['GET', 'OPTIONS'],
 };
+
+function methodNotAllowed(ctx: Koa.Context, allowed: readonly string[]): ApiError {
+  ctx.set('Allow', allowed.join(', '));
+  return new ApiError(405, 'invalid_request', `${ctx.method} is not allowed here; allowed: ${allowed.join(', ')}`);
+}
 
 export function createApp(parts: AppParts): Koa {
   const app = new Koa({ proxy: parts.trustProxy });
@@ -54,34 +60,24 @@ export function createApp(parts: AppParts): Koa {
 
   const oauth = parts.oauth.middleware();
   app.use(async (ctx, next) => {
-    if (ctx.path === '/.well-known/oauth-authorization-server' && (ctx.method === 'GET' || ctx.method === 'OPTIONS')) {
-      // RFC 8414 metadata: the same document, served by the provider's discovery route.
-      ctx.path = '/.well-known/openid-configuration';
-      try {
-        return await oauth(ctx, next);
-      } finally {
-        ctx.path = '/.well-known/oauth-authorization-server';
-      }
-    }
     const methods = OAUTH_ROUTES[ctx.path];
     if (!methods) return next();
-    if (!methods.includes(ctx.method)) {
-      ctx.status = 405;
-      ctx.set('Allow', methods.join(', '));
-      ctx.body = { error: 'invalid_request', error_description: `${ctx.method} is not allowed here` };
-      return;
+    if (!methods.includes(ctx.method)) throw methodNotAllowed(ctx, methods);
+    if (ctx.path !== '/.well-known/oauth-authorization-server') return oauth(ctx, next);
+    // RFC 8414 metadata: the same document, served by the provider's discovery route.
+    ctx.path = '/.well-known/openid-configuration';
+    try {
+      return await oauth(ctx, next);
+    } finally {
+      ctx.path = '/.well-known/oauth-authorization-server';
     }
-    return oauth(ctx, next);
   });
 
   app.use((ctx) => {
-    // A known admin path with another method is a 405, anything else a 404.
-    const allowed = new Set(parts.routers.flatMap((r) => r.match(ctx.path, ctx.method).path.flatMap((layer) => layer.methods)));
-    if (allowed.size) {
-      allowed.delete('HEAD');
-      ctx.set('Allow', [...allowed].join(', '));
-      throw new ApiError(405, 'invalid_request', `${ctx.method} is not allowed here; allowed: ${[...allowed].join(', ')}`);
-    }
+    // A known path with another method is a 405, anything else a 404.
+    const allowed = new Set([router, ...parts.routers].flatMap((r) => r.match(ctx.path, ctx.method).path.flatMap((layer) => layer.methods)));
+    allowed.delete('HEAD');
+    if (allowed.size) throw methodNotAllowed(ctx, [...allowed]);
     throw notFound('route');
   });
   return app;

@@ -18,7 +18,7 @@ export function errorMapper(logger: Logger) {
     try {
       await next();
     } catch (err) {
-      const e = err as Error & { status?: number; expose?: boolean; type?: string };
+      const e = err as Error & { status?: number; expose?: boolean };
       let status = 500;
       let code = 'server_error';
       let description = 'internal error';
@@ -32,7 +32,7 @@ export function errorMapper(logger: Logger) {
       } else if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
         status = e.status;
         code = status === 413 ? 'request_too_large' : status === 415 ? 'unsupported_media_type' : 'invalid_request';
-        description = e.type === 'entity.parse.failed' ? 'the body is not valid JSON' : e.expose ? e.message : 'bad request';
+        description = e.expose ? e.message : 'bad request';
       } else {
         logger.error({ err: { name: e.name, message: e.message, stack: e.stack }, path: ctx.path }, 'unhandled error');
       }

@@ -79,11 +79,29 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       ],
     }, keys);
 
+    // Pending keys start signing at their time, here and (through the periodic refresh) on every other server.
+    const activateNow = () => keys.activateDue().then((changed) => {
+      if (changed) {
+        oauth.reload();
+        logger.info({ kids: keys.signingKeys().map((k) => k.kid) }, 'now signing with new keys');
+      }
+    }).catch((err: Error) => logger.warn({ err: { message: err.message } }, 'key refresh failed'));
+    const pendingActivations = new Set<NodeJS.Timeout>();
+    const scheduleActivation = (activateAt: number) => {
+      const t = setTimeout(() => {
+        pendingActivations.delete(t);
+        void activateNow();
+      }, Math.max(0, activateAt - now()) * 1000 + 50);
+      t.unref();
+      pendingActivations.add(t);
+      return activateNow();
+    };
+
     const registry = new AgentRegistry(knex, { trustDomain: config.trustDomain, maxDelegationDepth: config.maxDelegationDepth }, now);
     const app = createApp({
       logger, db, keys, oauth, trustProxy: config.trustProxy,
       adminAuth: requireAdmin(adminHash),
-      routers: [agentsRoutes(registry), keysRoutes(keys, events, () => oauth.reload()), tokensRoutes(tokens, events)],
+      routers: [agentsRoutes(registry), keysRoutes(keys, events, config.keyActivationDelay, (activateAt) => scheduleActivation(activateAt)), tokensRoutes(tokens, events)],
     });
 
     server = createServer(app.callback());
@@ -97,14 +115,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
 
     const refreshMs = opts.keyRefreshMs ?? 10_000;
     if (refreshMs > 0) {
-      timer = setInterval(() => {
-        keys.load().then((changed) => {
-          if (changed) {
-            oauth.reload();
-            logger.info('signing keys changed in the database; now signing with the new keys');
-          }
-        }).catch((err: Error) => logger.warn({ err: { message: err.message } }, 'key refresh failed'));
-      }, refreshMs);
+      timer = setInterval(() => void activateNow(), refreshMs);
       timer.unref();
     }
 
@@ -118,6 +129,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       logger,
       async close() {
         if (timer) clearInterval(timer);
+        for (const t of pendingActivations) clearTimeout(t);
         await new Promise<void>((resolve) => {
           srv.close(() => resolve());
           srv.closeAllConnections();

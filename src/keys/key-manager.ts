@@ -9,7 +9,8 @@ export type SigningAlg = (typeof SIGNING_ALGS)[number];
 export interface PublicKeyInfo {
   kid: string;
   alg: string;
-  status: 'active' | 'retired';
+  status: 'next' | 'active' | 'retired';
+  activate_at: number | null;
   created_at: string;
   retired_at: string | null;
   published: boolean;
@@ -62,22 +63,41 @@ export class KeyManager {
   }
 
   /**
-   * Creates new keys (for every algorithm, or one) and retires the keys they replace.
-   * The new keys are committed, and so published, before the caller reloads them for signing.
+   * Creates new keys for every algorithm. They are committed, and so published in the JWKS, at once;
+   * they start signing `delaySeconds` later (at once when 0), when they replace the keys of their algorithm,
+   * which stay published while tokens they signed are alive. A rotation while keys are still pending
+   * replaces the pending keys. The caller then calls {@link activateDue} (now, and at `activateAt`).
    */
-  async rotate(algs: readonly SigningAlg[] = SIGNING_ALGS): Promise<string[]> {
+  async rotate(delaySeconds = 0): Promise<{ created: string[]; activateAt: number }> {
     const created: string[] = [];
+    const activateAt = this.now() + delaySeconds;
     await this.db.transaction(async (trx) => {
       await this.repo.lock(trx);
-      const active = await this.repo.active(trx);
-      await this.repo.retire(active.filter((k) => algs.includes(k.alg as SigningAlg)).map((k) => k.kid), trx);
-      for (const alg of algs) created.push(await this.createKey(alg, trx));
+      await this.repo.retire((await this.repo.pending(trx)).map((k) => k.kid), trx);
+      for (const alg of SIGNING_ALGS) created.push(await this.createKey(alg, trx, activateAt));
     });
-    await this.load();
-    return created;
+    return { created, activateAt };
   }
 
-  /** Public keys whose tokens may still be alive: active keys and retired keys with unexpired tokens. */
+  /**
+   * Switches signing to pending keys whose time has come (retiring the keys they replace) and reloads
+   * the signing keys. Safe to call from every server sharing the database. Returns true when the
+   * signing keys changed.
+   */
+  async activateDue(): Promise<boolean> {
+    await this.db.transaction(async (trx) => {
+      const due = (await this.repo.pending(trx)).filter((k) => (k.activate_at ?? 0) <= this.now());
+      if (!due.length) return;
+      await this.repo.lock(trx);
+      const stillDue = (await this.repo.pending(trx)).filter((k) => (k.activate_at ?? 0) <= this.now());
+      const algs = new Set(stillDue.map((k) => k.alg));
+      await this.repo.retire((await this.repo.active(trx)).filter((k) => algs.has(k.alg)).map((k) => k.kid), trx);
+      await this.repo.activate(stillDue.map((k) => k.kid), trx);
+    });
+    return this.load();
+  }
+
+  /** Public keys: pending and active keys, and retired keys with unexpired tokens. */
   async jwks(): Promise<{ keys: JWK[] }> {
     const rows = await this.repo.published(this.now());
     return { keys: rows.map((r) => r.public_jwk as JWK) };
@@ -87,11 +107,11 @@ export class KeyManager {
     const [rows, published] = await Promise.all([this.repo.all(), this.repo.published(this.now())]);
     const live = new Set(published.map((r) => r.kid));
     return rows.map((r) => ({
-      kid: r.kid, alg: r.alg, status: r.status, created_at: r.created_at, retired_at: r.retired_at, published: live.has(r.kid), encrypted: r.encrypted,
+      kid: r.kid, alg: r.alg, status: r.status, activate_at: r.activate_at, created_at: r.created_at, retired_at: r.retired_at, published: live.has(r.kid), encrypted: r.encrypted,
     }));
   }
 
-  private async createKey(alg: SigningAlg, trx: Knex): Promise<string> {
+  private async createKey(alg: SigningAlg, trx: Knex, activateAt?: number): Promise<string> {
     const { publicKey, privateKey } = await generateKeyPair(alg, { extractable: true, ...(alg === 'EdDSA' ? { crv: 'Ed25519' } : {}) });
     const pub = await exportJWK(publicKey);
     const kid = await calculateJwkThumbprint(pub);
@@ -103,7 +123,8 @@ export class KeyManager {
       public_jwk: publicJwk,
       private_jwk: this.encryptionKey ? encryptPrivateKey(privateJson, this.encryptionKey, kid) : privateJson,
       encrypted: !!this.encryptionKey,
-      status: 'active',
+      status: activateAt === undefined ? 'active' : 'next',
+      activate_at: activateAt ?? null,
     }, trx);
     return kid;
   }

@@ -63,6 +63,7 @@ export function tokenStatusMiddleware(deps: Deps) {
     }
 
     const found = await findIssued(deps, token);
+    ctx.set('Cache-Control', 'no-store');
     if (found && found.record.client_id !== client.clientId) {
       ctx.status = 400;
       ctx.body = { error: 'unauthorized_client', error_description: 'the token was not issued to this client' };
@@ -75,5 +76,6 @@ export function tokenStatusMiddleware(deps: Deps) {
     }
     ctx.status = 200;
     ctx.body = '';
+    ctx.type = 'text/plain';
   };
 }

@@ -6,7 +6,9 @@ export interface SigningKeyRow {
   public_jwk: Record<string, unknown>;
   private_jwk: string;
   encrypted: boolean;
-  status: 'active' | 'retired';
+  status: 'next' | 'active' | 'retired';
+  /** For a `next` key: when it starts signing (epoch seconds). */
+  activate_at: number | null;
   created_at: string;
   retired_at: string | null;
 }
@@ -27,10 +29,15 @@ export class KeysRepo {
     return (await trx('signing_keys').where({ status: 'active' }).orderBy('created_at', 'desc')).map(fromRow);
   }
 
-  /** Active keys and retired keys that signed a token which has not yet expired. */
+  /** Keys published but not yet signing. */
+  async pending(trx: Knex = this.db): Promise<SigningKeyRow[]> {
+    return (await trx('signing_keys').where({ status: 'next' }).orderBy('created_at', 'desc')).map(fromRow);
+  }
+
+  /** Next and active keys, and retired keys that signed a token which has not yet expired. */
   async published(nowSec: number): Promise<SigningKeyRow[]> {
     const rows = await this.db('signing_keys as k')
-      .where('k.status', 'active')
+      .whereIn('k.status', ['next', 'active'])
       .orWhereExists((q) => q.select(this.db.raw('1')).from('issued_tokens as t').whereRaw('t.kid = k.kid').andWhere('t.exp', '>', nowSec))
       .orderBy('k.created_at', 'desc');
     return rows.map(fromRow);
@@ -38,6 +45,10 @@ export class KeysRepo {
 
   async all(): Promise<SigningKeyRow[]> {
     return (await this.db('signing_keys').orderBy('created_at', 'desc')).map(fromRow);
+  }
+
+  async activate(kids: string[], trx: Knex): Promise<void> {
+    if (kids.length) await trx('signing_keys').whereIn('kid', kids).update({ status: 'active', activate_at: null });
   }
 
   async insert(row: Omit<SigningKeyRow, 'created_at' | 'retired_at'>, trx: Knex): Promise<void> {

@@ -47,9 +47,11 @@ export class TokensRepo {
     return row ? fromRow(row) : undefined;
   }
 
-  async list(filter: TokenFilter, limit: number): Promise<TokenRecord[]> {
+  /** Newest first; `after` continues a listing after the record with that (iat, jti). */
+  async list(filter: TokenFilter, limit: number, after?: { iat: number; jti: string }): Promise<TokenRecord[]> {
     const q = this.db('issued_tokens').orderBy('iat', 'desc').orderBy('jti').limit(limit);
     for (const [k, v] of Object.entries(filter)) if (v !== undefined) q.where(k, v);
+    if (after) q.where((w) => w.where('iat', '<', after.iat).orWhere((x) => x.where('iat', after.iat).andWhere('jti', '>', after.jti)));
     return (await q).map(fromRow);
   }
 

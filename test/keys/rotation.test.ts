@@ -100,3 +100,32 @@ describe.runIf(!!POSTGRES_URL)('rotation across servers sharing one PostgreSQL d
     }
   });
 });
+
+describe('rotation with KEY_ACTIVATION_DELAY', () => {
+  it('publishes the next keys at once and signs with them only after the delay', async () => {
+    const ts = await startTestServer({ KEY_ACTIVATION_DELAY: '2' });
+    try {
+      const id = agentId('delayed');
+      const secret = (await ts.admin('POST', '/admin/agents', { id, audiences: [API] })).body.client_secret as string;
+      const token = async () => (await postForm(`${ts.url}/token`, { grant_type: 'client_credentials' }, { authorization: basic(id, secret) })).body.access_token as string;
+      const oldKid = decodeProtectedHeader(await token()).kid;
+
+      const rotated = await ts.admin('POST', '/admin/keys/rotate');
+      const created: string[] = rotated.body.created;
+      expect(rotated.body.activates_at).toBeGreaterThan(Math.floor(Date.now() / 1000));
+      expect(rotated.body.keys.filter((k: { status: string }) => k.status === 'next').map((k: { kid: string }) => k.kid).sort()).toEqual([...created].sort());
+      const published = ((await (await fetch(`${ts.url}/jwks`)).json()) as { keys: { kid: string }[] }).keys.map((k) => k.kid);
+      expect(published).toEqual(expect.arrayContaining([oldKid, ...created]));
+      expect(decodeProtectedHeader(await token()).kid).toBe(oldKid);
+
+      await new Promise((r) => setTimeout(r, 3200));
+      const kid = decodeProtectedHeader(await token()).kid;
+      expect(created).toContain(kid);
+      const listed = (await ts.admin('GET', '/admin/keys')).body.keys as { kid: string; status: string }[];
+      expect(listed.find((k) => k.kid === oldKid)?.status).toBe('retired');
+      expect(listed.find((k) => k.kid === kid)?.status).toBe('active');
+    } finally {
+      await ts.close();
+    }
+  });
+});

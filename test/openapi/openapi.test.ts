@@ -57,7 +57,7 @@ describe('openapi.yaml', () => {
 
   it('describes the routes the admin routers register', () => {
     const unused = {} as never;
-    const routers: Router[] = [agentsRoutes(unused), keysRoutes(unused, unused, () => {}), tokensRoutes(unused, unused)];
+    const routers: Router[] = [agentsRoutes(unused), keysRoutes(unused, unused, 0, async () => {}), tokensRoutes(unused, unused)];
     const registered = routers.flatMap((r) => r.stack.flatMap((layer) => layer.methods
       .filter((m) => m !== 'HEAD')
       .map((m) => `${m.toLowerCase()} ${String(layer.path).replace(/:(\w+)/g, '{$1}')}`)));

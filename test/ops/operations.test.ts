@@ -53,8 +53,12 @@ describe('health, discovery, closed routes and logs', () => {
       expect(res.status, path).toBe(404);
       expect(await res.json()).toMatchObject({ error: 'not_found' });
     }
-    const getToken = await fetch(`${ts.url}/token`);
-    expect(getToken.status).toBe(405);
+    for (const [method, path] of [['GET', '/token'], ['POST', '/healthz'], ['DELETE', '/jwks'], ['POST', '/.well-known/oauth-authorization-server'], ['PUT', '/.well-known/openid-configuration']]) {
+      const res = await fetch(`${ts.url}${path}`, { method });
+      expect(res.status, `${method} ${path}`).toBe(405);
+      expect(res.headers.get('allow')).toBeTruthy();
+      expect(await res.json()).toMatchObject({ error: 'invalid_request' });
+    }
   });
 
   it('refuses malformed, oversized and wrongly typed token requests with RFC 6749 errors, never a 500', async () => {

@@ -9,10 +9,14 @@ export function tokensRoutes(tokens: TokensRepo, events: EventsRepo): Router {
   const router = new Router();
 
   router.get('/admin/tokens', async (ctx) => {
-    const { limit, ...filter } = parseQuery({
+    const { limit, after, ...filter } = parseQuery({
       sub: textParam.optional(), client_id: textParam.optional(), txn: textParam.optional(), jti: textParam.optional(), type: textParam.optional(), limit: limitParam,
+      after: z.string().regex(/^\d+\.[A-Za-z0-9_-]+$/, 'must be the `next` value of a previous page').optional(),
     }, ctx.query);
-    ctx.body = { tokens: await tokens.list(filter, limit) };
+    const cursor = after ? { iat: Number(after.slice(0, after.indexOf('.'))), jti: after.slice(after.indexOf('.') + 1) } : undefined;
+    const list = await tokens.list(filter, limit, cursor);
+    const last = list.at(-1);
+    ctx.body = { tokens: list, ...(list.length === limit && last ? { next: `${last.iat}.${last.jti}` } : {}) };
   });
 
   router.get('/admin/tokens/:jti', async (ctx) => {
