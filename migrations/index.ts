@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import * as m001 from './001_foundation.js';
+import * as m002 from './002_workload_identity.js';
 
 interface Migration {
   name: string;
@@ -8,7 +9,7 @@ interface Migration {
 }
 
 /** Every migration, in order. A new migration is a new file here, never an edit of an applied one. */
-const migrations: Migration[] = [m001];
+const migrations: Migration[] = [m001, m002];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
   getMigrations: async () => migrations,

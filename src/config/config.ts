@@ -4,6 +4,14 @@ import { z } from 'zod';
  * The server's configuration, read from the environment once at start.
  * This is the only module that reads `process.env` for settings.
  */
+/** An external issuer whose JWTs are trusted for attestation (a Kubernetes cluster, a CI system). */
+export interface TrustedIssuer {
+  issuer: string;
+  jwks_uri?: string;
+  jwks?: { keys: Record<string, unknown>[] };
+  audience: string | string[];
+}
+
 export interface Config {
   issuer: string;
   port: number;
@@ -17,6 +25,9 @@ export interface Config {
   signingAlg: 'EdDSA' | 'ES256';
   keyActivationDelay: number;
   maxDelegationDepth: number;
+  witTtl: number;
+  joinTokenTtl: number;
+  trustedIssuers: TrustedIssuer[];
   databasePoolMax: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   trustProxy: boolean;
@@ -32,6 +43,15 @@ export class ConfigError extends Error {
 const DNS_LABELS = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
 const positiveInt = (max: number) => z.coerce.number().int('must be a whole number').min(1, 'must be at least 1').max(max, `must be at most ${max}`);
+
+const httpsOrLocalUrl = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
+const trustedIssuers = z.array(z.object({
+  issuer: z.string().min(1),
+  jwks_uri: httpsOrLocalUrl.optional(),
+  jwks: z.object({ keys: z.array(z.record(z.string(), z.unknown())).min(1) }).optional(),
+  audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+}).strict().refine((i) => !!i.jwks_uri !== !!i.jwks, 'give exactly one of jwks_uri and jwks'))
+  .refine((a) => new Set(a.map((i) => i.issuer)).size === a.length, 'issuers must be unique');
 
 const schema = z.object({
   ISSUER: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
@@ -56,6 +76,24 @@ const schema = z.object({
   KEY_ACTIVATION_DELAY: z.coerce.number().int('must be a whole number').min(0, 'must be 0 or more').max(86_400, 'must be at most 86400').default(0),
   SIGNING_ALG: z.enum(['EdDSA', 'ES256'], { error: 'must be EdDSA or ES256' }).default('EdDSA'),
   MAX_DELEGATION_DEPTH: positiveInt(32).default(5),
+  WIT_TTL: z.coerce.number().int('must be a whole number').min(60, 'must be at least 60').max(86_400, 'must be at most 86400').default(3600),
+  JOIN_TOKEN_TTL: z.coerce.number().int('must be a whole number').min(10, 'must be at least 10').max(86_400, 'must be at most 86400').default(600),
+  TRUSTED_ISSUERS: z.string().default('[]').transform((v, ctx) => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(v || '[]');
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'must be a JSON array of {issuer, jwks_uri | jwks, audience}' });
+      return z.NEVER;
+    }
+    const result = trustedIssuers.safeParse(parsed);
+    if (!result.success) {
+      const issue = result.error.issues[0]!;
+      ctx.addIssue({ code: 'custom', message: `${issue.path.join('.') || 'value'}: ${issue.message}` });
+      return z.NEVER;
+    }
+    return result.data;
+  }),
   DATABASE_POOL_MAX: positiveInt(200).default(10),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'must be one of fatal, error, warn, info, debug, trace, silent' }).default('info'),
   TRUST_PROXY: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),
@@ -88,6 +126,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     signingAlg: v.SIGNING_ALG,
     keyActivationDelay: v.KEY_ACTIVATION_DELAY,
     maxDelegationDepth: v.MAX_DELEGATION_DEPTH,
+    witTtl: v.WIT_TTL,
+    joinTokenTtl: v.JOIN_TOKEN_TTL,
+    trustedIssuers: v.TRUSTED_ISSUERS,
     databasePoolMax: v.DATABASE_POOL_MAX,
     logLevel: v.LOG_LEVEL,
     trustProxy: v.TRUST_PROXY === 'true',

@@ -13,6 +13,10 @@ export interface AppParts {
   keys: KeyManager;
   oauth: OAuthCore;
   trustProxy: boolean;
+  /** WIT + WPT client authentication, run before the OAuth endpoints. */
+  witClientAuth: Koa.Middleware;
+  /** Routers of our own public endpoints (POST /wit). */
+  publicRouters: Router[];
   /** Guards every path under /admin. */
   adminAuth: Koa.Middleware;
   /** The admin API's routers. */
@@ -55,6 +59,7 @@ export function createApp(parts: AppParts): Koa {
   });
 
   app.use(router.routes());
+  for (const r of parts.publicRouters) app.use(r.routes());
   app.use((ctx, next) => (ctx.path === '/admin' || ctx.path.startsWith('/admin/') ? parts.adminAuth(ctx, next) : next()));
   for (const r of parts.routers) app.use(r.routes());
 
@@ -63,6 +68,7 @@ export function createApp(parts: AppParts): Koa {
     const methods = OAUTH_ROUTES[ctx.path];
     if (!methods) return next();
     if (!methods.includes(ctx.method)) throw methodNotAllowed(ctx, methods);
+    if (ctx.method === 'POST') return parts.witClientAuth(ctx, () => oauth(ctx, next));
     if (ctx.path !== '/.well-known/oauth-authorization-server') return oauth(ctx, next);
     // RFC 8414 metadata: the same document, served by the provider's discovery route.
     ctx.path = '/.well-known/openid-configuration';
@@ -75,7 +81,7 @@ export function createApp(parts: AppParts): Koa {
 
   app.use((ctx) => {
     // A known path with another method is a 405, anything else a 404.
-    const allowed = new Set([router, ...parts.routers].flatMap((r) => r.match(ctx.path, ctx.method).path.flatMap((layer) => layer.methods)));
+    const allowed = new Set([router, ...parts.publicRouters, ...parts.routers].flatMap((r) => r.match(ctx.path, ctx.method).path.flatMap((layer) => layer.methods)));
     allowed.delete('HEAD');
     if (allowed.size) throw methodNotAllowed(ctx, [...allowed]);
     throw notFound('route');

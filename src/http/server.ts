@@ -18,6 +18,12 @@ import { tokenStatusMiddleware } from '../oauth/token-status.js';
 import { discoveryMiddleware } from '../oauth/discovery.js';
 import { errorDetailMiddleware } from '../oauth/error-detail.js';
 import { createApp } from './app.js';
+import { witRoutes } from './wit-routes.js';
+import { WorkloadAuthenticator } from '../identity/workload-authenticator.js';
+import { WitIssuer } from '../identity/wit-issuer.js';
+import { createAttestors } from '../identity/attestors/index.js';
+import { JoinTokensRepo } from '../storage/join-tokens-repo.js';
+import { witClientAuth } from '../oauth/wit-client-auth.js';
 import { requireAdmin, resolveAdminTokenHash } from './admin/admin-token.js';
 import { agentsRoutes } from './admin/agents-routes.js';
 import { keysRoutes } from './admin/keys-routes.js';
@@ -61,6 +67,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
 
     const adminHash = await resolveAdminTokenHash({ configured: config.adminToken, dataDir: config.dataDir, settings: new SettingsRepo(knex), logger });
 
+    const replay = new ReplayRepo(knex, now);
     const oauth = new OAuthCore({
       issuer: config.issuer,
       signingAlg: config.signingAlg,
@@ -68,7 +75,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       trustProxy: config.trustProxy,
       agents,
       payloads: new OidcPayloadsRepo(knex, now),
-      replay: new ReplayRepo(knex, now),
+      replay,
       secrets: new ClientSecretVerifier(),
       logger,
       middleware: [
@@ -97,9 +104,19 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       return activateNow();
     };
 
-    const registry = new AgentRegistry(knex, { trustDomain: config.trustDomain, maxDelegationDepth: config.maxDelegationDepth }, now);
+    const registry = new AgentRegistry(knex, {
+      trustDomain: config.trustDomain, maxDelegationDepth: config.maxDelegationDepth, trustedIssuers: config.trustedIssuers.map((i) => i.issuer),
+    }, now, config.joinTokenTtl);
+
+    const authenticator = new WorkloadAuthenticator({ issuer: config.issuer, keys, tokens, agents, replay, now });
+    const witIssuer = new WitIssuer({
+      issuer: config.issuer, ttl: config.witTtl, signingAlg: config.signingAlg, keys, agents, tokens, now,
+      attestors: createAttestors({ joinTokens: new JoinTokensRepo(knex), trustedIssuers: config.trustedIssuers, authenticator, witEndpoint: `${config.issuer}/wit`, now }),
+    });
     const app = createApp({
       logger, db, keys, oauth, trustProxy: config.trustProxy,
+      witClientAuth: witClientAuth({ authenticator, issuer: config.issuer, events }),
+      publicRouters: [witRoutes(witIssuer, events)],
       adminAuth: requireAdmin(adminHash),
       routers: [agentsRoutes(registry), keysRoutes(keys, events, config.keyActivationDelay, (activateAt) => scheduleActivation(activateAt)), tokensRoutes(tokens, events)],
     });

@@ -2,6 +2,7 @@ import { importJWK, type JWK } from 'jose';
 import { z } from 'zod';
 import type { AgentChanges, NewAgent, TokenEndpointAuthMethod } from '../storage/agents-repo.js';
 import { parseWorkloadId } from './workload-id.js';
+import { AGENT_CHECKSUM_PATTERN } from './agent-checksum.js';
 
 export class RegistrationError extends Error {
   constructor(message: string) {
@@ -11,7 +12,7 @@ export class RegistrationError extends Error {
 }
 
 /** Authentication methods an agent can register with in this version. */
-export const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'private_key_jwt'] as const satisfies readonly TokenEndpointAuthMethod[];
+export const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'wit'] as const satisfies readonly TokenEndpointAuthMethod[];
 export const SECRET_METHODS: ReadonlySet<string> = new Set(['client_secret_basic', 'client_secret_post']);
 export const GRANT_TYPES = ['client_credentials'] as const;
 
@@ -22,7 +23,17 @@ const audience = z.string().max(2048).refine((v) => {
   const u = URL.parse(v);
   return !!u && AUDIENCE_SCHEMES.has(u.protocol) && !v.includes('#');
 }, 'each audience must be an absolute https, http, urn, spiffe or wimse URI without a fragment');
-const checksum = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'each agent checksum must be a base64url SHA-256 (43 characters)');
+const checksum = z.string().regex(AGENT_CHECKSUM_PATTERN, 'each agent checksum must be a base64url SHA-256 (43 characters)');
+const claimValue = z.union([z.string().max(1024), z.number(), z.boolean()]);
+const attestor = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('join_token') }).strict(),
+  z.object({ type: z.literal('wit') }).strict(),
+  z.object({
+    type: z.literal('jwt'),
+    issuer: z.string().min(1).max(2048),
+    claims: z.record(z.string().min(1).max(128), claimValue).refine((c) => Object.keys(c).length > 0, 'name at least one claim that must match, such as sub'),
+  }).strict(),
+], { error: 'each attestor must be {"type": "join_token"}, {"type": "wit"} or {"type": "jwt", "issuer": ..., "claims": {...}}' });
 const jwk = z.object({ kty: z.enum(['OKP', 'EC', 'RSA'], { error: 'each key must have kty OKP, EC or RSA' }) }).passthrough();
 const jwks = z.object({ keys: z.array(jwk).min(1, 'jwks.keys must hold at least one key').max(10, 'jwks.keys may hold at most 10 keys') }).strict();
 
@@ -37,6 +48,7 @@ function mutableFields(maxDepth: number) {
     dpop_bound_access_tokens: z.boolean(),
     max_delegation_depth: z.number().int().min(0).max(maxDepth, `must be at most the server's MAX_DELEGATION_DEPTH (${maxDepth})`),
     agent_checksums: unique(checksum, 50),
+    attestors: z.array(attestor).max(10).refine((a) => new Set(a.map((x) => (x.type === 'jwt' ? `jwt ${x.issuer}` : x.type))).size === a.length, 'must not repeat an attestor'),
   };
 }
 
@@ -64,6 +76,16 @@ async function checkPublicKeys(set: { keys: Record<string, unknown>[] }): Promis
 export interface RegistrationLimits {
   trustDomain: string;
   maxDelegationDepth: number;
+  /** `iss` values of the configured trusted attestation issuers. */
+  trustedIssuers: readonly string[];
+}
+
+function checkAttestors(attestors: { type: string; issuer?: unknown }[] | undefined, limits: RegistrationLimits): void {
+  for (const [i, a] of (attestors ?? []).entries()) {
+    if (a.type === 'jwt' && !limits.trustedIssuers.includes(a.issuer as string)) {
+      throw new RegistrationError(`attestors.${i}.issuer: ${JSON.stringify(a.issuer)} is not a trusted issuer (TRUSTED_ISSUERS)`);
+    }
+  }
 }
 
 /** Validates an agent registration from the admin API. The client secret hash is filled in by the caller. */
@@ -79,6 +101,7 @@ export async function validateNewAgent(input: unknown, limits: RegistrationLimit
     dpop_bound_access_tokens: fields.dpop_bound_access_tokens.default(false),
     max_delegation_depth: fields.max_delegation_depth.default(Math.min(3, limits.maxDelegationDepth)),
     agent_checksums: fields.agent_checksums.default([]),
+    attestors: fields.attestors.default([]),
   }).strict();
   const parsed = schema.safeParse(input);
   if (!parsed.success) throw new RegistrationError(firstIssue(parsed.error));
@@ -90,6 +113,7 @@ export async function validateNewAgent(input: unknown, limits: RegistrationLimit
   }
   if (v.token_endpoint_auth_method === 'private_key_jwt' && !v.jwks) throw new RegistrationError('jwks: required for private_key_jwt');
   if (v.jwks) await checkPublicKeys(v.jwks);
+  checkAttestors(v.attestors, limits);
   return { ...v, jwks: v.jwks ?? null };
 }
 
@@ -100,8 +124,9 @@ export async function validateAgentChanges(input: unknown, authMethod: string, l
   const parsed = schema.safeParse(input);
   if (!parsed.success) throw new RegistrationError(firstIssue(parsed.error));
   const v = parsed.data;
-  if (Object.keys(v).length === 0) throw new RegistrationError('nothing to change: send at least one of scopes, audiences, jwks, grant_types, dpop_bound_access_tokens, max_delegation_depth, agent_checksums');
+  if (Object.keys(v).length === 0) throw new RegistrationError('nothing to change: send at least one of scopes, audiences, jwks, grant_types, dpop_bound_access_tokens, max_delegation_depth, agent_checksums, attestors');
   if (v.jwks === null && authMethod === 'private_key_jwt') throw new RegistrationError('jwks: an agent using private_key_jwt needs keys');
   if (v.jwks) await checkPublicKeys(v.jwks);
+  checkAttestors(v.attestors, limits);
   return v;
 }

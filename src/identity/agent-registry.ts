@@ -4,6 +4,8 @@ import { EventsRepo } from '../storage/events-repo.js';
 import { TokensRepo } from '../storage/tokens-repo.js';
 import { RegistrationError, SECRET_METHODS, validateAgentChanges, validateNewAgent, type RegistrationLimits } from './agent-registration.js';
 import { generateClientSecret, hashClientSecret } from './client-secret.js';
+import { JoinTokensRepo } from '../storage/join-tokens-repo.js';
+import { createJoinToken } from './attestors/join-token.js';
 
 export class AgentExistsError extends Error {
   constructor(id: string) {
@@ -24,7 +26,7 @@ export function agentView(agent: AgentRecord): AgentView {
 export class AgentRegistry {
   private readonly agents: AgentsRepo;
 
-  constructor(private readonly db: Knex, private readonly limits: RegistrationLimits, private readonly now: () => number) {
+  constructor(private readonly db: Knex, private readonly limits: RegistrationLimits, private readonly now: () => number, private readonly joinTokenTtl = 600) {
     this.agents = new AgentsRepo(db);
   }
 
@@ -78,6 +80,21 @@ export class AgentRegistry {
       return row!;
     });
     return { agent: agentView(updated), client_secret: secret };
+  }
+
+  /** A one-time join token for WIT attestation, valid `ttl` seconds (default JOIN_TOKEN_TTL). */
+  async createJoinToken(id: string, ttl?: number): Promise<{ join_token: string; expires_at: number } | undefined> {
+    const agent = await this.agents.find(id);
+    if (!agent) return undefined;
+    if (agent.status !== 'active') throw new RegistrationError('the agent is disabled');
+    if (!agent.attestors.some((a) => a.type === 'join_token')) throw new RegistrationError('the agent does not accept join_token attestation: add {"type": "join_token"} to its attestors');
+    const expiresAt = this.now() + (ttl ?? this.joinTokenTtl);
+    const token = await this.db.transaction(async (trx) => {
+      const t = await createJoinToken(new JoinTokensRepo(trx), id, expiresAt);
+      await new EventsRepo(trx).record({ decision: 'admin', action: 'agent.join_token', client_id: id });
+      return t;
+    });
+    return { join_token: token, expires_at: expiresAt };
   }
 
   /**

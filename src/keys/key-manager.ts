@@ -1,4 +1,4 @@
-import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK } from 'jose';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK, type KeyObject } from 'jose';
 import type { Knex } from 'knex';
 import { KeysRepo, type SigningKeyRow } from '../storage/keys-repo.js';
 import { decryptPrivateKey, encryptPrivateKey } from './key-encryption.js';
@@ -24,6 +24,9 @@ export interface PublicKeyInfo {
 export class KeyManager {
   private readonly repo: KeysRepo;
   private active: JWK[] = [];
+  private readonly importedPrivate = new Map<string, KeyObject>();
+  private published = new Map<string, JWK>();
+  private publishedAt = 0;
 
   constructor(
     private readonly db: Knex,
@@ -60,6 +63,32 @@ export class KeyManager {
 
   activeKid(alg: string): string | undefined {
     return this.active.find((k) => k.alg === alg)?.kid;
+  }
+
+  /** The active key of an algorithm, for the tokens we sign ourselves. */
+  async signer(alg: SigningAlg): Promise<{ kid: string; alg: string; key: KeyObject }> {
+    const jwk = this.active.find((k) => k.alg === alg);
+    if (!jwk?.kid) throw new Error(`no active ${alg} signing key`);
+    let key = this.importedPrivate.get(jwk.kid);
+    if (!key) {
+      key = (await importJWK(jwk, alg)) as KeyObject;
+      this.importedPrivate.set(jwk.kid, key);
+    }
+    return { kid: jwk.kid, alg, key };
+  }
+
+  /**
+   * A published public key by `kid`, for verifying tokens we signed. Published keys are cached and
+   * re-read from the database at most once a second when an unknown `kid` comes along.
+   */
+  async publicKey(kid: string | undefined): Promise<JWK | undefined> {
+    if (!kid) return undefined;
+    const now = Date.now();
+    if (!this.published.has(kid) && now - this.publishedAt >= 1000) {
+      this.publishedAt = now;
+      this.published = new Map((await this.jwks()).keys.map((k) => [k.kid!, k]));
+    }
+    return this.published.get(kid);
   }
 
   /**

@@ -2,6 +2,7 @@ import type { Adapter, AdapterPayload } from 'oidc-provider';
 import type { AgentsRepo } from '../storage/agents-repo.js';
 import type { OidcPayloadsRepo } from '../storage/oidc-payloads-repo.js';
 import { agentToClientMetadata } from './client-metadata.js';
+import { witAuthStorage } from './wit-client-auth.js';
 
 /**
  * oidc-provider's storage: clients come from the agent registry (disabled agents are not found),
@@ -9,7 +10,7 @@ import { agentToClientMetadata } from './client-metadata.js';
  */
 export function adapterFactory(agents: AgentsRepo, payloads: OidcPayloadsRepo) {
   return class DatabaseAdapter implements Adapter {
-    constructor(private readonly model: string) {}
+    constructor(readonly model: string) {}
 
     async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
       if (this.model === 'Client') throw new Error('clients are registered through the admin API');
@@ -19,7 +20,10 @@ export function adapterFactory(agents: AgentsRepo, payloads: OidcPayloadsRepo) {
     async find(id: string): Promise<AdapterPayload | undefined> {
       if (this.model === 'Client') {
         const agent = await agents.find(id);
-        return agent?.status === 'active' ? (agentToClientMetadata(agent) as AdapterPayload) : undefined;
+        if (agent?.status !== 'active') return undefined;
+        // A WIT agent exists for the provider only in a request that authenticated with its WIT.
+        if (agent.token_endpoint_auth_method === 'wit' && witAuthStorage.getStore()?.agentId !== agent.id) return undefined;
+        return agentToClientMetadata(agent) as AdapterPayload;
       }
       return (await payloads.find(this.model, 'id', id)) as AdapterPayload | undefined;
     }

@@ -31,7 +31,9 @@ export function agentToClientMetadata(agent: AgentRecord): Record<string, unknow
   return {
     client_id: agent.id,
     ...(agent.client_secret_hash ? { client_secret: agent.client_secret_hash } : {}),
-    token_endpoint_auth_method: agent.token_endpoint_auth_method,
+    // WIT + WPT authentication happens before oidc-provider sees the request (see wit-client-auth.ts);
+    // to the provider such an agent is a client without its own authentication.
+    token_endpoint_auth_method: agent.token_endpoint_auth_method === 'wit' ? 'none' : agent.token_endpoint_auth_method,
     ...(agent.jwks ? { jwks: clientJwks(agent.jwks) } : {}),
     grant_types: agent.grant_types,
     response_types: [],

@@ -6,10 +6,10 @@ import type { AgentsRepo } from '../storage/agents-repo.js';
 import type { OidcPayloadsRepo } from '../storage/oidc-payloads-repo.js';
 import type { ReplayRepo } from '../storage/replay-repo.js';
 import type { ClientSecretVerifier } from '../identity/client-secret.js';
-import { AUTH_METHODS } from '../identity/agent-registration.js';
 import { adapterFactory } from './adapter.js';
 import { AGENT_METADATA, type AgentClientFields } from './client-metadata.js';
 import { resourceServerFor, defaultResourceFor } from './resource-servers.js';
+import { bindToWorkloadKey } from './workload-bound-tokens.js';
 
 export interface ProviderDeps {
   issuer: string;
@@ -45,7 +45,8 @@ export function buildProvider(deps: ProviderDeps): Provider {
     adapter: adapterFactory(deps.agents, deps.payloads),
     jwks: { keys: keys as Configuration['jwks'] extends { keys: infer K } | undefined ? K : never },
     cookies: { keys: cookieKeys },
-    clientAuthMethods: [...AUTH_METHODS],
+    // `none` stands for WIT + WPT, which is checked before the provider (wit-client-auth.ts).
+    clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'],
     enabledJWA: {
       clientAuthSigningAlgValues: CLIENT_ASSERTION_ALGS as never,
       idTokenSigningAlgValues: ['EdDSA', 'ES256'] as never,
@@ -76,6 +77,9 @@ export function buildProvider(deps: ProviderDeps): Provider {
         getResourceServerInfo: (ctx, resource, client) => resourceServerFor(ctx, resource, client as AgentClient, deps),
         useGrantedResource: () => false,
       },
+    },
+    formats: {
+      customizers: { jwt: bindToWorkloadKey },
     },
     ttl: {
       ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? deps.accessTokenTtl,

@@ -33,10 +33,10 @@ export async function introspect(deps: Deps, token: string): Promise<Record<stri
   if (record.revoked_at || record.exp <= deps.now()) return { active: false };
   const agent = await deps.agents.find(record.client_id);
   if (agent?.status !== 'active') return { active: false };
-  const { iss, sub, aud, scope, client_id, jti, iat, exp, nbf, cnf, act, txn } = claims;
+  const { iss, sub, aud, scope, client_id, jti, iat, exp, nbf, cnf, act, txn, agent_checksum } = claims;
   return {
     active: true,
-    iss, sub, aud, scope, client_id, jti, iat, exp, nbf, cnf, act, txn,
+    iss, sub, aud, scope, client_id, jti, iat, exp, nbf, cnf, act, txn, agent_checksum,
     token_type: record.cnf_jkt ? 'DPoP' : 'Bearer',
     ...(found.typ ? { typ: found.typ } : {}),
   };

@@ -31,7 +31,7 @@ describe('health, discovery, closed routes and logs', () => {
       introspection_endpoint: `${ts.issuer}/token/introspection`,
       revocation_endpoint: `${ts.issuer}/token/revocation`,
       grant_types_supported: ['client_credentials'],
-      token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'private_key_jwt'],
+      token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'wit'],
       response_types_supported: [],
     });
     expect(rfc8414.dpop_signing_alg_values_supported).toEqual(expect.arrayContaining(['EdDSA', 'ES256']));

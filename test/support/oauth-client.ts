@@ -1,4 +1,5 @@
 import * as client from 'openid-client';
+import { readResponse } from './http.js';
 import { createRemoteJWKSet, exportJWK, generateKeyPair, jwtVerify, type CryptoKey, type JWK } from 'jose';
 
 /** An openid-client configuration for an agent, found through the server's RFC 8414 metadata. */
@@ -24,17 +25,11 @@ export async function agentKeyPair(alg: 'EdDSA' | 'ES256' = 'EdDSA'): Promise<{ 
 
 /** POSTs a form to the server and returns status and parsed JSON. */
 export async function postForm(url: string, form: Record<string, string>, headers: Record<string, string> = {}) {
-  const res = await fetch(url, {
+  return readResponse(await fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
     body: new URLSearchParams(form).toString(),
-  });
-  const text = await res.text();
-  let body: any = text;
-  try {
-    body = text ? JSON.parse(text) : undefined;
-  } catch { /* not JSON */ }
-  return { status: res.status, body, headers: res.headers };
+  }));
 }
 
 export const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;

@@ -8,6 +8,7 @@ import pg from 'pg';
 import { loadConfig, type Config } from '../../src/config/config.js';
 import { createLogger } from '../../src/log/logger.js';
 import { startServer, type RunningServer } from '../../src/http/server.js';
+import { readResponse } from './http.js';
 
 export const TRUST_DOMAIN = 'agent-sts.test';
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef0123456789abcdef';
@@ -66,7 +67,17 @@ export class TestDatabase {
   }
 }
 
+/** The server's clock for our own checks (oidc-provider keeps the real one): tests move it forward. */
+export class TestClock {
+  offset = 0;
+  now = () => Math.floor(Date.now() / 1000) + this.offset;
+  advance(seconds: number) {
+    this.offset += seconds;
+  }
+}
+
 export interface TestServer {
+  clock: TestClock;
   url: string;
   issuer: string;
   server: RunningServer;
@@ -106,10 +117,12 @@ export async function startTestServer(env: Record<string, string> = {}, db = new
     ...extra,
   });
   let config = configFor({});
-  let server = await startServer(config, { logger: createLogger(config.logLevel, sink), keyRefreshMs: opts.keyRefreshMs ?? 0 });
+  const clock = new TestClock();
+  let server = await startServer(config, { logger: createLogger(config.logLevel, sink), keyRefreshMs: opts.keyRefreshMs ?? 0, now: clock.now });
   let running = true;
 
   const ts: TestServer = {
+    clock,
     url: issuer,
     issuer,
     get server() {
@@ -127,7 +140,7 @@ export async function startTestServer(env: Record<string, string> = {}, db = new
     async restart(extra = {}) {
       await ts.stop();
       config = configFor(extra);
-      server = await startServer(config, { logger: createLogger(config.logLevel, sink), keyRefreshMs: opts.keyRefreshMs ?? 0 });
+      server = await startServer(config, { logger: createLogger(config.logLevel, sink), keyRefreshMs: opts.keyRefreshMs ?? 0, now: clock.now });
       running = true;
     },
     async close() {
@@ -144,12 +157,7 @@ export async function startTestServer(env: Record<string, string> = {}, db = new
         },
         body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
       });
-      const text = await res.text();
-      let parsed: unknown = text;
-      try {
-        parsed = text ? JSON.parse(text) : undefined;
-      } catch { /* not JSON */ }
-      return { status: res.status, body: parsed, headers: res.headers };
+      return readResponse(res);
     },
   };
   return ts;

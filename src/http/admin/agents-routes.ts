@@ -2,8 +2,8 @@ import Router from '@koa/router';
 import { z } from 'zod';
 import { AgentExistsError, type AgentRegistry } from '../../identity/agent-registry.js';
 import { ApiError, notFound } from '../errors.js';
-import { limitParam, parseQuery, textParam } from './query.js';
-import { jsonBody } from './json-body.js';
+import { limitParam, parseBody, parseQuery, textParam } from './query.js';
+import { jsonBody, optionalJsonBody } from './json-body.js';
 
 export function agentsRoutes(registry: AgentRegistry): Router {
   const router = new Router();
@@ -44,6 +44,15 @@ export function agentsRoutes(registry: AgentRegistry): Router {
     if (!rotated) throw notFound('agent');
     ctx.set('Cache-Control', 'no-store');
     ctx.body = rotated;
+  });
+
+  router.post('/admin/agents/:id/join-tokens', optionalJsonBody, async (ctx) => {
+    const q = parseBody({ ttl: z.number().int().min(10).max(86_400).optional() }, ctx.request.body ?? {});
+    const issued = await registry.createJoinToken(ctx.params.id!, q.ttl);
+    if (!issued) throw notFound('agent');
+    ctx.status = 201;
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = issued;
   });
 
   router.delete('/admin/agents/:id', async (ctx) => {

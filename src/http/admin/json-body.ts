@@ -20,3 +20,9 @@ export async function jsonBody(ctx: Context, next: Next): Promise<void> {
   }
   await next();
 }
+
+/** Like {@link jsonBody}, for requests whose body may be left out. */
+export async function optionalJsonBody(ctx: Context, next: Next): Promise<void> {
+  if (!ctx.request.length && !ctx.get('transfer-encoding')) return next();
+  return jsonBody(ctx, next);
+}

@@ -1,0 +1,78 @@
+import { randomBytes } from 'node:crypto';
+import { decodeProtectedHeader, importJWK, jwtVerify, SignJWT, type CryptoKey, type JWK, type KeyObject } from 'jose';
+import { tokenHash } from './token-hash.js';
+import { TokenVerificationError } from './token-errors.js';
+import { asVerificationError } from './wit.js';
+
+export const WPT_TYP = 'wpt+jwt';
+/** The furthest in the future a WPT may expire. */
+export const WPT_MAX_LIFETIME = 300;
+
+export interface WptClaims {
+  aud: string;
+  exp: number;
+  jti: string;
+  wth: string;
+  ath?: string;
+  tth?: string;
+  iat?: number;
+}
+
+/** Creates a Workload Proof Token (draft-ietf-wimse-wpt) for a request, signed with the agent's key. */
+export async function createWpt(opts: {
+  wit: string; key: CryptoKey | KeyObject; alg: string; audience: string; lifetime?: number; now?: number; accessToken?: string; txnToken?: string;
+}): Promise<string> {
+  const now = opts.now ?? Math.floor(Date.now() / 1000);
+  const claims: WptClaims = {
+    aud: opts.audience,
+    exp: now + (opts.lifetime ?? 60),
+    jti: randomBytes(18).toString('base64url'),
+    wth: tokenHash(opts.wit),
+    ...(opts.accessToken ? { ath: tokenHash(opts.accessToken) } : {}),
+    ...(opts.txnToken ? { tth: tokenHash(opts.txnToken) } : {}),
+  };
+  return new SignJWT({ ...claims }).setProtectedHeader({ typ: WPT_TYP, alg: opts.alg }).setIssuedAt(now).sign(opts.key);
+}
+
+/**
+ * Verifies a WPT against the WIT it accompanies: signed by the WIT's `cnf.jwk` with its `alg`,
+ * `typ: wpt+jwt`, `aud` the target URI, expiring within {@link WPT_MAX_LIFETIME} seconds, a `jti` of at
+ * least 128 bits, `wth` the WIT's hash, `ath`/`tth` present exactly when those tokens ride along.
+ * Replay is the caller's to check with the returned `jti` and `exp`.
+ */
+export async function verifyWpt(token: string, opts: {
+  wit: string; witJwk: JWK; audience: string; now: number; accessToken?: string; txnToken?: string; clockTolerance?: number;
+}): Promise<WptClaims> {
+  const alg = opts.witJwk.alg!;
+  let header;
+  try {
+    header = decodeProtectedHeader(token);
+  } catch {
+    throw new TokenVerificationError('the WPT is malformed');
+  }
+  if (header.alg !== alg) throw new TokenVerificationError(`the WPT alg must be the WIT key's alg (${alg})`);
+  let payload: Record<string, unknown>;
+  try {
+    const key = await importJWK(opts.witJwk, alg);
+    ({ payload } = await jwtVerify(token, key, {
+      typ: WPT_TYP,
+      algorithms: [alg],
+      audience: opts.audience,
+      requiredClaims: ['exp', 'jti', 'wth'],
+      currentDate: new Date(opts.now * 1000),
+      clockTolerance: opts.clockTolerance ?? 5,
+    }));
+  } catch (err) {
+    throw asVerificationError(err, 'WPT');
+  }
+  const claims = payload as unknown as WptClaims & { oth?: unknown };
+  if (claims.exp > opts.now + WPT_MAX_LIFETIME) throw new TokenVerificationError(`the WPT must expire within ${WPT_MAX_LIFETIME} seconds`);
+  if (typeof claims.jti !== 'string' || claims.jti.length < 22) throw new TokenVerificationError('the WPT jti must carry at least 128 bits');
+  if (claims.wth !== tokenHash(opts.wit)) throw new TokenVerificationError('the WPT wth does not match the WIT');
+  for (const [claim, tok] of [['ath', opts.accessToken], ['tth', opts.txnToken]] as const) {
+    if (tok === undefined && claims[claim] !== undefined) throw new TokenVerificationError(`the WPT has ${claim} but no such token accompanies it`);
+    if (tok !== undefined && claims[claim] !== tokenHash(tok)) throw new TokenVerificationError(`the WPT ${claim} does not match the token it accompanies`);
+  }
+  if (claims.oth !== undefined) throw new TokenVerificationError('the WPT oth claim is not supported');
+  return claims;
+}
