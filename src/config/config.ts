@@ -26,6 +26,8 @@ export interface Config {
   keyActivationDelay: number;
   maxDelegationDepth: number;
   witTtl: number;
+  txnTokenTtl: number;
+  maxTxnTokensPerTxn: number;
   joinTokenTtl: number;
   trustedIssuers: TrustedIssuer[];
   databasePoolMax: number;
@@ -77,6 +79,8 @@ const schema = z.object({
   SIGNING_ALG: z.enum(['EdDSA', 'ES256'], { error: 'must be EdDSA or ES256' }).default('EdDSA'),
   MAX_DELEGATION_DEPTH: positiveInt(32).default(5),
   WIT_TTL: z.coerce.number().int('must be a whole number').min(60, 'must be at least 60').max(86_400, 'must be at most 86400').default(3600),
+  TXN_TOKEN_TTL: z.coerce.number().int('must be a whole number').min(1, 'must be at least 1').max(3600, 'must be at most 3600').default(300),
+  MAX_TXN_TOKENS_PER_TXN: positiveInt(1000).default(20),
   JOIN_TOKEN_TTL: z.coerce.number().int('must be a whole number').min(10, 'must be at least 10').max(86_400, 'must be at most 86400').default(600),
   TRUSTED_ISSUERS: z.string().default('[]').transform((v, ctx) => {
     let parsed: unknown;
@@ -127,6 +131,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     keyActivationDelay: v.KEY_ACTIVATION_DELAY,
     maxDelegationDepth: v.MAX_DELEGATION_DEPTH,
     witTtl: v.WIT_TTL,
+    txnTokenTtl: v.TXN_TOKEN_TTL,
+    maxTxnTokensPerTxn: v.MAX_TXN_TOKENS_PER_TXN,
     joinTokenTtl: v.JOIN_TOKEN_TTL,
     trustedIssuers: v.TRUSTED_ISSUERS,
     databasePoolMax: v.DATABASE_POOL_MAX,

@@ -24,6 +24,8 @@ import { WitIssuer } from '../identity/wit-issuer.js';
 import { createAttestors } from '../identity/attestors/index.js';
 import { JoinTokensRepo } from '../storage/join-tokens-repo.js';
 import { witClientAuth } from '../oauth/wit-client-auth.js';
+import { IssuedTokenVerifier } from '../oauth/grants/issued-tokens.js';
+import { REQUESTED_TOKEN_TYPES, SUBJECT_TOKEN_TYPES_IN_USE, TOKEN_EXCHANGE_GRANT, TOKEN_EXCHANGE_PARAMS, tokenExchangeHandler } from '../oauth/grants/token-exchange.js';
 import { requireAdmin, resolveAdminTokenHash } from './admin/admin-token.js';
 import { agentsRoutes } from './admin/agents-routes.js';
 import { keysRoutes } from './admin/keys-routes.js';
@@ -68,6 +70,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const adminHash = await resolveAdminTokenHash({ configured: config.adminToken, dataDir: config.dataDir, settings: new SettingsRepo(knex), logger });
 
     const replay = new ReplayRepo(knex, now);
+    const issuedTokens = new IssuedTokenVerifier({ issuer: config.issuer, trustDomain: config.trustDomain, keys, tokens, agents, now });
     const oauth = new OAuthCore({
       issuer: config.issuer,
       signingAlg: config.signingAlg,
@@ -77,12 +80,26 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       payloads: new OidcPayloadsRepo(knex, now),
       replay,
       secrets: new ClientSecretVerifier(),
+      grants: [{
+        name: TOKEN_EXCHANGE_GRANT,
+        handler: tokenExchangeHandler({
+          issuer: config.issuer, trustDomain: config.trustDomain, accessTokenTtl: config.accessTokenTtl, txnTokenTtl: config.txnTokenTtl,
+          maxTxnTokensPerTxn: config.maxTxnTokensPerTxn, maxDelegationDepth: config.maxDelegationDepth, signingAlg: config.signingAlg,
+          keys, tokens, verifier: issuedTokens, now,
+        }),
+        params: TOKEN_EXCHANGE_PARAMS,
+        dupes: ['resource', 'audience'],
+      }],
       logger,
       middleware: [
         tokenRecordsMiddleware({ tokens, events, logger }),
         errorDetailMiddleware(),
         tokenStatusMiddleware({ tokens, agents, events, now }),
-        discoveryMiddleware(() => ({ jwks_uri: `${config.issuer}/jwks` })),
+        discoveryMiddleware(() => ({
+          jwks_uri: `${config.issuer}/jwks`,
+          token_exchange_subject_token_types_supported: [...SUBJECT_TOKEN_TYPES_IN_USE],
+          token_exchange_requested_token_types_supported: REQUESTED_TOKEN_TYPES,
+        })),
       ],
     }, keys);
 

@@ -14,7 +14,15 @@ export class RegistrationError extends Error {
 /** Authentication methods an agent can register with in this version. */
 export const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'wit'] as const satisfies readonly TokenEndpointAuthMethod[];
 export const SECRET_METHODS: ReadonlySet<string> = new Set(['client_secret_basic', 'client_secret_post']);
-export const GRANT_TYPES = ['client_credentials'] as const;
+export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+export const GRANT_TYPES = ['client_credentials', TOKEN_EXCHANGE_GRANT] as const;
+/** Subject token types an agent may be allowed to exchange. */
+export const SUBJECT_TOKEN_TYPES = [
+  'urn:ietf:params:oauth:token-type:access_token',
+  'urn:ietf:params:oauth:token-type:txn_token',
+  'urn:ietf:params:oauth:token-type:jwt',
+  'urn:ietf:params:oauth:token-type:id_token',
+] as const;
 
 // RFC 6749 §3.3 scope-token.
 const scopeToken = z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]{1,128}$/, 'each scope must be 1-128 printable characters without spaces, quotes or backslashes');
@@ -48,6 +56,11 @@ function mutableFields(maxDepth: number) {
     dpop_bound_access_tokens: z.boolean(),
     max_delegation_depth: z.number().int().min(0).max(maxDepth, `must be at most the server's MAX_DELEGATION_DEPTH (${maxDepth})`),
     agent_checksums: unique(checksum, 50),
+    token_exchange: z.object({
+      subject_token_types: unique(z.enum(SUBJECT_TOKEN_TYPES, { error: `each subject token type must be one of ${SUBJECT_TOKEN_TYPES.join(', ')}` }), 10),
+      subject_issuers: unique(z.string().min(1).max(2048), 20),
+      may_act_for_others: z.boolean(),
+    }).partial().strict(),
     attestors: z.array(attestor).max(10).refine((a) => new Set(a.map((x) => (x.type === 'jwt' ? `jwt ${x.issuer}` : x.type))).size === a.length, 'must not repeat an attestor'),
   };
 }
@@ -80,6 +93,12 @@ export interface RegistrationLimits {
   trustedIssuers: readonly string[];
 }
 
+function checkExchangePolicy(policy: { subject_issuers?: string[] } | undefined, limits: RegistrationLimits): void {
+  for (const [i, iss] of (policy?.subject_issuers ?? []).entries()) {
+    if (!limits.trustedIssuers.includes(iss)) throw new RegistrationError(`token_exchange.subject_issuers.${i}: ${JSON.stringify(iss)} is not a trusted issuer (TRUSTED_ISSUERS)`);
+  }
+}
+
 function checkAttestors(attestors: { type: string; issuer?: unknown }[] | undefined, limits: RegistrationLimits): void {
   for (const [i, a] of (attestors ?? []).entries()) {
     if (a.type === 'jwt' && !limits.trustedIssuers.includes(a.issuer as string)) {
@@ -102,6 +121,7 @@ export async function validateNewAgent(input: unknown, limits: RegistrationLimit
     max_delegation_depth: fields.max_delegation_depth.default(Math.min(3, limits.maxDelegationDepth)),
     agent_checksums: fields.agent_checksums.default([]),
     attestors: fields.attestors.default([]),
+    token_exchange: fields.token_exchange.default({}),
   }).strict();
   const parsed = schema.safeParse(input);
   if (!parsed.success) throw new RegistrationError(firstIssue(parsed.error));
@@ -114,6 +134,7 @@ export async function validateNewAgent(input: unknown, limits: RegistrationLimit
   if (v.token_endpoint_auth_method === 'private_key_jwt' && !v.jwks) throw new RegistrationError('jwks: required for private_key_jwt');
   if (v.jwks) await checkPublicKeys(v.jwks);
   checkAttestors(v.attestors, limits);
+  checkExchangePolicy(v.token_exchange, limits);
   return { ...v, jwks: v.jwks ?? null };
 }
 
@@ -124,9 +145,10 @@ export async function validateAgentChanges(input: unknown, authMethod: string, l
   const parsed = schema.safeParse(input);
   if (!parsed.success) throw new RegistrationError(firstIssue(parsed.error));
   const v = parsed.data;
-  if (Object.keys(v).length === 0) throw new RegistrationError('nothing to change: send at least one of scopes, audiences, jwks, grant_types, dpop_bound_access_tokens, max_delegation_depth, agent_checksums, attestors');
+  if (Object.keys(v).length === 0) throw new RegistrationError('nothing to change: send at least one of scopes, audiences, jwks, grant_types, dpop_bound_access_tokens, max_delegation_depth, agent_checksums, attestors, token_exchange');
   if (v.jwks === null && authMethod === 'private_key_jwt') throw new RegistrationError('jwks: an agent using private_key_jwt needs keys');
   if (v.jwks) await checkPublicKeys(v.jwks);
   checkAttestors(v.attestors, limits);
+  checkExchangePolicy(v.token_exchange, limits);
   return v;
 }

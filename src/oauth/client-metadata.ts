@@ -1,13 +1,14 @@
 import type { AgentRecord } from '../storage/agents-repo.js';
 
 /** Client metadata properties of ours; oidc-provider keeps them on its Client objects under these snake_case names. */
-export const AGENT_METADATA = ['agent_scopes', 'agent_audiences', 'agent_max_delegation_depth', 'agent_checksums'] as const;
+export const AGENT_METADATA = ['agent_scopes', 'agent_audiences', 'agent_max_delegation_depth', 'agent_checksums', 'agent_token_exchange'] as const;
 
 export interface AgentClientFields {
   agent_scopes?: string[];
   agent_audiences?: string[];
   agent_max_delegation_depth?: number;
   agent_checksums?: string[];
+  agent_token_exchange?: AgentRecord['token_exchange'];
 }
 
 /**
@@ -43,5 +44,6 @@ export function agentToClientMetadata(agent: AgentRecord): Record<string, unknow
     agent_audiences: agent.audiences,
     agent_max_delegation_depth: agent.max_delegation_depth,
     agent_checksums: agent.agent_checksums,
+    agent_token_exchange: agent.token_exchange,
   };
 }

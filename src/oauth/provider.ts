@@ -22,6 +22,8 @@ export interface ProviderDeps {
   replay: ReplayRepo;
   secrets: ClientSecretVerifier;
   logger: Logger;
+  /** Grants of ours on the token endpoint (token exchange). */
+  grants: { name: string; handler: (ctx: KoaContextWithOIDC) => Promise<void>; params: string[]; dupes?: string[] }[];
   /** Middleware run around every provider request (records, our introspection, discovery). */
   middleware: ((ctx: KoaContextWithOIDC, next: () => Promise<void>) => Promise<void>)[];
 }
@@ -102,6 +104,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
   // One-time identifiers (client assertion and DPoP proof jti) are claimed atomically.
   (provider.ReplayDetection as unknown as { unique: (iss: string, jti: string, exp: number) => Promise<boolean> }).unique = (iss, jti, exp) => deps.replay.claim(iss, jti, exp);
 
+  for (const g of deps.grants) provider.registerGrantType(g.name, g.handler as never, g.params, g.dupes);
   for (const mw of deps.middleware) provider.use(mw);
 
   // The provider's detailed reason for a refusal, kept for the decision record (never sent to the client).

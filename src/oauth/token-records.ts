@@ -13,6 +13,8 @@ interface Deps {
 /** What a grant handler may add to the record of the token it issues (parent, actor chain, txn). */
 export interface IssuanceContext {
   record?: Partial<Pick<NewTokenRecord, 'parent_jti' | 'actor' | 'txn' | 'type'>>;
+  /** The whole record, from a grant that minted the token itself. */
+  complete?: NewTokenRecord;
 }
 
 function claimedClientId(ctx: KoaContextWithOIDC): string | null {
@@ -35,7 +37,7 @@ export function tokenRecordsMiddleware(deps: Deps) {
       let record: NewTokenRecord | undefined;
       try {
         const issuance = (ctx.state as { issuance?: IssuanceContext }).issuance;
-        record = { ...accessTokenRecord(body.access_token, issuance?.record), ...(issuance?.record?.type ? { type: issuance.record.type } : {}) };
+        record = issuance?.complete ?? { ...accessTokenRecord(body.access_token, issuance?.record), ...(issuance?.record?.type ? { type: issuance.record.type } : {}) };
         await deps.tokens.insert(record);
       } catch (err) {
         deps.logger.error({ err: { message: (err as Error).message }, client_id: clientId }, 'token record could not be written; token withheld');

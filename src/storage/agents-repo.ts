@@ -15,6 +15,8 @@ export interface AgentRecord {
   agent_checksums: string[];
   /** How the agent may prove itself to get a WIT: `{type: 'join_token' | 'jwt' | 'wit', ...}`. */
   attestors: { type: string; [k: string]: unknown }[];
+  /** Token exchange policy: subject token types and issuers it may exchange, whether it may act for others. */
+  token_exchange: { subject_token_types?: string[]; subject_issuers?: string[]; may_act_for_others?: boolean };
   status: 'active' | 'disabled';
   created_at: string;
   updated_at: string;
@@ -22,9 +24,9 @@ export interface AgentRecord {
 }
 
 export type NewAgent = Omit<AgentRecord, 'status' | 'created_at' | 'updated_at' | 'disabled_at'>;
-export type AgentChanges = Partial<Pick<AgentRecord, 'scopes' | 'audiences' | 'jwks' | 'grant_types' | 'dpop_bound_access_tokens' | 'max_delegation_depth' | 'agent_checksums' | 'attestors' | 'client_secret_hash'>>;
+export type AgentChanges = Partial<Pick<AgentRecord, 'scopes' | 'audiences' | 'jwks' | 'grant_types' | 'dpop_bound_access_tokens' | 'max_delegation_depth' | 'agent_checksums' | 'attestors' | 'token_exchange' | 'client_secret_hash'>>;
 
-const JSON_COLUMNS = ['scopes', 'audiences', 'jwks', 'grant_types', 'agent_checksums', 'attestors'] as const;
+const JSON_COLUMNS = ['scopes', 'audiences', 'jwks', 'grant_types', 'agent_checksums', 'attestors', 'token_exchange'] as const;
 
 function toRow(values: Partial<AgentRecord>): Record<string, unknown> {
   const row: Record<string, unknown> = { ...values };

@@ -101,6 +101,12 @@ export class TokensRepo {
     return result.rows.map((r: { jti: string }) => r.jti);
   }
 
+  /** How many tokens of a type a transaction has. */
+  async countInTxn(txn: string, type: string): Promise<number> {
+    const row = await this.db('issued_tokens').where({ txn, type }).count<{ n: number | string }[]>('* as n').first();
+    return Number(row?.n ?? 0);
+  }
+
   /** The latest expiry of any token signed by this key, or 0. */
   async lastExpiryForKid(kid: string): Promise<number> {
     const row = await this.db('issued_tokens').where({ kid }).max('exp as exp').first();

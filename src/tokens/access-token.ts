@@ -1,8 +1,11 @@
+import { randomBytes } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { signJwt, type Signer } from './our-jwt.js';
 import type { NewTokenRecord } from '../storage/tokens-repo.js';
 import { tokenHash } from './token-hash.js';
 
 export const ACCESS_TOKEN_TYP = 'at+jwt';
+export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 
 export interface AccessTokenClaims {
   iss: string;
@@ -48,4 +51,37 @@ export function accessTokenRecord(token: string, extra: Partial<Pick<NewTokenRec
     token_hash: tokenHash(token),
     cnf_jkt: c.cnf?.jkt ?? null,
   };
+}
+
+/** An RFC 8693 `act` claim: the current actor outermost, the one before it nested inside. */
+export interface ActClaim {
+  sub: string;
+  act?: ActClaim;
+}
+
+/**
+ * Mints an RFC 9068 access token from a token exchange (spec section 4): `sub` of the subject,
+ * `client_id` of the requester, `act` the actor chain. Client-credentials tokens come from
+ * oidc-provider with the same claims; {@link accessTokenRecord} records both.
+ */
+export async function mintAccessToken(opts: {
+  issuer: string; subject: string; clientId: string; audience: string; scope?: string; now: number; exp: number;
+  signer: Signer; act?: ActClaim; jkt?: string; txn?: string; agentChecksum?: string; parentJti: string;
+}): Promise<{ token: string; record: NewTokenRecord }> {
+  const claims: AccessTokenClaims & { agent_checksum?: string } = {
+    iss: opts.issuer,
+    sub: opts.subject,
+    client_id: opts.clientId,
+    aud: opts.audience,
+    ...(opts.scope ? { scope: opts.scope } : {}),
+    jti: randomBytes(24).toString('base64url'),
+    iat: opts.now,
+    exp: opts.exp,
+    ...(opts.act ? { act: opts.act } : {}),
+    ...(opts.jkt ? { cnf: { jkt: opts.jkt } } : {}),
+    ...(opts.txn ? { txn: opts.txn } : {}),
+    ...(opts.agentChecksum ? { agent_checksum: opts.agentChecksum } : {}),
+  };
+  const token = await signJwt(ACCESS_TOKEN_TYP, { ...claims }, opts.signer);
+  return { token, record: accessTokenRecord(token, { parent_jti: opts.parentJti }) };
 }

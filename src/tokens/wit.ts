@@ -1,8 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { calculateJwkThumbprint, errors as joseErrors, jwtVerify, SignJWT, type CryptoKey, type JWK, type KeyObject } from 'jose';
+import { calculateJwkThumbprint, type JWK } from 'jose';
 import type { NewTokenRecord } from '../storage/tokens-repo.js';
 import { tokenHash } from './token-hash.js';
 import { TokenVerificationError } from './token-errors.js';
+import { signJwt, verifyOurJwt, type KeyResolver, type Signer } from './our-jwt.js';
+
+export type { KeyResolver, Signer };
 
 export const WIT_TYP = 'wit+jwt';
 export const WIT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:wit';
@@ -17,12 +20,6 @@ export interface WitClaims {
   jti: string;
   cnf: { jwk: JWK };
   agent_checksum?: string;
-}
-
-export interface Signer {
-  kid: string;
-  alg: string;
-  key: KeyObject | CryptoKey;
 }
 
 /** Only the public members of an agent's JWK, with its `alg`. */
@@ -45,7 +42,7 @@ export async function mintWit(opts: {
     cnf: { jwk },
     ...(opts.agentChecksum ? { agent_checksum: opts.agentChecksum } : {}),
   };
-  const token = await new SignJWT({ ...claims }).setProtectedHeader({ typ: WIT_TYP, alg: opts.signer.alg, kid: opts.signer.kid }).sign(opts.signer.key);
+  const token = await signJwt(WIT_TYP, { ...claims }, opts.signer);
   const record: NewTokenRecord = {
     jti: claims.jti,
     type: 'wit',
@@ -65,44 +62,14 @@ export async function mintWit(opts: {
   return { token, claims, record };
 }
 
-export type KeyResolver = (kid: string | undefined) => Promise<KeyObject | CryptoKey | JWK | undefined>;
-
 /**
  * Verifies a WIT's signature and claims: `typ: wit+jwt` (so no other token type passes as a WIT),
  * our issuer, an asymmetric algorithm, unexpired, and a `cnf.jwk` with an `alg` we support.
  */
 export async function verifyWit(token: string, opts: { issuer: string; keyFor: KeyResolver; now: number; clockTolerance?: number }): Promise<WitClaims> {
-  let payload: Record<string, unknown>;
-  try {
-    ({ payload } = await jwtVerify(token, async (header) => {
-      const key = await opts.keyFor(header.kid);
-      if (!key) throw new TokenVerificationError('the WIT is not signed by a key of this server');
-      return key as KeyObject;
-    }, {
-      typ: WIT_TYP,
-      issuer: opts.issuer,
-      algorithms: ['EdDSA', 'ES256'],
-      requiredClaims: ['sub', 'exp', 'iat', 'jti'],
-      currentDate: new Date(opts.now * 1000),
-      clockTolerance: opts.clockTolerance ?? 5,
-    }));
-  } catch (err) {
-    throw asVerificationError(err, 'WIT');
-  }
+  const payload = await verifyOurJwt(token, { ...opts, typ: WIT_TYP, what: 'WIT' });
   const cnf = payload.cnf as { jwk?: JWK } | undefined;
   if (!cnf?.jwk || typeof cnf.jwk !== 'object') throw new TokenVerificationError('the WIT has no cnf.jwk');
   if (!AGENT_KEY_ALGS.includes(cnf.jwk.alg as (typeof AGENT_KEY_ALGS)[number])) throw new TokenVerificationError('the WIT cnf.jwk has no supported alg');
   return payload as unknown as WitClaims;
-}
-
-/** Maps jose's errors to a short reason. */
-export function asVerificationError(err: unknown, what: string): TokenVerificationError {
-  if (err instanceof TokenVerificationError) return err;
-  if (err instanceof joseErrors.JWTExpired) return new TokenVerificationError(`the ${what} has expired`);
-  if (err instanceof joseErrors.JWTClaimValidationFailed) return new TokenVerificationError(`the ${what} ${err.claim} claim is not valid (${err.reason})`);
-  if (err instanceof joseErrors.JOSEAlgNotAllowed) return new TokenVerificationError(`the ${what} alg is not allowed`);
-  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return new TokenVerificationError(`the ${what} signature is not valid`);
-  if (err instanceof joseErrors.JWSInvalid || err instanceof joseErrors.JWTInvalid) return new TokenVerificationError(`the ${what} is malformed`);
-  if (err instanceof joseErrors.JWKSNoMatchingKey) return new TokenVerificationError(`the ${what} is signed by an unknown key`);
-  return new TokenVerificationError(`the ${what} could not be verified`);
 }

@@ -1,8 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { decodeProtectedHeader, importJWK, jwtVerify, SignJWT, type CryptoKey, type JWK, type KeyObject } from 'jose';
 import { tokenHash } from './token-hash.js';
-import { TokenVerificationError } from './token-errors.js';
-import { asVerificationError } from './wit.js';
+import { asVerificationError, TokenVerificationError } from './token-errors.js';
 
 export const WPT_TYP = 'wpt+jwt';
 /** The furthest in the future a WPT may expire. */

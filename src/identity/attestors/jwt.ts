@@ -1,6 +1,6 @@
 import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWK, type JWTVerifyGetKey } from 'jose';
 import type { TrustedIssuer } from '../../config/config.js';
-import { asVerificationError } from '../../tokens/wit.js';
+import { asVerificationError } from '../../tokens/token-errors.js';
 import { AttestationError, type Attestor } from './attestor.js';
 
 /** Asymmetric algorithms accepted for attestation JWTs; `none` and HMAC never. */

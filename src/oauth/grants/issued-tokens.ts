@@ -1,0 +1,47 @@
+import type { KeyManager } from '../../keys/key-manager.js';
+import type { AgentsRepo } from '../../storage/agents-repo.js';
+import type { TokenRecord, TokensRepo } from '../../storage/tokens-repo.js';
+import { ACCESS_TOKEN_TYP } from '../../tokens/access-token.js';
+import { verifyOurJwt } from '../../tokens/our-jwt.js';
+import { TokenVerificationError } from '../../tokens/token-errors.js';
+import { tokenHash } from '../../tokens/token-hash.js';
+import { TXN_TOKEN_TYP } from '../../tokens/txn-token.js';
+import { WIT_TYP } from '../../tokens/wit.js';
+
+export type IssuedKind = 'access_token' | 'txn_token' | 'wit';
+
+const TYP: Record<IssuedKind, { typ: string; what: string }> = {
+  access_token: { typ: ACCESS_TOKEN_TYP, what: 'access token' },
+  txn_token: { typ: TXN_TOKEN_TYP, what: 'Txn-Token' },
+  wit: { typ: WIT_TYP, what: 'WIT' },
+};
+
+export interface IssuedToken {
+  kind: IssuedKind;
+  claims: Record<string, unknown>;
+  record: TokenRecord;
+}
+
+/**
+ * Verifies a token this server issued, presented back to it (a subject or actor token): signature
+ * with one of our published keys, exactly the expected `typ` (an access token never passes for a
+ * Txn-Token, nor the other way round), our issuer, unexpired, recorded with this very hash, not revoked,
+ * and its agent still active.
+ */
+export class IssuedTokenVerifier {
+  constructor(private readonly deps: { issuer: string; trustDomain: string; keys: KeyManager; tokens: TokensRepo; agents: AgentsRepo; now: () => number }) {}
+
+  async verify(token: string, kind: IssuedKind): Promise<IssuedToken> {
+    const { typ, what } = TYP[kind];
+    const claims = await verifyOurJwt(token, {
+      typ, what, issuer: this.deps.issuer, keyFor: (kid) => this.deps.keys.publicKey(kid), now: this.deps.now(),
+      ...(kind === 'txn_token' ? { audience: this.deps.trustDomain } : {}),
+    });
+    const record = await this.deps.tokens.find(claims.jti as string);
+    if (!record || record.token_hash !== tokenHash(token)) throw new TokenVerificationError(`the ${what} was not issued by this server`);
+    if (record.revoked_at) throw new TokenVerificationError(`the ${what} has been revoked`);
+    const agent = await this.deps.agents.find(record.client_id);
+    if (agent?.status !== 'active') throw new TokenVerificationError(`the ${what} was issued to an agent that is no longer active`);
+    return { kind, claims, record };
+  }
+}

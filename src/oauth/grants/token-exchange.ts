@@ -1,0 +1,212 @@
+import { errors, type KoaContextWithOIDC } from 'oidc-provider';
+import validateDpop, { checkDpopReplay } from 'oidc-provider/lib/helpers/validate_dpop.js';
+import { checkDpopRequired } from 'oidc-provider/lib/helpers/sender_constraints.js';
+import type { KeyManager, SigningAlg } from '../../keys/key-manager.js';
+import type { TokensRepo } from '../../storage/tokens-repo.js';
+import { ACCESS_TOKEN_TYPE, mintAccessToken, type ActClaim } from '../../tokens/access-token.js';
+import { mintTxnToken, newTxn, parseContextParam, TXN_TOKEN_TYPE } from '../../tokens/txn-token.js';
+import { TokenVerificationError } from '../../tokens/token-errors.js';
+import { delegationDepth, extendActChain, mayActAllows, readActClaim } from '../../policy/act-chain.js';
+import { chooseAudience, extendContext, narrowExpiry, narrowScope, NarrowingError } from '../../policy/narrowing.js';
+import { TOKEN_EXCHANGE_GRANT } from '../../identity/agent-registration.js';
+import type { AgentClientFields } from '../client-metadata.js';
+import type { IssuanceContext } from '../token-records.js';
+import { witAuthStorage } from '../wit-client-auth.js';
+import type { IssuedToken, IssuedTokenVerifier } from './issued-tokens.js';
+
+export { TOKEN_EXCHANGE_GRANT };
+export const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+
+export const TOKEN_EXCHANGE_PARAMS = [
+  'subject_token', 'subject_token_type', 'actor_token', 'actor_token_type', 'requested_token_type',
+  'audience', 'resource', 'scope', 'request_context', 'request_details',
+];
+
+/** Subject token types and the kind of our token each must be. */
+const SUBJECT_KINDS: Record<string, 'access_token' | 'txn_token'> = {
+  [ACCESS_TOKEN_TYPE]: 'access_token',
+  [JWT_TOKEN_TYPE]: 'access_token',
+  [TXN_TOKEN_TYPE]: 'txn_token',
+};
+/** Actor token types: the requester's own access token, or its WIT. */
+const ACTOR_KINDS: Record<string, 'access_token' | 'wit'> = {
+  [ACCESS_TOKEN_TYPE]: 'access_token',
+  [JWT_TOKEN_TYPE]: 'wit',
+};
+export const REQUESTED_TOKEN_TYPES = [ACCESS_TOKEN_TYPE, TXN_TOKEN_TYPE];
+export const SUBJECT_TOKEN_TYPES_IN_USE = Object.keys(SUBJECT_KINDS);
+const DEFAULT_SUBJECT_TYPES = [ACCESS_TOKEN_TYPE, TXN_TOKEN_TYPE];
+
+export interface TokenExchangeDeps {
+  issuer: string;
+  trustDomain: string;
+  accessTokenTtl: number;
+  txnTokenTtl: number;
+  maxTxnTokensPerTxn: number;
+  maxDelegationDepth: number;
+  signingAlg: SigningAlg;
+  keys: KeyManager;
+  tokens: TokensRepo;
+  verifier: IssuedTokenVerifier;
+  now: () => number;
+}
+
+type Client = { clientId: string; clientAuthMethod: string } & AgentClientFields;
+type Params = Record<string, string | string[] | undefined>;
+
+function single(params: Params, name: string): string | undefined {
+  const v = params[name];
+  if (Array.isArray(v)) throw new errors.InvalidRequest(`${name} must be given once`);
+  return v;
+}
+
+function toOAuthError(err: unknown): unknown {
+  if (err instanceof TokenVerificationError) return new errors.InvalidGrant(err.message);
+  if (err instanceof NarrowingError) {
+    if (err.code === 'invalid_scope') return new errors.InvalidScope(err.message, '');
+    if (err.code === 'invalid_target') return new errors.InvalidTarget(err.message);
+    return new errors.InvalidRequest(err.message);
+  }
+  return err;
+}
+
+/**
+ * RFC 8693 token exchange on oidc-provider's token endpoint (client already authenticated there):
+ * into a down-scoped access token carrying the actor chain, or into a Transaction Token.
+ * Everything can only narrow; every refusal is an RFC 8693 / 6749 error.
+ */
+export function tokenExchangeHandler(deps: TokenExchangeDeps) {
+  return async function tokenExchange(ctx: KoaContextWithOIDC): Promise<void> {
+    try {
+      await exchange(ctx, deps);
+    } catch (err) {
+      throw toOAuthError(err);
+    }
+  };
+}
+
+async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promise<void> {
+  const client = ctx.oidc.client as unknown as Client;
+  const params = ctx.oidc.params as Params;
+  const subjectToken = single(params, 'subject_token');
+  const subjectType = single(params, 'subject_token_type');
+  if (!subjectToken) throw new errors.InvalidRequest('missing required parameter subject_token');
+  if (!subjectType) throw new errors.InvalidRequest('missing required parameter subject_token_type');
+  const actorToken = single(params, 'actor_token');
+  const actorType = single(params, 'actor_token_type');
+  if (actorToken && !actorType) throw new errors.InvalidRequest('actor_token_type is required with actor_token');
+  if (actorType && !actorToken) throw new errors.InvalidRequest('actor_token_type was given without actor_token');
+  const requested = single(params, 'requested_token_type') ?? ACCESS_TOKEN_TYPE;
+  if (!REQUESTED_TOKEN_TYPES.includes(requested)) throw new errors.InvalidRequest(`unsupported requested_token_type; supported: ${REQUESTED_TOKEN_TYPES.join(', ')}`);
+
+  const subjectKind = SUBJECT_KINDS[subjectType];
+  if (!subjectKind) throw new errors.InvalidRequest(`unsupported subject_token_type ${JSON.stringify(subjectType)}`);
+  const policy = client.agent_token_exchange ?? {};
+  if (!(policy.subject_token_types ?? DEFAULT_SUBJECT_TYPES).includes(subjectType)) {
+    throw new errors.UnauthorizedClient(`this agent may not exchange subject tokens of type ${subjectType}`);
+  }
+  const subject = await deps.verifier.verify(subjectToken, subjectKind);
+
+  if (actorToken) {
+    const actorKind = ACTOR_KINDS[actorType!];
+    if (!actorKind) throw new errors.InvalidRequest(`unsupported actor_token_type ${JSON.stringify(actorType)}`);
+    const actor = await deps.verifier.verify(actorToken, actorKind);
+    const actorId = actorKind === 'wit' ? actor.claims.sub : actor.claims.client_id;
+    if (actorId !== client.clientId) throw new errors.InvalidGrant('the actor_token is not the authenticated client\'s');
+  }
+
+  const subjectSub = subject.claims.sub as string;
+  if (subjectSub !== client.clientId && !policy.may_act_for_others) {
+    throw new errors.UnauthorizedClient('this agent may not act for others (token_exchange.may_act_for_others)');
+  }
+  if (!mayActAllows(subject.claims.may_act, client.clientId)) throw new errors.InvalidGrant('the subject token\'s may_act does not allow this actor');
+
+  if (requested === TXN_TOKEN_TYPE) await issueTxnToken(ctx, deps, client, params, subject);
+  else await issueAccessToken(ctx, deps, client, params, subject);
+}
+
+async function issueAccessToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, client: Client, params: Params, subject: IssuedToken): Promise<void> {
+  const act = extendActChain(subject.claims.sub as string, readActClaim(subject.claims.act), client.clientId);
+  const depth = delegationDepth(act);
+  const limit = Math.min(client.agent_max_delegation_depth ?? deps.maxDelegationDepth, deps.maxDelegationDepth);
+  if (depth > limit) throw new errors.InvalidRequest(`delegation depth ${depth} exceeds the limit of ${limit}`);
+
+  const scope = narrowScope(single(params, 'scope'), subject.claims.scope as string | undefined, client.agent_scopes ?? []);
+  const asked = [params.resource, params.audience].flat().filter((v): v is string => typeof v === 'string');
+  const audience = chooseAudience(asked, client.agent_audiences ?? []);
+  const now = deps.now();
+  const exp = narrowExpiry(now + deps.accessTokenTtl, subject.claims.exp as number);
+
+  const provider = ctx.oidc.provider;
+  const dPoP = await validateDpop(provider, ctx);
+  if (dPoP) await checkDpopReplay(provider, ctx, dPoP, client.clientId);
+  else checkDpopRequired(provider, ctx, dPoP);
+  const wit = witAuthStorage.getStore();
+  const jkt = dPoP?.thumbprint ?? wit?.jkt;
+
+  const { token, record } = await mintAccessToken({
+    issuer: deps.issuer, subject: subject.claims.sub as string, clientId: client.clientId, audience, now, exp,
+    signer: await deps.keys.signer(deps.signingAlg), parentJti: subject.record.jti,
+    ...(scope ? { scope } : {}), ...(act ? { act } : {}), ...(jkt ? { jkt } : {}),
+    ...(subject.record.txn ? { txn: subject.record.txn } : {}),
+    ...(wit?.agentChecksum ? { agentChecksum: wit.agentChecksum } : {}),
+  });
+  (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record };
+  ctx.body = {
+    access_token: token,
+    issued_token_type: ACCESS_TOKEN_TYPE,
+    token_type: jkt ? 'DPoP' : 'Bearer',
+    expires_in: exp - now,
+    ...(scope ? { scope } : {}),
+  };
+}
+
+async function issueTxnToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, client: Client, params: Params, subject: IssuedToken): Promise<void> {
+  const audience = [params.audience, params.resource].flat().filter((v): v is string => typeof v === 'string');
+  if (audience.length !== 1 || audience[0] !== deps.trustDomain) {
+    throw new errors.InvalidTarget(`a Txn-Token's audience must be the trust domain: audience=${deps.trustDomain}`);
+  }
+  const details = readContext(params, 'request_details');
+  const context = readContext(params, 'request_context');
+  const replacing = subject.kind === 'txn_token';
+  const txn = replacing ? (subject.claims.txn as string) : newTxn();
+  const scope = narrowScope(single(params, 'scope'), subject.claims.scope as string | undefined, replacing ? undefined : client.agent_scopes ?? []);
+  const tctx = replacing ? extendContext(subject.claims.tctx as Record<string, unknown> | undefined, details, 'request_details') : details;
+  const serverFacts = { req_ip: ctx.ip, authn: client.clientAuthMethod === 'none' ? 'wit' : client.clientAuthMethod };
+  const requested = { ...(context ?? {}), ...serverFacts };
+  const rctx = replacing ? { ...(extendContext(stripServerFacts(subject.claims.rctx), stripServerFacts(context), 'request_context') ?? {}), ...serverFacts } : requested;
+  if (replacing && (await deps.tokens.countInTxn(txn, 'txn_token')) >= deps.maxTxnTokensPerTxn) {
+    throw new errors.InvalidRequest(`the transaction already has the maximum of ${deps.maxTxnTokensPerTxn} Txn-Tokens`);
+  }
+  const now = deps.now();
+  const { token, record } = await mintTxnToken({
+    issuer: deps.issuer, trustDomain: deps.trustDomain, txn, subject: subject.claims.sub as string, requester: client.clientId,
+    now, ttl: deps.txnTokenTtl, signer: await deps.keys.signer(deps.signingAlg), parentJti: subject.record.jti,
+    ...(scope ? { scope } : {}), ...(tctx ? { tctx } : {}), rctx,
+  });
+  (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record };
+  ctx.body = {
+    access_token: token,
+    issued_token_type: TXN_TOKEN_TYPE,
+    token_type: 'N_A',
+    expires_in: deps.txnTokenTtl,
+    ...(scope ? { scope } : {}),
+  };
+}
+
+function readContext(params: Params, name: string): Record<string, unknown> | undefined {
+  const raw = single(params, name);
+  if (raw === undefined) return undefined;
+  const parsed = parseContextParam(raw);
+  if (!parsed) throw new errors.InvalidRequest(`${name} must be a JSON object, plain or base64url-encoded`);
+  return parsed;
+}
+
+/** `req_ip` and `authn` are the server's to state, per request. */
+function stripServerFacts(ctx: unknown): Record<string, unknown> | undefined {
+  if (!ctx || typeof ctx !== 'object') return undefined;
+  const { req_ip: _ip, authn: _authn, ...rest } = ctx as Record<string, unknown>;
+  return rest;
+}
+
+export type { ActClaim };
