@@ -12,6 +12,16 @@ export interface TrustedIssuer {
   audience: string | string[];
 }
 
+/** A partner trust domain's authorization server, for identity chaining in both directions. */
+export interface PartnerDomain {
+  issuer: string;
+  jwks_uri?: string;
+  jwks?: { keys: Record<string, unknown>[] };
+  /** Partner subjects mapped to local ones: exact matches first, then the first matching prefix. */
+  subject_map?: Record<string, string>;
+  subject_prefixes?: { from: string; to: string }[];
+}
+
 export interface Config {
   issuer: string;
   port: number;
@@ -30,6 +40,7 @@ export interface Config {
   maxTxnTokensPerTxn: number;
   joinTokenTtl: number;
   trustedIssuers: TrustedIssuer[];
+  partnerDomains: PartnerDomain[];
   databasePoolMax: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   trustProxy: boolean;
@@ -54,6 +65,35 @@ const trustedIssuers = z.array(z.object({
   audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
 }).strict().refine((i) => !!i.jwks_uri !== !!i.jwks, 'give exactly one of jwks_uri and jwks'))
   .refine((a) => new Set(a.map((i) => i.issuer)).size === a.length, 'issuers must be unique');
+
+const partnerDomains = z.array(z.object({
+  issuer: z.string().min(1),
+  jwks_uri: httpsOrLocalUrl.optional(),
+  jwks: z.object({ keys: z.array(z.record(z.string(), z.unknown())).min(1) }).optional(),
+  subject_map: z.record(z.string(), z.string()).optional(),
+  subject_prefixes: z.array(z.object({ from: z.string().min(1), to: z.string().min(1) }).strict()).optional(),
+}).strict().refine((i) => !!i.jwks_uri !== !!i.jwks, 'give exactly one of jwks_uri and jwks'))
+  .refine((a) => new Set(a.map((i) => i.issuer)).size === a.length, 'issuers must be unique');
+
+/** A JSON-valued variable parsed with a schema. */
+function jsonVariable<T>(schema: z.ZodType<T>, shape: string) {
+  return z.string().default('[]').transform((v, ctx): T => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(v || '[]');
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `must be a JSON array of ${shape}` });
+      return z.NEVER;
+    }
+    const result = schema.safeParse(parsed);
+    if (!result.success) {
+      const issue = result.error.issues[0]!;
+      ctx.addIssue({ code: 'custom', message: `${issue.path.join('.') || 'value'}: ${issue.message}` });
+      return z.NEVER;
+    }
+    return result.data;
+  });
+}
 
 const schema = z.object({
   ISSUER: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
@@ -82,22 +122,8 @@ const schema = z.object({
   TXN_TOKEN_TTL: z.coerce.number().int('must be a whole number').min(1, 'must be at least 1').max(3600, 'must be at most 3600').default(300),
   MAX_TXN_TOKENS_PER_TXN: positiveInt(1000).default(20),
   JOIN_TOKEN_TTL: z.coerce.number().int('must be a whole number').min(10, 'must be at least 10').max(86_400, 'must be at most 86400').default(600),
-  TRUSTED_ISSUERS: z.string().default('[]').transform((v, ctx) => {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(v || '[]');
-    } catch {
-      ctx.addIssue({ code: 'custom', message: 'must be a JSON array of {issuer, jwks_uri | jwks, audience}' });
-      return z.NEVER;
-    }
-    const result = trustedIssuers.safeParse(parsed);
-    if (!result.success) {
-      const issue = result.error.issues[0]!;
-      ctx.addIssue({ code: 'custom', message: `${issue.path.join('.') || 'value'}: ${issue.message}` });
-      return z.NEVER;
-    }
-    return result.data;
-  }),
+  TRUSTED_ISSUERS: jsonVariable(trustedIssuers, '{issuer, jwks_uri | jwks, audience}'),
+  PARTNER_DOMAINS: jsonVariable(partnerDomains, '{issuer, jwks_uri | jwks, subject_map, subject_prefixes}'),
   DATABASE_POOL_MAX: positiveInt(200).default(10),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'must be one of fatal, error, warn, info, debug, trace, silent' }).default('info'),
   TRUST_PROXY: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),
@@ -135,6 +161,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxTxnTokensPerTxn: v.MAX_TXN_TOKENS_PER_TXN,
     joinTokenTtl: v.JOIN_TOKEN_TTL,
     trustedIssuers: v.TRUSTED_ISSUERS,
+    partnerDomains: v.PARTNER_DOMAINS,
     databasePoolMax: v.DATABASE_POOL_MAX,
     logLevel: v.LOG_LEVEL,
     trustProxy: v.TRUST_PROXY === 'true',

@@ -25,6 +25,8 @@ import { createAttestors } from '../identity/attestors/index.js';
 import { JoinTokensRepo } from '../storage/join-tokens-repo.js';
 import { witClientAuth } from '../oauth/wit-client-auth.js';
 import { IssuedTokenVerifier } from '../oauth/grants/issued-tokens.js';
+import { ExternalJwtVerifier } from '../identity/trusted-issuers.js';
+import { JWT_BEARER_GRANT, JWT_BEARER_PARAMS, jwtBearerHandler } from '../oauth/grants/jwt-bearer.js';
 import { REQUESTED_TOKEN_TYPES, SUBJECT_TOKEN_TYPES_IN_USE, TOKEN_EXCHANGE_GRANT, TOKEN_EXCHANGE_PARAMS, tokenExchangeHandler } from '../oauth/grants/token-exchange.js';
 import { requireAdmin, resolveAdminTokenHash } from './admin/admin-token.js';
 import { agentsRoutes } from './admin/agents-routes.js';
@@ -70,6 +72,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const adminHash = await resolveAdminTokenHash({ configured: config.adminToken, dataDir: config.dataDir, settings: new SettingsRepo(knex), logger });
 
     const replay = new ReplayRepo(knex, now);
+    const externalJwts = new ExternalJwtVerifier(config.trustedIssuers, now);
     const issuedTokens = new IssuedTokenVerifier({ issuer: config.issuer, trustDomain: config.trustDomain, keys, tokens, agents, now });
     const oauth = new OAuthCore({
       issuer: config.issuer,
@@ -85,9 +88,18 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
         handler: tokenExchangeHandler({
           issuer: config.issuer, trustDomain: config.trustDomain, accessTokenTtl: config.accessTokenTtl, txnTokenTtl: config.txnTokenTtl,
           maxTxnTokensPerTxn: config.maxTxnTokensPerTxn, maxDelegationDepth: config.maxDelegationDepth, signingAlg: config.signingAlg,
-          keys, tokens, verifier: issuedTokens, now,
+          keys, tokens, verifier: issuedTokens, external: externalJwts, partners: config.partnerDomains.map((p) => p.issuer), now,
         }),
         params: TOKEN_EXCHANGE_PARAMS,
+        dupes: ['resource', 'audience'],
+      }, {
+        name: JWT_BEARER_GRANT,
+        handler: jwtBearerHandler({
+          issuer: config.issuer, accessTokenTtl: config.accessTokenTtl, signingAlg: config.signingAlg, keys, partners: config.partnerDomains,
+          partnerJwts: new ExternalJwtVerifier(config.partnerDomains.map((p) => ({ ...p, audience: [config.issuer, `${config.issuer}/token`] })), now),
+          replay, now,
+        }),
+        params: JWT_BEARER_PARAMS,
         dupes: ['resource', 'audience'],
       }],
       logger,
@@ -128,7 +140,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const authenticator = new WorkloadAuthenticator({ issuer: config.issuer, keys, tokens, agents, replay, now });
     const witIssuer = new WitIssuer({
       issuer: config.issuer, ttl: config.witTtl, signingAlg: config.signingAlg, keys, agents, tokens, now,
-      attestors: createAttestors({ joinTokens: new JoinTokensRepo(knex), trustedIssuers: config.trustedIssuers, authenticator, witEndpoint: `${config.issuer}/wit`, now }),
+      attestors: createAttestors({ joinTokens: new JoinTokensRepo(knex), trustedIssuers: externalJwts, authenticator, witEndpoint: `${config.issuer}/wit`, now }),
     });
     const app = createApp({
       logger, db, keys, oauth, trustProxy: config.trustProxy,

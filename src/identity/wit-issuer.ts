@@ -1,4 +1,4 @@
-import { decodeJwt, importJWK, type JWK } from 'jose';
+import { importJWK, type JWK } from 'jose';
 import { z } from 'zod';
 import type { KeyManager, SigningAlg } from '../keys/key-manager.js';
 import type { AgentsRepo } from '../storage/agents-repo.js';
@@ -6,6 +6,7 @@ import type { TokensRepo } from '../storage/tokens-repo.js';
 import { AGENT_KEY_ALGS, mintWit } from '../tokens/wit.js';
 import { AttestationError, type AttestationEvidence, type Attestor } from './attestors/attestor.js';
 import { AGENT_CHECKSUM_PATTERN } from './agent-checksum.js';
+import { claimedIssuer } from './trusted-issuers.js';
 
 /** A WIT request refused: `code` is the OAuth-style error, `message` is safe to show. */
 export class WitRequestError extends Error {
@@ -67,9 +68,9 @@ export class WitIssuer {
     const agent = await this.deps.agents.find(req.agent_id);
     if (agent?.status !== 'active') throw new WitRequestError('invalid_grant', 'no active agent is registered with this agent_id');
 
-    if (req.attestation.type === 'jwt' && !issuerOf(req.attestation.token)) throw new WitRequestError('invalid_request', 'attestation.token must be a JWT with an iss claim');
+    if (req.attestation.type === 'jwt' && !claimedIssuer(req.attestation.token)) throw new WitRequestError('invalid_request', 'attestation.token must be a JWT with an iss claim');
     const attestor = this.deps.attestors.get(req.attestation.type);
-    const config = agent.attestors.find((a) => a.type === req.attestation.type && (a.type !== 'jwt' || a.issuer === issuerOf(req.attestation.token)));
+    const config = agent.attestors.find((a) => a.type === req.attestation.type && (a.type !== 'jwt' || a.issuer === claimedIssuer(req.attestation.token)));
     if (!attestor || !config) {
       throw new WitRequestError('unauthorized_client', `this agent does not accept ${req.attestation.type} attestation${req.attestation.type === 'jwt' ? ' from this issuer' : ''}`);
     }
@@ -97,14 +98,5 @@ export class WitIssuer {
       throw new WitNotRecordedError('the WIT could not be recorded');
     }
     return { wit: token, expires_in: this.deps.ttl, jti: record.jti, agent_id: agent.id, detail: result.detail };
-  }
-}
-
-function issuerOf(token: string | undefined): string | undefined {
-  if (!token) return undefined;
-  try {
-    return decodeJwt(token).iss;
-  } catch {
-    return undefined;
   }
 }

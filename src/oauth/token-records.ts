@@ -15,6 +15,8 @@ export interface IssuanceContext {
   record?: Partial<Pick<NewTokenRecord, 'parent_jti' | 'actor' | 'txn' | 'type'>>;
   /** The whole record, from a grant that minted the token itself. */
   complete?: NewTokenRecord;
+  /** Refuse the token if its transaction already holds this many tokens of its type. */
+  maxPerTxn?: number;
 }
 
 function claimedClientId(ctx: KoaContextWithOIDC): string | null {
@@ -38,7 +40,17 @@ export function tokenRecordsMiddleware(deps: Deps) {
       try {
         const issuance = (ctx.state as { issuance?: IssuanceContext }).issuance;
         record = issuance?.complete ?? { ...accessTokenRecord(body.access_token, issuance?.record), ...(issuance?.record?.type ? { type: issuance.record.type } : {}) };
-        await deps.tokens.insert(record);
+        if (issuance?.maxPerTxn !== undefined && record.txn) {
+          if (!(await deps.tokens.insertWithinTxnLimit(record, issuance.maxPerTxn))) {
+            const detail = `the transaction already has the maximum of ${issuance.maxPerTxn} Txn-Tokens`;
+            ctx.status = 400;
+            ctx.body = { error: 'invalid_request', error_description: detail };
+            await deps.events.record({ decision: 'refused', action: `token:${grantType}`, client_id: clientId, reason: 'invalid_request', detail });
+            return;
+          }
+        } else {
+          await deps.tokens.insert(record);
+        }
       } catch (err) {
         deps.logger.error({ err: { message: (err as Error).message }, client_id: clientId }, 'token record could not be written; token withheld');
         ctx.status = 503;

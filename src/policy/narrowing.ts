@@ -10,10 +10,11 @@ const split = (scope: string | undefined) => new Set((scope ?? '').split(' ').fi
 
 /**
  * The scope of an exchanged token: every requested scope must be held by the subject token and be
- * one of the requester's allowed scopes. Without a request, what both allow.
+ * one of the requester's allowed scopes. Without a request, what both allow. A `null` subject scope
+ * (an external identity token, which carries none) holds whatever the requester is allowed.
  */
-export function narrowScope(requested: string | undefined, subjectScope: string | undefined, allowed: readonly string[] | undefined): string | undefined {
-  const held = split(subjectScope);
+export function narrowScope(requested: string | undefined, subjectScope: string | undefined | null, allowed: readonly string[] | undefined): string | undefined {
+  const held = subjectScope === null ? new Set(allowed ?? []) : split(subjectScope);
   const mayHave = allowed ? new Set(allowed) : undefined;
   if (requested !== undefined) {
     const wanted = [...split(requested)];

@@ -101,9 +101,22 @@ export class TokensRepo {
     return result.rows.map((r: { jti: string }) => r.jti);
   }
 
+  /**
+   * Inserts the record unless its transaction already has `max` tokens of its type; the count and the
+   * insert run under a lock on the transaction id, so concurrent requests can't overshoot.
+   */
+  async insertWithinTxnLimit(record: NewTokenRecord, max: number): Promise<boolean> {
+    return this.db.transaction(async (trx) => {
+      await trx.raw('select pg_advisory_xact_lock(hashtext(?))', [`txn:${record.txn}`]);
+      if ((await this.countInTxn(record.txn!, record.type, trx)) >= max) return false;
+      await this.insert(record, trx);
+      return true;
+    });
+  }
+
   /** How many tokens of a type a transaction has. */
-  async countInTxn(txn: string, type: string): Promise<number> {
-    const row = await this.db('issued_tokens').where({ txn, type }).count<{ n: number | string }[]>('* as n').first();
+  async countInTxn(txn: string, type: string, trx: Knex = this.db): Promise<number> {
+    const row = await trx('issued_tokens').where({ txn, type }).count<{ n: number | string }[]>('* as n').first();
     return Number(row?.n ?? 0);
   }
 

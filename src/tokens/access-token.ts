@@ -66,7 +66,7 @@ export interface ActClaim {
  */
 export async function mintAccessToken(opts: {
   issuer: string; subject: string; clientId: string; audience: string; scope?: string; now: number; exp: number;
-  signer: Signer; act?: ActClaim; jkt?: string; txn?: string; agentChecksum?: string; parentJti: string;
+  signer: Signer; act?: ActClaim; jkt?: string; txn?: string; agentChecksum?: string; parentJti: string | null;
 }): Promise<{ token: string; record: NewTokenRecord }> {
   const claims: AccessTokenClaims & { agent_checksum?: string } = {
     iss: opts.issuer,

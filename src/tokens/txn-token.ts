@@ -28,7 +28,7 @@ export const newTxn = () => randomBytes(16).toString('base64url');
 /** Mints a Txn-Token and its record. The inbound token is never embedded. */
 export async function mintTxnToken(opts: {
   issuer: string; trustDomain: string; txn: string; subject: string; scope?: string; requester: string;
-  tctx?: Record<string, unknown>; rctx?: Record<string, unknown>; now: number; ttl: number; signer: Signer; parentJti: string;
+  tctx?: Record<string, unknown>; rctx?: Record<string, unknown>; now: number; ttl: number; signer: Signer; parentJti: string | null;
 }): Promise<{ token: string; claims: TxnTokenClaims; record: NewTokenRecord }> {
   const claims: TxnTokenClaims = {
     iss: opts.issuer,

@@ -30,7 +30,7 @@ describe('health, discovery, closed routes and logs', () => {
       jwks_uri: `${ts.issuer}/jwks`,
       introspection_endpoint: `${ts.issuer}/token/introspection`,
       revocation_endpoint: `${ts.issuer}/token/revocation`,
-      grant_types_supported: ['client_credentials', 'urn:ietf:params:oauth:grant-type:token-exchange'],
+      grant_types_supported: ['client_credentials', 'urn:ietf:params:oauth:grant-type:token-exchange', 'urn:ietf:params:oauth:grant-type:jwt-bearer'],
       token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'wit'],
       response_types_supported: [],
     });

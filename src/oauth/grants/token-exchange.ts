@@ -12,7 +12,9 @@ import { TOKEN_EXCHANGE_GRANT } from '../../identity/agent-registration.js';
 import type { AgentClientFields } from '../client-metadata.js';
 import type { IssuanceContext } from '../token-records.js';
 import { witAuthStorage } from '../wit-client-auth.js';
-import type { IssuedToken, IssuedTokenVerifier } from './issued-tokens.js';
+import type { IssuedTokenVerifier } from './issued-tokens.js';
+import { claimedIssuer, type ExternalJwtVerifier } from '../../identity/trusted-issuers.js';
+import { JWT_GRANT_TTL, mintJwtGrant } from '../../tokens/jwt-grant.js';
 
 export { TOKEN_EXCHANGE_GRANT };
 export const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
@@ -22,18 +24,21 @@ export const TOKEN_EXCHANGE_PARAMS = [
   'audience', 'resource', 'scope', 'request_context', 'request_details',
 ];
 
-/** Subject token types and the kind of our token each must be. */
-const SUBJECT_KINDS: Record<string, 'access_token' | 'txn_token'> = {
+export const ID_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:id_token';
+
+/** Subject token types and the kind each must be when we issued it (`null`: only external issuers' tokens). */
+const SUBJECT_KINDS: Record<string, 'access_token' | 'txn_token' | null> = {
   [ACCESS_TOKEN_TYPE]: 'access_token',
   [JWT_TOKEN_TYPE]: 'access_token',
   [TXN_TOKEN_TYPE]: 'txn_token',
+  [ID_TOKEN_TYPE]: null,
 };
 /** Actor token types: the requester's own access token, or its WIT. */
 const ACTOR_KINDS: Record<string, 'access_token' | 'wit'> = {
   [ACCESS_TOKEN_TYPE]: 'access_token',
   [JWT_TOKEN_TYPE]: 'wit',
 };
-export const REQUESTED_TOKEN_TYPES = [ACCESS_TOKEN_TYPE, TXN_TOKEN_TYPE];
+export const REQUESTED_TOKEN_TYPES = [ACCESS_TOKEN_TYPE, TXN_TOKEN_TYPE, JWT_TOKEN_TYPE];
 export const SUBJECT_TOKEN_TYPES_IN_USE = Object.keys(SUBJECT_KINDS);
 const DEFAULT_SUBJECT_TYPES = [ACCESS_TOKEN_TYPE, TXN_TOKEN_TYPE];
 
@@ -48,7 +53,19 @@ export interface TokenExchangeDeps {
   keys: KeyManager;
   tokens: TokensRepo;
   verifier: IssuedTokenVerifier;
+  /** Trusted external issuers whose tokens may be subjects (TRUSTED_ISSUERS). */
+  external: ExternalJwtVerifier;
+  /** Partner authorization servers a JWT authorization grant may be issued for (PARTNER_DOMAINS). */
+  partners: readonly string[];
   now: () => number;
+}
+
+/** The subject token, verified: one of ours (with its record) or an external issuer's. */
+interface Subject {
+  kind: 'access_token' | 'txn_token' | 'external';
+  claims: Record<string, unknown>;
+  parentJti: string | null;
+  txn?: string;
 }
 
 type Client = { clientId: string; clientAuthMethod: string } & AgentClientFields;
@@ -99,13 +116,12 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
   const requested = single(params, 'requested_token_type') ?? ACCESS_TOKEN_TYPE;
   if (!REQUESTED_TOKEN_TYPES.includes(requested)) throw new errors.InvalidRequest(`unsupported requested_token_type; supported: ${REQUESTED_TOKEN_TYPES.join(', ')}`);
 
-  const subjectKind = SUBJECT_KINDS[subjectType];
-  if (!subjectKind) throw new errors.InvalidRequest(`unsupported subject_token_type ${JSON.stringify(subjectType)}`);
+  if (!(subjectType in SUBJECT_KINDS)) throw new errors.InvalidRequest(`unsupported subject_token_type ${JSON.stringify(subjectType)}`);
   const policy = client.agent_token_exchange ?? {};
   if (!(policy.subject_token_types ?? DEFAULT_SUBJECT_TYPES).includes(subjectType)) {
     throw new errors.UnauthorizedClient(`this agent may not exchange subject tokens of type ${subjectType}`);
   }
-  const subject = await deps.verifier.verify(subjectToken, subjectKind);
+  const subject = await resolveSubject(deps, policy, subjectToken, subjectType);
 
   if (actorToken) {
     const actorKind = ACTOR_KINDS[actorType!];
@@ -122,16 +138,62 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
   if (!mayActAllows(subject.claims.may_act, client.clientId)) throw new errors.InvalidGrant('the subject token\'s may_act does not allow this actor');
 
   if (requested === TXN_TOKEN_TYPE) await issueTxnToken(ctx, deps, client, params, subject);
+  else if (requested === JWT_TOKEN_TYPE) await issueJwtGrant(ctx, deps, client, params, subject);
   else await issueAccessToken(ctx, deps, client, params, subject);
 }
 
-async function issueAccessToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, client: Client, params: Params, subject: IssuedToken): Promise<void> {
+async function resolveSubject(deps: TokenExchangeDeps, policy: NonNullable<Client['agent_token_exchange']>, token: string, type: string): Promise<Subject> {
+  const iss = claimedIssuer(token);
+  const ours = SUBJECT_KINDS[type];
+  if (iss === deps.issuer || !iss || type === TXN_TOKEN_TYPE) {
+    if (!ours) throw new TokenVerificationError('this server issues no ID tokens: an id_token subject must come from a trusted issuer');
+    const issued = await deps.verifier.verify(token, ours);
+    return { kind: issued.kind as Subject['kind'], claims: issued.claims, parentJti: issued.record.jti, ...(issued.record.txn ? { txn: issued.record.txn } : {}) };
+  }
+  if (!deps.external.has(iss)) throw new TokenVerificationError(`the subject token's issuer ${iss} is not trusted by this server`);
+  if (!(policy.subject_issuers ?? []).includes(iss)) throw new errors.UnauthorizedClient(`this agent may not exchange tokens issued by ${iss}`);
+  const claims = await deps.external.verify(token, iss, 'subject token', { requiredClaims: ['sub'] });
+  return { kind: 'external', claims, parentJti: null };
+}
+
+/** The scope a subject token holds: `null` when an external token carries none (the requester's registration bounds it). */
+function heldScope(subject: Subject): string | undefined | null {
+  const { scope, scp } = subject.claims;
+  if (typeof scope === 'string') return scope;
+  if (Array.isArray(scp)) return scp.filter((s) => typeof s === 'string').join(' ');
+  return subject.kind === 'external' ? null : undefined;
+}
+
+function nextActChain(client: Client, deps: TokenExchangeDeps, subject: Subject): ActClaim | undefined {
   const act = extendActChain(subject.claims.sub as string, readActClaim(subject.claims.act), client.clientId);
   const depth = delegationDepth(act);
   const limit = Math.min(client.agent_max_delegation_depth ?? deps.maxDelegationDepth, deps.maxDelegationDepth);
   if (depth > limit) throw new errors.InvalidRequest(`delegation depth ${depth} exceeds the limit of ${limit}`);
+  return act;
+}
 
-  const scope = narrowScope(single(params, 'scope'), subject.claims.scope as string | undefined, client.agent_scopes ?? []);
+async function issueJwtGrant(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, client: Client, params: Params, subject: Subject): Promise<void> {
+  const asked = [params.resource, params.audience].flat().filter((v): v is string => typeof v === 'string');
+  if (asked.length !== 1 || !deps.partners.includes(asked[0]!)) {
+    throw new errors.InvalidTarget('a JWT authorization grant needs audience (or resource) naming one configured partner authorization server');
+  }
+  const audience = chooseAudience(asked, client.agent_audiences ?? []);
+  const act = nextActChain(client, deps, subject);
+  const scope = narrowScope(single(params, 'scope'), heldScope(subject), client.agent_scopes ?? []);
+  const now = deps.now();
+  const exp = narrowExpiry(now + JWT_GRANT_TTL, subject.claims.exp as number);
+  const { token, record } = await mintJwtGrant({
+    issuer: deps.issuer, subject: subject.claims.sub as string, clientId: client.clientId, audience, now, exp,
+    signer: await deps.keys.signer(deps.signingAlg), parentJti: subject.parentJti,
+    ...(scope ? { scope } : {}), ...(act ? { act } : {}), ...(subject.txn ? { txn: subject.txn } : {}),
+  });
+  (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record };
+  ctx.body = { access_token: token, issued_token_type: JWT_TOKEN_TYPE, token_type: 'N_A', expires_in: exp - now, ...(scope ? { scope } : {}) };
+}
+
+async function issueAccessToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, client: Client, params: Params, subject: Subject): Promise<void> {
+  const act = nextActChain(client, deps, subject);
+  const scope = narrowScope(single(params, 'scope'), heldScope(subject), client.agent_scopes ?? []);
   const asked = [params.resource, params.audience].flat().filter((v): v is string => typeof v === 'string');
   const audience = chooseAudience(asked, client.agent_audiences ?? []);
   const now = deps.now();
@@ -146,9 +208,9 @@ async function issueAccessToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps
 
   const { token, record } = await mintAccessToken({
     issuer: deps.issuer, subject: subject.claims.sub as string, clientId: client.clientId, audience, now, exp,
-    signer: await deps.keys.signer(deps.signingAlg), parentJti: subject.record.jti,
+    signer: await deps.keys.signer(deps.signingAlg), parentJti: subject.parentJti,
     ...(scope ? { scope } : {}), ...(act ? { act } : {}), ...(jkt ? { jkt } : {}),
-    ...(subject.record.txn ? { txn: subject.record.txn } : {}),
+    ...(subject.txn ? { txn: subject.txn } : {}),
     ...(wit?.agentChecksum ? { agentChecksum: wit.agentChecksum } : {}),
   });
   (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record };
@@ -161,7 +223,7 @@ async function issueAccessToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps
   };
 }
 
-async function issueTxnToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, client: Client, params: Params, subject: IssuedToken): Promise<void> {
+async function issueTxnToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, client: Client, params: Params, subject: Subject): Promise<void> {
   const audience = [params.audience, params.resource].flat().filter((v): v is string => typeof v === 'string');
   if (audience.length !== 1 || audience[0] !== deps.trustDomain) {
     throw new errors.InvalidTarget(`a Txn-Token's audience must be the trust domain: audience=${deps.trustDomain}`);
@@ -170,7 +232,7 @@ async function issueTxnToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, c
   const context = readContext(params, 'request_context');
   const replacing = subject.kind === 'txn_token';
   const txn = replacing ? (subject.claims.txn as string) : newTxn();
-  const scope = narrowScope(single(params, 'scope'), subject.claims.scope as string | undefined, replacing ? undefined : client.agent_scopes ?? []);
+  const scope = narrowScope(single(params, 'scope'), heldScope(subject), replacing ? undefined : client.agent_scopes ?? []);
   const tctx = replacing ? extendContext(subject.claims.tctx as Record<string, unknown> | undefined, details, 'request_details') : details;
   const serverFacts = { req_ip: ctx.ip, authn: client.clientAuthMethod === 'none' ? 'wit' : client.clientAuthMethod };
   const requested = { ...(context ?? {}), ...serverFacts };
@@ -181,10 +243,10 @@ async function issueTxnToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, c
   const now = deps.now();
   const { token, record } = await mintTxnToken({
     issuer: deps.issuer, trustDomain: deps.trustDomain, txn, subject: subject.claims.sub as string, requester: client.clientId,
-    now, ttl: deps.txnTokenTtl, signer: await deps.keys.signer(deps.signingAlg), parentJti: subject.record.jti,
+    now, ttl: deps.txnTokenTtl, signer: await deps.keys.signer(deps.signingAlg), parentJti: subject.parentJti,
     ...(scope ? { scope } : {}), ...(tctx ? { tctx } : {}), rctx,
   });
-  (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record };
+  (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record, maxPerTxn: deps.maxTxnTokensPerTxn };
   ctx.body = {
     access_token: token,
     issued_token_type: TXN_TOKEN_TYPE,

@@ -1,0 +1,74 @@
+import { errors, type KoaContextWithOIDC } from 'oidc-provider';
+import type { PartnerDomain } from '../../config/config.js';
+import type { KeyManager, SigningAlg } from '../../keys/key-manager.js';
+import type { ReplayRepo } from '../../storage/replay-repo.js';
+import { ACCESS_TOKEN_TYPE, mintAccessToken } from '../../tokens/access-token.js';
+import { TokenVerificationError } from '../../tokens/token-errors.js';
+import { claimedIssuer, type ExternalJwtVerifier } from '../../identity/trusted-issuers.js';
+import { mapPartnerSubject } from '../../policy/subject-mapping.js';
+import { chooseAudience, narrowScope, NarrowingError } from '../../policy/narrowing.js';
+import type { AgentClientFields } from '../client-metadata.js';
+import type { IssuanceContext } from '../token-records.js';
+
+export const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+export const JWT_BEARER_PARAMS = ['assertion', 'scope', 'resource', 'audience'];
+
+export interface JwtBearerDeps {
+  issuer: string;
+  accessTokenTtl: number;
+  signingAlg: SigningAlg;
+  keys: KeyManager;
+  partners: readonly PartnerDomain[];
+  /** Verifies partner grants: the partners' keys, `aud` = our issuer or token endpoint. */
+  partnerJwts: ExternalJwtVerifier;
+  replay: ReplayRepo;
+  now: () => number;
+}
+
+/**
+ * RFC 7523 JWT bearer grant for identity chaining (draft-ietf-oauth-identity-chaining): a JWT
+ * authorization grant from a configured partner domain, addressed to us and used once, whose subject maps
+ * to a local one by the partner's rules; the authenticated agent gets an access token for that subject.
+ */
+export function jwtBearerHandler(deps: JwtBearerDeps) {
+  return async function jwtBearer(ctx: KoaContextWithOIDC): Promise<void> {
+    const client = ctx.oidc.client as unknown as { clientId: string } & AgentClientFields;
+    const params = ctx.oidc.params as Record<string, string | string[] | undefined>;
+    const assertion = params.assertion;
+    if (typeof assertion !== 'string' || !assertion) throw new errors.InvalidRequest('missing required parameter assertion');
+    const iss = claimedIssuer(assertion);
+    const partner = deps.partners.find((p) => p.issuer === iss);
+    if (!partner) throw new errors.InvalidGrant('the assertion does not come from a configured partner domain');
+    let claims: Record<string, unknown>;
+    try {
+      claims = await deps.partnerJwts.verify(assertion, partner.issuer, 'assertion', { requiredClaims: ['sub', 'jti'] });
+    } catch (err) {
+      if (err instanceof TokenVerificationError) throw new errors.InvalidGrant(err.message);
+      throw err;
+    }
+    if (!(await deps.replay.claim(`jwt-bearer ${partner.issuer}`, claims.jti as string, claims.exp as number))) {
+      throw new errors.InvalidGrant('the assertion was already used');
+    }
+    const local = mapPartnerSubject(partner, claims.sub as string);
+    if (!local) throw new errors.InvalidGrant('the assertion\'s subject is not known here');
+
+    let scope: string | undefined;
+    let audience: string;
+    try {
+      const held = typeof claims.scope === 'string' ? claims.scope : null;
+      scope = narrowScope(typeof params.scope === 'string' ? params.scope : undefined, held, client.agent_scopes ?? []);
+      audience = chooseAudience([params.resource, params.audience].flat().filter((v): v is string => typeof v === 'string'), client.agent_audiences ?? []);
+    } catch (err) {
+      if (err instanceof NarrowingError) throw err.code === 'invalid_scope' ? new errors.InvalidScope(err.message, '') : new errors.InvalidTarget(err.message);
+      throw err;
+    }
+    const now = deps.now();
+    const exp = Math.min(now + deps.accessTokenTtl, claims.exp as number);
+    const { token, record } = await mintAccessToken({
+      issuer: deps.issuer, subject: local, clientId: client.clientId, audience, now, exp,
+      signer: await deps.keys.signer(deps.signingAlg), parentJti: null, ...(scope ? { scope } : {}),
+    });
+    (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record };
+    ctx.body = { access_token: token, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'Bearer', expires_in: exp - now, ...(scope ? { scope } : {}) };
+  };
+}
