@@ -8,6 +8,11 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 export function errorDetailMiddleware() {
   return async function exposeErrorDetail(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
     await next();
+    // RFC 6749 §5.2: a grant type the client may not use is `unauthorized_client` (oidc-provider says invalid_request).
+    const refusal = ctx.body as { error?: string; error_description?: string } | undefined;
+    if (ctx.oidc?.route === 'token' && refusal?.error === 'invalid_request' && refusal.error_description === 'requested grant type is not allowed for this client') {
+      ctx.body = { ...refusal, error: 'unauthorized_client' };
+    }
     const detail = (ctx.state as { refusalDetail?: string }).refusalDetail;
     const body = ctx.body as { error?: string; error_description?: string } | undefined;
     if (!detail || ctx.status < 400 || ctx.status >= 500 || !body?.error || body.error === 'invalid_client') return;

@@ -40,7 +40,6 @@ const ACTOR_KINDS: Record<string, 'access_token' | 'wit'> = {
 };
 export const REQUESTED_TOKEN_TYPES = [ACCESS_TOKEN_TYPE, TXN_TOKEN_TYPE, JWT_TOKEN_TYPE];
 export const SUBJECT_TOKEN_TYPES_IN_USE = Object.keys(SUBJECT_KINDS);
-const DEFAULT_SUBJECT_TYPES = [ACCESS_TOKEN_TYPE, TXN_TOKEN_TYPE];
 
 export interface TokenExchangeDeps {
   issuer: string;
@@ -118,7 +117,7 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
 
   if (!(subjectType in SUBJECT_KINDS)) throw new errors.InvalidRequest(`unsupported subject_token_type ${JSON.stringify(subjectType)}`);
   const policy = client.agent_token_exchange ?? {};
-  if (!(policy.subject_token_types ?? DEFAULT_SUBJECT_TYPES).includes(subjectType)) {
+  if (policy.subject_token_types && !policy.subject_token_types.includes(subjectType)) {
     throw new errors.UnauthorizedClient(`this agent may not exchange subject tokens of type ${subjectType}`);
   }
   const subject = await resolveSubject(deps, policy, subjectToken, subjectType);
