@@ -145,6 +145,16 @@ describe('identity chaining between two trust domains', () => {
     expect(unknownSubject.body).toMatchObject({ error: 'invalid_grant', error_description: expect.stringMatching(/not known here/) });
     const noJti = await redeem(await partner.sign({ sub: 'user:alice', aud: b.issuer }));
     expect(noJti.body.error).toBe('invalid_grant');
+    // Sender constraint as for client credentials: a DPoP-bound agent needs a proof, and the token is bound to its key.
+    const bound = await registerSecretAgent(b, { id: agentId('bound'), grant_types: [JWT_BEARER], audiences: ['https://api.b.example'], dpop_bound_access_tokens: true });
+    const noProof = await bound.token({ grant_type: JWT_BEARER, assertion: await partner.sign({ sub: 'user:alice', aud: b.issuer, jti: jti() }) });
+    expect(noProof.body).toMatchObject({ error: 'invalid_grant', error_description: expect.stringMatching(/DPoP/) });
+    const boundConfig = await discover(b.issuer, bound.id, client.ClientSecretBasic(bound.secret));
+    const dpopKeys = await client.randomDPoPKeyPair('ES256');
+    const withProof = await client.genericGrantRequest(boundConfig, JWT_BEARER, { assertion: await partner.sign({ sub: 'user:alice', aud: b.issuer, jti: jti() }) }, { DPoP: client.getDPoPHandle(boundConfig, dpopKeys) });
+    expect(withProof.token_type.toLowerCase()).toBe('dpop');
+    expect((decodeJwt(withProof.access_token).cnf as { jkt: string }).jkt).toEqual(expect.any(String));
+
     const events = await b.admin('GET', `/admin/events?decision=refused&client_id=${encodeURIComponent(agentB.id)}`);
     expect(events.body.events.filter((e: { action: string }) => e.action === `token:${JWT_BEARER}`).length).toBeGreaterThanOrEqual(4);
   });

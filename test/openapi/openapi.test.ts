@@ -7,6 +7,8 @@ import { parse } from 'yaml';
 import { agentsRoutes } from '../../src/http/admin/agents-routes.js';
 import { keysRoutes } from '../../src/http/admin/keys-routes.js';
 import { tokensRoutes } from '../../src/http/admin/tokens-routes.js';
+import { GRANT_TYPES, SUBJECT_TOKEN_TYPES } from '../../src/identity/agent-registration.js';
+import { REQUESTED_TOKEN_TYPES, SUBJECT_TOKEN_TYPES_IN_USE } from '../../src/oauth/grants/token-exchange.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
@@ -68,11 +70,23 @@ describe('openapi.yaml', () => {
   });
 
   it('has the shared schemas and security schemes', () => {
-    for (const name of ['Agent', 'AgentRegistration', 'AgentPatch', 'TokenRecord', 'DecisionEvent', 'SigningKey', 'Jwks', 'Error', 'TokenResponse', 'IntrospectionResponse', 'ServerMetadata']) {
+    for (const name of [
+      'Agent', 'AgentRegistration', 'AgentPatch', 'TokenExchangePolicy', 'TokenRecord', 'ActClaim', 'DecisionEvent', 'SigningKey', 'Jwks', 'Error',
+      'TokenRequest', 'TokenExchangeRequest', 'JwtBearerTokenRequest', 'TokenResponse', 'IntrospectionResponse', 'ServerMetadata',
+    ]) {
       expect(doc.components.schemas, name).toHaveProperty(name);
     }
     expect(doc.components.securitySchemes.adminToken).toMatchObject({ type: 'http', scheme: 'bearer' });
     expect(doc.components.securitySchemes.oauthClient).toMatchObject({ type: 'http', scheme: 'basic' });
+  });
+
+  it('lists exactly the grant types and token types the code accepts', () => {
+    const schema = (name: string) => doc.components.schemas[name] as { enum?: string[]; allOf?: { properties?: Record<string, { enum?: string[] }> }[] };
+    expect([...schema('GrantType').enum!].sort()).toEqual([...GRANT_TYPES].sort());
+    expect([...schema('SubjectTokenType').enum!].sort()).toEqual([...SUBJECT_TOKEN_TYPES_IN_USE].sort());
+    expect([...schema('SubjectTokenType').enum!].sort()).toEqual([...SUBJECT_TOKEN_TYPES].sort());
+    const exchange = schema('TokenExchangeRequest').allOf!.find((s) => s.properties?.requested_token_type)!;
+    expect(exchange.properties!.requested_token_type!.enum).toEqual(REQUESTED_TOKEN_TYPES);
   });
 
   it('passes the Redocly lint with no errors and no warnings', async () => {

@@ -9,6 +9,7 @@ import { mapPartnerSubject } from '../../policy/subject-mapping.js';
 import { chooseAudience, narrowScope, NarrowingError } from '../../policy/narrowing.js';
 import type { AgentClientFields } from '../client-metadata.js';
 import type { IssuanceContext } from '../token-records.js';
+import { senderBinding } from './sender-binding.js';
 
 export const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 export const JWT_BEARER_PARAMS = ['assertion', 'scope', 'resource', 'audience'];
@@ -62,13 +63,15 @@ export function jwtBearerHandler(deps: JwtBearerDeps) {
       if (err instanceof NarrowingError) throw err.code === 'invalid_scope' ? new errors.InvalidScope(err.message, '') : new errors.InvalidTarget(err.message);
       throw err;
     }
+    const { jkt, wit } = await senderBinding(ctx, client.clientId);
     const now = deps.now();
     const exp = Math.min(now + deps.accessTokenTtl, claims.exp as number);
     const { token, record } = await mintAccessToken({
       issuer: deps.issuer, subject: local, clientId: client.clientId, audience, now, exp,
-      signer: await deps.keys.signer(deps.signingAlg), parentJti: null, ...(scope ? { scope } : {}),
+      signer: await deps.keys.signer(deps.signingAlg), parentJti: wit?.witJti ?? null, ...(scope ? { scope } : {}),
+      ...(jkt ? { jkt } : {}), ...(wit?.agentChecksum ? { agentChecksum: wit.agentChecksum } : {}),
     });
     (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record };
-    ctx.body = { access_token: token, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'Bearer', expires_in: exp - now, ...(scope ? { scope } : {}) };
+    ctx.body = { access_token: token, issued_token_type: ACCESS_TOKEN_TYPE, token_type: jkt ? 'DPoP' : 'Bearer', expires_in: exp - now, ...(scope ? { scope } : {}) };
   };
 }

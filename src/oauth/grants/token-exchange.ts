@@ -1,6 +1,4 @@
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
-import validateDpop, { checkDpopReplay } from 'oidc-provider/lib/helpers/validate_dpop.js';
-import { checkDpopRequired } from 'oidc-provider/lib/helpers/sender_constraints.js';
 import type { KeyManager, SigningAlg } from '../../keys/key-manager.js';
 import type { TokensRepo } from '../../storage/tokens-repo.js';
 import { ACCESS_TOKEN_TYPE, mintAccessToken, type ActClaim } from '../../tokens/access-token.js';
@@ -11,7 +9,7 @@ import { chooseAudience, extendContext, narrowExpiry, narrowScope, NarrowingErro
 import { TOKEN_EXCHANGE_GRANT } from '../../identity/agent-registration.js';
 import type { AgentClientFields } from '../client-metadata.js';
 import type { IssuanceContext } from '../token-records.js';
-import { witAuthStorage } from '../wit-client-auth.js';
+import { senderBinding } from './sender-binding.js';
 import type { IssuedTokenVerifier } from './issued-tokens.js';
 import { claimedIssuer, type ExternalJwtVerifier } from '../../identity/trusted-issuers.js';
 import { JWT_GRANT_TTL, mintJwtGrant } from '../../tokens/jwt-grant.js';
@@ -198,12 +196,7 @@ async function issueAccessToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps
   const now = deps.now();
   const exp = narrowExpiry(now + deps.accessTokenTtl, subject.claims.exp as number);
 
-  const provider = ctx.oidc.provider;
-  const dPoP = await validateDpop(provider, ctx);
-  if (dPoP) await checkDpopReplay(provider, ctx, dPoP, client.clientId);
-  else checkDpopRequired(provider, ctx, dPoP);
-  const wit = witAuthStorage.getStore();
-  const jkt = dPoP?.thumbprint ?? wit?.jkt;
+  const { jkt, wit } = await senderBinding(ctx, client.clientId);
 
   const { token, record } = await mintAccessToken({
     issuer: deps.issuer, subject: subject.claims.sub as string, clientId: client.clientId, audience, now, exp,
@@ -230,7 +223,8 @@ async function issueTxnToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, c
   const details = readContext(params, 'request_details');
   const context = readContext(params, 'request_context');
   const replacing = subject.kind === 'txn_token';
-  const txn = replacing ? (subject.claims.txn as string) : newTxn();
+  // A Txn-Token continues the transaction its subject belongs to, or starts one.
+  const txn = replacing ? (subject.claims.txn as string) : subject.txn ?? newTxn();
   const scope = narrowScope(single(params, 'scope'), heldScope(subject), replacing ? undefined : client.agent_scopes ?? []);
   const tctx = replacing ? extendContext(subject.claims.tctx as Record<string, unknown> | undefined, details, 'request_details') : details;
   const serverFacts = { req_ip: ctx.ip, authn: client.clientAuthMethod === 'none' ? 'wit' : client.clientAuthMethod };

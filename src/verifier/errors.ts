@@ -1,0 +1,40 @@
+/** Error codes of RFC 6750 §3.1 and RFC 9449 §7.1. */
+export type VerificationErrorCode = 'invalid_request' | 'invalid_token' | 'insufficient_scope' | 'invalid_dpop_proof';
+
+const STATUS: Record<VerificationErrorCode, number> = {
+  invalid_request: 400,
+  invalid_token: 401,
+  insufficient_scope: 403,
+  invalid_dpop_proof: 401,
+};
+
+/** A refused request: `status` and `wwwAuthenticate()` are what to answer with. */
+export class VerificationError extends Error {
+  readonly status: number;
+
+  constructor(
+    readonly code: VerificationErrorCode,
+    description: string,
+    /** The scheme the challenge names: `DPoP` for bound tokens and proof errors, else `Bearer`. */
+    readonly scheme: 'Bearer' | 'DPoP' = 'Bearer',
+    readonly requiredScopes: string[] = [],
+    /** True when no credentials were presented at all (RFC 6750 §3.1: then no error code). */
+    readonly missing = false,
+  ) {
+    super(description);
+    this.name = 'VerificationError';
+    this.status = STATUS[code];
+  }
+
+  /** The `WWW-Authenticate` value (RFC 6750 §3, RFC 9449 §7.1, RFC 9728 §5.1). */
+  wwwAuthenticate(opts: { resourceMetadata?: string; algs?: string[] } = {}): string {
+    const params: string[] = [];
+    if (!this.missing) {
+      params.push(`error="${this.code}"`, `error_description="${this.message.replace(/["\\]/g, "'")}"`);
+    }
+    if (this.requiredScopes.length) params.push(`scope="${this.requiredScopes.join(' ')}"`);
+    if (opts.resourceMetadata) params.push(`resource_metadata="${opts.resourceMetadata}"`);
+    if (this.scheme === 'DPoP' && opts.algs) params.push(`algs="${opts.algs.join(' ')}"`);
+    return params.length ? `${this.scheme} ${params.join(', ')}` : this.scheme;
+  }
+}

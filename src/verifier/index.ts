@@ -1,0 +1,12 @@
+/**
+ * agent-sts/verifier: what resource servers (MCP tool servers, A2A agents, APIs) import to check
+ * agent-sts tokens offline, with keys discovered from the issuer's metadata.
+ */
+export { Verifier, targetUri } from './verifier.js';
+export type { Act, HttpRequestLike, VerifiedRequest, VerifiedToken, VerifierOptions } from './verifier.js';
+export { VerificationError } from './errors.js';
+export type { VerificationErrorCode } from './errors.js';
+export { MemoryReplayCache } from './replay-cache.js';
+export type { ReplayCache } from './replay-cache.js';
+export { expressGuard, guardRequest, koaGuard, protectedResourceMetadata, PROTECTED_RESOURCE_METADATA_PATH } from './middleware.js';
+export type { GuardOptions, GuardOutcome } from './middleware.js';

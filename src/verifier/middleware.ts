@@ -1,0 +1,116 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { VerificationError } from './errors.js';
+import type { HttpRequestLike, VerifiedRequest, Verifier } from './verifier.js';
+
+export const PROTECTED_RESOURCE_METADATA_PATH = '/.well-known/oauth-protected-resource';
+
+export interface GuardOptions {
+  /** Scopes every request needs, or a function choosing them per request. */
+  requiredScopes?: string[] | ((req: HttpRequestLike) => string[]);
+  /** The absolute URL of this resource's RFC 9728 metadata, named in challenges. */
+  resourceMetadataUrl?: string;
+}
+
+/** RFC 9728 protected-resource metadata naming agent-sts as the authorization server. */
+export function protectedResourceMetadata(opts: { resource: string; issuer: string; scopes?: string[]; resourceName?: string }): Record<string, unknown> {
+  return {
+    resource: opts.resource,
+    authorization_servers: [opts.issuer],
+    bearer_methods_supported: ['header'],
+    dpop_signing_alg_values_supported: ['EdDSA', 'ES256'],
+    ...(opts.scopes ? { scopes_supported: opts.scopes } : {}),
+    ...(opts.resourceName ? { resource_name: opts.resourceName } : {}),
+  };
+}
+
+export interface GuardOutcome {
+  ok: boolean;
+  status: number;
+  headers: Record<string, string>;
+  body?: { error: string; error_description: string };
+  verified?: VerifiedRequest;
+}
+
+/**
+ * The framework-free guard: verifies a request and says what to answer when it is refused
+ * (status, `WWW-Authenticate`, RFC 6750 error JSON).
+ */
+export async function guardRequest(verifier: Verifier, req: HttpRequestLike, opts: GuardOptions = {}): Promise<GuardOutcome> {
+  const requiredScopes = typeof opts.requiredScopes === 'function' ? opts.requiredScopes(req) : opts.requiredScopes ?? [];
+  try {
+    const verified = await verifier.verifyRequest(req, { requiredScopes });
+    return { ok: true, status: 200, headers: {}, verified };
+  } catch (err) {
+    if (!(err instanceof VerificationError)) throw err;
+    return {
+      ok: false,
+      status: err.status,
+      headers: {
+        'www-authenticate': err.wwwAuthenticate({ ...(opts.resourceMetadataUrl ? { resourceMetadata: opts.resourceMetadataUrl } : {}), algs: ['EdDSA', 'ES256'] }),
+        'cache-control': 'no-store',
+      },
+      body: { error: err.missing ? 'invalid_token' : err.code, error_description: err.message },
+    };
+  }
+}
+
+function absoluteUrl(proto: string, host: string | undefined, path: string): string {
+  return `${proto}://${host ?? 'localhost'}${path}`;
+}
+
+interface KoaLikeContext {
+  method: string;
+  protocol: string;
+  host: string;
+  originalUrl: string;
+  headers: IncomingHttpHeaders;
+  status: number;
+  body: unknown;
+  state: Record<string, unknown>;
+  set(name: string, value: string): void;
+}
+
+/** koa middleware: verifies the request, puts the result in `ctx.state.agent`, or answers the refusal. */
+export function koaGuard(verifier: Verifier, opts: GuardOptions = {}) {
+  return async (ctx: KoaLikeContext, next: () => Promise<unknown>): Promise<unknown> => {
+    const outcome = await guardRequest(verifier, { method: ctx.method, url: absoluteUrl(ctx.protocol, ctx.host, ctx.originalUrl), headers: ctx.headers }, opts);
+    if (!outcome.ok) {
+      ctx.status = outcome.status;
+      for (const [k, v] of Object.entries(outcome.headers)) ctx.set(k, v);
+      ctx.body = outcome.body;
+      return undefined;
+    }
+    ctx.state.agent = outcome.verified;
+    return next();
+  };
+}
+
+interface ExpressLikeRequest {
+  method: string;
+  protocol: string;
+  originalUrl: string;
+  headers: IncomingHttpHeaders;
+  get(name: string): string | undefined;
+  agent?: VerifiedRequest;
+}
+interface ExpressLikeResponse {
+  status(code: number): ExpressLikeResponse;
+  set(name: string, value: string): ExpressLikeResponse;
+  json(body: unknown): unknown;
+}
+
+/** Express middleware: verifies the request, puts the result in `req.agent`, or answers the refusal. */
+export function expressGuard(verifier: Verifier, opts: GuardOptions = {}) {
+  return (req: ExpressLikeRequest, res: ExpressLikeResponse, next: (err?: unknown) => void): void => {
+    guardRequest(verifier, { method: req.method, url: absoluteUrl(req.protocol, req.get('host'), req.originalUrl), headers: req.headers }, opts)
+      .then((outcome) => {
+        if (!outcome.ok) {
+          for (const [k, v] of Object.entries(outcome.headers)) res.set(k, v);
+          res.status(outcome.status).json(outcome.body);
+          return;
+        }
+        req.agent = outcome.verified;
+        next();
+      }, next);
+  };
+}

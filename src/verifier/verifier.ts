@@ -1,0 +1,352 @@
+import { createHash, createPublicKey, verify as verifySignature, type KeyObject } from 'node:crypto';
+import { calculateJwkThumbprint, type JWK } from 'jose';
+import { tokenHash } from '../tokens/token-hash.js';
+import { verifyWpt } from '../tokens/wpt.js';
+import { TokenVerificationError } from '../tokens/token-errors.js';
+import { VerificationError } from './errors.js';
+import { KeyCache } from './key-cache.js';
+import { MemoryReplayCache, type ReplayCache } from './replay-cache.js';
+
+export interface VerifierOptions {
+  /** The agent-sts issuer; its RFC 8414 metadata names the JWKS. */
+  issuer: string;
+  /** This resource's identifier: the `aud` access tokens must carry. */
+  audience: string;
+  /** The trust domain, the `aud` of Txn-Tokens (needed to accept them). */
+  trustDomain?: string;
+  /** Allowed clock skew in seconds (default 5). */
+  clockTolerance?: number;
+  /** How long a `kid` still unknown after a refetch is refused without another fetch (default 30 s). */
+  jwksCooldownMs?: number;
+  /** Minimum time between JWKS refetches for unknown `kid`s (default 1 s). */
+  jwksMinRefetchMs?: number;
+  /** How long a fetched JWKS is used before it is refreshed (default 10 min). */
+  jwksMaxAgeMs?: number;
+  /** How old a DPoP proof may be (default 60 s). */
+  dpopMaxAge?: number;
+  /** One-time-identifier store for DPoP proofs and WPTs (default in memory). */
+  replayCache?: ReplayCache;
+  /** Check revocation by introspection, with this client's credentials, caching answers for `cacheSeconds`. */
+  introspection?: { clientId: string; clientSecret: string; cacheSeconds?: number };
+  fetch?: typeof fetch;
+}
+
+/** An RFC 8693 actor chain entry. */
+export interface Act {
+  sub: string;
+  act?: Act;
+}
+
+/** What a verified token says. */
+export interface VerifiedToken {
+  type: 'access_token' | 'txn_token' | 'wit';
+  subject: string;
+  clientId?: string;
+  /** The actor chain, current actor first. */
+  actors: string[];
+  act?: Act;
+  scopes: string[];
+  txn?: string;
+  intent?: unknown;
+  agentChecksum?: string;
+  /** Thumbprint of the key the token is bound to. */
+  jkt?: string;
+  expiresAt: number;
+  claims: Record<string, unknown>;
+}
+
+export interface HttpRequestLike {
+  method: string;
+  /** The absolute URL the client called (scheme, host, path). */
+  url: string;
+  headers: Record<string, string | string[] | undefined>;
+}
+
+/** Everything a request proved. */
+export interface VerifiedRequest {
+  accessToken?: VerifiedToken;
+  txnToken?: VerifiedToken;
+  workload?: VerifiedToken;
+}
+
+const SERVER_ALGS = new Set(['EdDSA', 'ES256']);
+const DPOP_ALGS = ['EdDSA', 'Ed25519', 'ES256'];
+
+const b64json = (segment: string): Record<string, unknown> => {
+  const parsed: unknown = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'));
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not an object');
+  return parsed as Record<string, unknown>;
+};
+
+const normalizeTyp = (typ: unknown) => (typeof typ === 'string' ? typ.toLowerCase().replace(/^application\//, '') : undefined);
+
+/** `htu` / WPT `aud` form of a URL: scheme, authority and path, no query or fragment. */
+export function targetUri(url: string): string {
+  const u = new URL(url);
+  return `${u.protocol}//${u.host}${u.pathname}`;
+}
+
+function header(headers: HttpRequestLike['headers'], name: string): string | undefined {
+  const v = headers[name] ?? headers[name.toLowerCase()];
+  if (Array.isArray(v)) {
+    if (v.length > 1) throw new VerificationError('invalid_request', `more than one ${name} header`);
+    return v[0];
+  }
+  return v;
+}
+
+function actorsOf(act: unknown): { act?: Act; actors: string[] } {
+  const actors: string[] = [];
+  let cur = act as { sub?: unknown; act?: unknown } | undefined;
+  while (cur && typeof cur === 'object' && typeof cur.sub === 'string' && actors.length < 64) {
+    actors.push(cur.sub);
+    cur = cur.act as typeof cur;
+  }
+  return actors.length ? { act: act as Act, actors } : { actors };
+}
+
+/**
+ * Verifies agent-sts tokens at a resource server, offline: access tokens (with DPoP for bound tokens),
+ * Txn-Tokens and WIT + WPT pairs. Keys come from the issuer's JWKS, imported once and cached; a
+ * verification is one signature check plus claim checks.
+ */
+export class Verifier {
+  private readonly skew: number;
+  private readonly replay: ReplayCache;
+  private readonly fetchFn: typeof fetch;
+  private keys: KeyCache | undefined;
+  private introspectionEndpoint: string | undefined;
+  private setup: Promise<void> | undefined;
+  private readonly introspected = new Map<string, { active: boolean; until: number }>();
+
+  constructor(readonly options: VerifierOptions) {
+    this.skew = options.clockTolerance ?? 5;
+    this.replay = options.replayCache ?? new MemoryReplayCache();
+    this.fetchFn = options.fetch ?? fetch;
+  }
+
+  /** Fetches the issuer's metadata (once); later calls return at once. */
+  ready(): Promise<void> {
+    this.setup ??= (async () => {
+      const res = await this.fetchFn(`${this.options.issuer}/.well-known/oauth-authorization-server`);
+      if (!res.ok) throw new Error(`authorization server metadata: HTTP ${res.status}`);
+      const meta = (await res.json()) as { issuer?: string; jwks_uri?: string; introspection_endpoint?: string };
+      if (meta.issuer !== this.options.issuer) throw new Error('authorization server metadata names another issuer');
+      if (!meta.jwks_uri) throw new Error('authorization server metadata has no jwks_uri');
+      this.introspectionEndpoint = meta.introspection_endpoint;
+      this.keys = new KeyCache({
+        jwksUri: meta.jwks_uri, cooldownMs: this.options.jwksCooldownMs ?? 30_000, minRefetchMs: this.options.jwksMinRefetchMs ?? 1000, maxAgeMs: this.options.jwksMaxAgeMs ?? 600_000, fetch: this.fetchFn,
+      });
+    })().catch((err) => {
+      this.setup = undefined;
+      throw err;
+    });
+    return this.setup;
+  }
+
+  /** Verifies a compact JWS signed by the server and its registered claims. */
+  private async verifyServerJwt(token: string, typ: string, what: string, audience: string | undefined, scheme: 'Bearer' | 'DPoP' = 'Bearer'): Promise<Record<string, unknown>> {
+    const fail = (why: string) => new VerificationError('invalid_token', `${what}: ${why}`, scheme);
+    const parts = token.split('.');
+    if (parts.length !== 3 || !parts[0] || !parts[1] || !parts[2]) throw fail('malformed');
+    let head: Record<string, unknown>;
+    let claims: Record<string, unknown>;
+    try {
+      head = b64json(parts[0]);
+      claims = b64json(parts[1]);
+    } catch {
+      throw fail('malformed');
+    }
+    const alg = head.alg;
+    if (typeof alg !== 'string' || !SERVER_ALGS.has(alg)) throw fail('alg not allowed');
+    if (normalizeTyp(head.typ) !== typ) throw fail(`typ must be ${typ}`);
+    if (typeof head.kid !== 'string') throw fail('no kid');
+    if (!this.keys) await this.ready();
+    const entry = this.keys!.peek(head.kid) ?? (await this.keys!.get(head.kid));
+    if (!entry) throw fail('signed by an unknown key');
+    if (entry.alg !== alg) throw fail('alg does not match the key');
+    const ok = verifySignature(
+      alg === 'ES256' ? 'sha256' : null,
+      Buffer.from(`${parts[0]}.${parts[1]}`),
+      alg === 'ES256' ? { key: entry.key, dsaEncoding: 'ieee-p1363' } : entry.key,
+      Buffer.from(parts[2], 'base64url'),
+    );
+    if (!ok) throw fail('signature is not valid');
+    const now = Math.floor(Date.now() / 1000);
+    if (claims.iss !== this.options.issuer) throw fail('issued by another issuer');
+    if (typeof claims.exp !== 'number' || claims.exp <= now - this.skew) throw fail('expired');
+    if (typeof claims.nbf === 'number' && claims.nbf > now + this.skew) throw fail('not yet valid');
+    if (typeof claims.iat === 'number' && claims.iat > now + this.skew) throw fail('issued in the future');
+    if (typeof claims.sub !== 'string') throw fail('no sub');
+    if (audience !== undefined) {
+      const aud = claims.aud;
+      if (!(aud === audience || (Array.isArray(aud) && aud.includes(audience)))) throw fail('meant for another audience');
+    }
+    return claims;
+  }
+
+  private result(type: VerifiedToken['type'], claims: Record<string, unknown>): VerifiedToken {
+    const { act, actors } = actorsOf(claims.act);
+    const cnf = claims.cnf as { jkt?: unknown } | undefined;
+    return {
+      type,
+      subject: claims.sub as string,
+      ...(typeof claims.client_id === 'string' ? { clientId: claims.client_id } : {}),
+      actors,
+      ...(act ? { act } : {}),
+      scopes: typeof claims.scope === 'string' ? claims.scope.split(' ').filter(Boolean) : [],
+      ...(typeof claims.txn === 'string' ? { txn: claims.txn } : {}),
+      ...(claims.intent !== undefined ? { intent: claims.intent } : {}),
+      ...(typeof claims.agent_checksum === 'string' ? { agentChecksum: claims.agent_checksum } : {}),
+      ...(typeof cnf?.jkt === 'string' ? { jkt: cnf.jkt } : {}),
+      expiresAt: claims.exp as number,
+      claims,
+    };
+  }
+
+  /**
+   * An access token from `Authorization: Bearer|DPoP <token>`; for a key-bound token, the DPoP proof
+   * (method, URL, `ath`, the bound key, freshness, single use). `requiredScopes` must all be granted.
+   */
+  async verifyAccessToken(input: { authorization: string | undefined; dpop?: string | undefined; method: string; url: string; requiredScopes?: string[] }): Promise<VerifiedToken> {
+    const required = input.requiredScopes ?? [];
+    if (!input.authorization) throw new VerificationError('invalid_token', 'an access token is required', 'Bearer', required, true);
+    const m = /^(Bearer|DPoP) ([A-Za-z0-9._~+/-]+=*)$/i.exec(input.authorization);
+    if (!m) throw new VerificationError('invalid_request', 'the Authorization header must be "Bearer <token>" or "DPoP <token>"');
+    const scheme = m[1]!.toLowerCase() === 'dpop' ? 'DPoP' : 'Bearer';
+    const token = m[2]!;
+    const claims = await this.verifyServerJwt(token, 'at+jwt', 'access token', this.options.audience, scheme);
+    const verified = this.result('access_token', claims);
+    if (verified.jkt) {
+      if (scheme !== 'DPoP') throw new VerificationError('invalid_token', 'the access token is bound to a key: present it with the DPoP scheme and a proof', 'DPoP');
+      await this.verifyDpopProof(input.dpop, { method: input.method, url: input.url, accessToken: token, jkt: verified.jkt });
+    } else if (scheme === 'DPoP') {
+      throw new VerificationError('invalid_token', 'the access token is not bound to a key: use the Bearer scheme', 'DPoP');
+    }
+    if (this.options.introspection && !(await this.isActive(token, claims.exp as number))) {
+      throw new VerificationError('invalid_token', 'the access token has been revoked', scheme);
+    }
+    const missing = required.filter((s) => !verified.scopes.includes(s));
+    if (missing.length) throw new VerificationError('insufficient_scope', `the token lacks scope ${missing.join(' ')}`, scheme, required);
+    return verified;
+  }
+
+  /** RFC 9449 §4.3 checks of a DPoP proof for a request carrying `accessToken`. */
+  private async verifyDpopProof(proof: string | undefined, req: { method: string; url: string; accessToken: string; jkt: string }): Promise<void> {
+    const fail = (why: string) => new VerificationError('invalid_dpop_proof', `DPoP proof: ${why}`, 'DPoP');
+    if (!proof) throw fail('missing');
+    const parts = proof.split('.');
+    if (parts.length !== 3) throw fail('malformed');
+    let head: Record<string, unknown>;
+    let claims: Record<string, unknown>;
+    try {
+      head = b64json(parts[0]!);
+      claims = b64json(parts[1]!);
+    } catch {
+      throw fail('malformed');
+    }
+    if (normalizeTyp(head.typ) !== 'dpop+jwt') throw fail('typ must be dpop+jwt');
+    const alg = head.alg as string;
+    if (!DPOP_ALGS.includes(alg)) throw fail('alg not allowed');
+    const jwk = head.jwk as JWK | undefined;
+    if (!jwk || typeof jwk !== 'object' || 'd' in jwk) throw fail('jwk must be a public key');
+    let key: KeyObject;
+    try {
+      key = createPublicKey({ key: jwk as never, format: 'jwk' });
+    } catch {
+      throw fail('jwk is not usable');
+    }
+    const ok = verifySignature(alg === 'ES256' ? 'sha256' : null, Buffer.from(`${parts[0]}.${parts[1]}`),
+      alg === 'ES256' ? { key, dsaEncoding: 'ieee-p1363' } : key, Buffer.from(parts[2]!, 'base64url'));
+    if (!ok) throw fail('signature is not valid');
+    if (claims.htm !== req.method.toUpperCase()) throw fail('htm does not match the request method');
+    if (typeof claims.htu !== 'string' || targetUri(claims.htu) !== targetUri(req.url)) throw fail('htu does not match the request URL');
+    const now = Math.floor(Date.now() / 1000);
+    const maxAge = this.options.dpopMaxAge ?? 60;
+    if (typeof claims.iat !== 'number' || claims.iat > now + this.skew || claims.iat < now - maxAge - this.skew) throw fail('iat is not fresh');
+    if (typeof claims.jti !== 'string' || !claims.jti) throw fail('no jti');
+    if (claims.ath !== tokenHash(req.accessToken)) throw fail('ath does not match the access token');
+    if ((await calculateJwkThumbprint(jwk)) !== req.jkt) throw fail('signed by another key than the token is bound to');
+    if (!(await this.replay.claim(`dpop ${req.jkt} ${claims.jti}`, claims.iat + maxAge + this.skew))) throw fail('replayed');
+  }
+
+  /** A Txn-Token from the `Txn-Token` header: `typ: txntoken+jwt`, `aud` = the trust domain. */
+  async verifyTxnToken(token: string): Promise<VerifiedToken> {
+    if (!this.options.trustDomain) throw new VerificationError('invalid_request', 'this resource does not accept Txn-Tokens');
+    const claims = await this.verifyServerJwt(token, 'txntoken+jwt', 'Txn-Token', this.options.trustDomain);
+    if (typeof claims.txn !== 'string') throw new VerificationError('invalid_token', 'Txn-Token: no txn');
+    return this.result('txn_token', claims);
+  }
+
+  /** A WIT + WPT pair for this request: the WPT signed by the WIT's key, for this URL, used once, hashing the tokens riding along. */
+  async verifyWorkload(input: { wit: string; wpt: string; url: string; accessToken?: string; txnToken?: string }): Promise<VerifiedToken> {
+    const claims = await this.verifyServerJwt(input.wit, 'wit+jwt', 'WIT', undefined);
+    const jwk = (claims.cnf as { jwk?: JWK } | undefined)?.jwk;
+    if (!jwk?.alg) throw new VerificationError('invalid_token', 'WIT: no cnf.jwk with alg');
+    let wpt;
+    try {
+      wpt = await verifyWpt(input.wpt, {
+        wit: input.wit, witJwk: jwk, audience: targetUri(input.url), now: Math.floor(Date.now() / 1000),
+        ...(input.accessToken ? { accessToken: input.accessToken } : {}), ...(input.txnToken ? { txnToken: input.txnToken } : {}),
+      });
+    } catch (err) {
+      if (err instanceof TokenVerificationError) throw new VerificationError('invalid_token', err.message);
+      throw err;
+    }
+    if (!(await this.replay.claim(`wpt ${claims.sub as string} ${wpt.jti}`, wpt.exp))) throw new VerificationError('invalid_token', 'the WPT was already used');
+    return this.result('wit', claims);
+  }
+
+  /**
+   * Everything a request carries: `Authorization` (access token, with `DPoP`), `Txn-Token`, and
+   * `Workload-Identity-Token` + `Workload-Proof-Token`. At least one must be there; `requiredScopes`
+   * apply to the access token, or to the Txn-Token when it comes alone.
+   */
+  async verifyRequest(req: HttpRequestLike, opts: { requiredScopes?: string[] } = {}): Promise<VerifiedRequest> {
+    const authorization = header(req.headers, 'authorization');
+    const dpop = header(req.headers, 'dpop');
+    const txn = header(req.headers, 'txn-token');
+    const wit = header(req.headers, 'workload-identity-token');
+    const wpt = header(req.headers, 'workload-proof-token');
+    const out: VerifiedRequest = {};
+    if (!authorization && !txn && !wit) {
+      throw new VerificationError('invalid_token', 'an access token is required', 'Bearer', opts.requiredScopes ?? [], true);
+    }
+    if (authorization) {
+      out.accessToken = await this.verifyAccessToken({ authorization, dpop, method: req.method, url: req.url, requiredScopes: opts.requiredScopes ?? [] });
+    }
+    if (txn) {
+      out.txnToken = await this.verifyTxnToken(txn);
+      const missing = !authorization ? (opts.requiredScopes ?? []).filter((s) => !out.txnToken!.scopes.includes(s)) : [];
+      if (missing.length) throw new VerificationError('insufficient_scope', `the Txn-Token lacks scope ${missing.join(' ')}`, 'Bearer', opts.requiredScopes);
+    }
+    if (wit || wpt) {
+      if (!wit || !wpt) throw new VerificationError('invalid_request', 'Workload-Identity-Token and Workload-Proof-Token go together');
+      const accessToken = authorization?.split(' ')[1];
+      out.workload = await this.verifyWorkload({ wit, wpt, url: req.url, ...(accessToken ? { accessToken } : {}), ...(txn ? { txnToken: txn } : {}) });
+    }
+    return out;
+  }
+
+  private async isActive(token: string, exp: number): Promise<boolean> {
+    const key = createHash('sha256').update(token).digest('base64url');
+    const now = Date.now();
+    const cached = this.introspected.get(key);
+    if (cached && cached.until > now) return cached.active;
+    const { clientId, clientSecret, cacheSeconds = 10 } = this.options.introspection!;
+    if (!this.introspectionEndpoint) await this.ready();
+    const res = await this.fetchFn(this.introspectionEndpoint!, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        authorization: `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`).toString('base64')}`,
+      },
+      body: new URLSearchParams({ token }).toString(),
+    });
+    if (!res.ok) throw new VerificationError('invalid_token', 'the token\'s status could not be checked');
+    const active = ((await res.json()) as { active?: unknown }).active === true;
+    this.introspected.set(key, { active, until: Math.min(now + cacheSeconds * 1000, exp * 1000) });
+    if (this.introspected.size > 50_000) this.introspected.delete(this.introspected.keys().next().value!);
+    return active;
+  }
+}
