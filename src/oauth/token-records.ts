@@ -40,8 +40,9 @@ export function tokenRecordsMiddleware(deps: Deps) {
       try {
         const issuance = (ctx.state as { issuance?: IssuanceContext }).issuance;
         record = issuance?.complete ?? { ...accessTokenRecord(body.access_token, issuance?.record), ...(issuance?.record?.type ? { type: issuance.record.type } : {}) };
+        const issued = { action: `token:${grantType}`, client_id: clientId };
         if (issuance?.maxPerTxn !== undefined && record.txn) {
-          if (!(await deps.tokens.insertWithinTxnLimit(record, issuance.maxPerTxn))) {
+          if (!(await deps.tokens.insertWithinTxnLimit(record, issuance.maxPerTxn, issued))) {
             const detail = `the transaction already has the maximum of ${issuance.maxPerTxn} Txn-Tokens`;
             ctx.status = 400;
             ctx.body = { error: 'invalid_request', error_description: detail };
@@ -49,7 +50,7 @@ export function tokenRecordsMiddleware(deps: Deps) {
             return;
           }
         } else {
-          await deps.tokens.insert(record);
+          await deps.tokens.insert(record, undefined, issued);
         }
       } catch (err) {
         deps.logger.error({ err: { message: (err as Error).message }, client_id: clientId }, 'token record could not be written; token withheld');
@@ -59,9 +60,6 @@ export function tokenRecordsMiddleware(deps: Deps) {
         await deps.events.record({ decision: 'refused', action: `token:${grantType ?? 'unknown'}`, client_id: clientId, reason: 'temporarily_unavailable', detail: 'record write failed' }).catch(() => {});
         return;
       }
-      await deps.events.record({ decision: 'issued', action: `token:${grantType}`, client_id: clientId, jti: record.jti }).catch((err: Error) => {
-        deps.logger.warn({ err: { message: err.message } }, 'decision event not recorded');
-      });
     } else if (ctx.status >= 400 && body && typeof body.error === 'string') {
       await deps.events.record({
         decision: 'refused',

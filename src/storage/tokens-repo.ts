@@ -38,8 +38,21 @@ function fromRow(row: Record<string, unknown>): TokenRecord {
 export class TokensRepo {
   constructor(private readonly db: Knex) {}
 
-  async insert(record: NewTokenRecord, trx: Knex = this.db): Promise<void> {
-    await trx('issued_tokens').insert({ ...record, audience: JSON.stringify(record.audience), actor: record.actor === null ? null : JSON.stringify(record.actor) });
+  /**
+   * Inserts a token record; with `issued`, also its `issued` decision event, in the same statement
+   * (one round trip on the hot path).
+   */
+  async insert(record: NewTokenRecord, trx: Knex = this.db, issued?: { action: string; client_id: string | null }): Promise<void> {
+    const q = trx('issued_tokens').insert({ ...record, audience: JSON.stringify(record.audience), actor: record.actor === null ? null : JSON.stringify(record.actor) });
+    if (!issued) {
+      await q;
+      return;
+    }
+    const sql = q.returning('jti').toSQL();
+    await trx.raw(
+      `with t as (${sql.sql}) insert into decision_events (decision, action, client_id, jti) select 'issued', ?, ?, jti from t`,
+      [...sql.bindings, issued.action, issued.client_id],
+    );
   }
 
   async find(jti: string): Promise<TokenRecord | undefined> {
@@ -105,11 +118,11 @@ export class TokensRepo {
    * Inserts the record unless its transaction already has `max` tokens of its type; the count and the
    * insert run under a lock on the transaction id, so concurrent requests can't overshoot.
    */
-  async insertWithinTxnLimit(record: NewTokenRecord, max: number): Promise<boolean> {
+  async insertWithinTxnLimit(record: NewTokenRecord, max: number, issued?: { action: string; client_id: string | null }): Promise<boolean> {
     return this.db.transaction(async (trx) => {
       await trx.raw('select pg_advisory_xact_lock(hashtext(?))', [`txn:${record.txn}`]);
       if ((await this.countInTxn(record.txn!, record.type, trx)) >= max) return false;
-      await this.insert(record, trx);
+      await this.insert(record, trx, issued);
       return true;
     });
   }
