@@ -9,6 +9,9 @@ const USAGE = `usage: agent-sts <command>
 commands:
   serve     run the server (configuration from environment variables; see README)
   migrate   apply database migrations and exit
+  guard     run the guard proxy in front of an HTTP or MCP server:
+            agent-sts guard --upstream URL --port N --issuer URL --resource URI
+                            [--policy FILE] [--trust-domain DOMAIN] [--host ADDRESS]
 `;
 
 function fail(message: string, code = 1): never {
@@ -43,6 +46,10 @@ async function main(argv: string[]): Promise<void> {
     }
     return;
   }
+  if (command === 'guard') {
+    await guard(argv.slice(1));
+    return;
+  }
   if (command !== 'serve') fail(`unknown command ${JSON.stringify(command)}\n${USAGE}`, 2);
 
   const cfg = config();
@@ -64,3 +71,46 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((err: Error) => fail(err.message));
+
+async function guard(args: string[]): Promise<void> {
+  const { parseArgs } = await import('node:util');
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        upstream: { type: 'string' }, port: { type: 'string' }, issuer: { type: 'string' }, resource: { type: 'string' },
+        policy: { type: 'string' }, 'trust-domain': { type: 'string' }, host: { type: 'string', default: '127.0.0.1' },
+      },
+      strict: true,
+    }));
+  } catch (err) {
+    fail(`${(err as Error).message}\n${USAGE}`, 2);
+  }
+  for (const required of ['upstream', 'port', 'issuer', 'resource'] as const) {
+    if (!values[required]) fail(`guard: --${required} is required\n${USAGE}`, 2);
+  }
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) fail('guard: --port must be 0-65535', 2);
+  for (const name of ['upstream', 'issuer'] as const) {
+    if (!URL.canParse(values[name]!)) fail(`guard: --${name} must be a URL`, 2);
+  }
+  const [{ readFileSync }, { createLogger }, { Verifier }, { createGuardProxy, listenGuard }, { DEFAULT_POLICY, parsePolicy }] = await Promise.all([
+    import('node:fs'), import('../log/logger.js'), import('../verifier/verifier.js'), import('../guard/guard-proxy.js'), import('../guard/scope-policy.js'),
+  ]);
+  let policy = DEFAULT_POLICY;
+  if (values.policy) {
+    try {
+      policy = parsePolicy(readFileSync(values.policy, 'utf8'));
+    } catch (err) {
+      fail(`guard: --policy ${values.policy}: ${(err as Error).message}`, 2);
+    }
+  }
+  const logger = createLogger(process.env.LOG_LEVEL ?? 'info');
+  const verifier = new Verifier({ issuer: values.issuer!.replace(/\/$/, ''), audience: values.resource!, ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}) });
+  const server = createGuardProxy({ upstream: values.upstream!, verifier, resource: values.resource!, issuer: values.issuer!.replace(/\/$/, ''), policy, logger });
+  const bound = await listenGuard(server, port, values.host);
+  logger.info({ port: bound, upstream: values.upstream, issuer: values.issuer, resource: values.resource }, 'agent-sts guard listening');
+  process.on('SIGTERM', () => server.close(() => process.exit(0)));
+  process.on('SIGINT', () => server.close(() => process.exit(0)));
+}
