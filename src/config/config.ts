@@ -42,6 +42,7 @@ export interface Config {
   trustedIssuers: TrustedIssuer[];
   partnerDomains: PartnerDomain[];
   databasePoolMax: number;
+  agentCacheTtlMs: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   trustProxy: boolean;
 }
@@ -125,6 +126,7 @@ const schema = z.object({
   TRUSTED_ISSUERS: jsonVariable(trustedIssuers, '{issuer, jwks_uri | jwks, audience}'),
   PARTNER_DOMAINS: jsonVariable(partnerDomains, '{issuer, jwks_uri | jwks, subject_map, subject_prefixes}'),
   DATABASE_POOL_MAX: positiveInt(200).default(10),
+  AGENT_CACHE_TTL_MS: z.coerce.number().int('must be a whole number').min(0, 'must be 0 or more').max(60_000, 'must be at most 60000').default(1000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'must be one of fatal, error, warn, info, debug, trace, silent' }).default('info'),
   TRUST_PROXY: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),
 });
@@ -163,6 +165,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     trustedIssuers: v.TRUSTED_ISSUERS,
     partnerDomains: v.PARTNER_DOMAINS,
     databasePoolMax: v.DATABASE_POOL_MAX,
+    agentCacheTtlMs: v.AGENT_CACHE_TTL_MS,
     logLevel: v.LOG_LEVEL,
     trustProxy: v.TRUST_PROXY === 'true',
   };

@@ -4,6 +4,8 @@ import type { Config } from '../config/config.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { openDatabase, type Database } from '../storage/database.js';
 import { AgentsRepo } from '../storage/agents-repo.js';
+import { AgentsCache } from '../storage/agents-cache.js';
+import { RecordWriter } from '../storage/record-writer.js';
 import { EventsRepo } from '../storage/events-repo.js';
 import { TokensRepo } from '../storage/tokens-repo.js';
 import { OidcPayloadsRepo } from '../storage/oidc-payloads-repo.js';
@@ -72,6 +74,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const adminHash = await resolveAdminTokenHash({ configured: config.adminToken, dataDir: config.dataDir, settings: new SettingsRepo(knex), logger });
 
     const replay = new ReplayRepo(knex, now);
+    const agentsCache = new AgentsCache(agents, config.agentCacheTtlMs);
     const externalJwts = new ExternalJwtVerifier(config.trustedIssuers, now);
     const issuedTokens = new IssuedTokenVerifier({ issuer: config.issuer, trustDomain: config.trustDomain, keys, tokens, agents, now });
     const oauth = new OAuthCore({
@@ -79,7 +82,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       signingAlg: config.signingAlg,
       accessTokenTtl: config.accessTokenTtl,
       trustProxy: config.trustProxy,
-      agents,
+      agents: agentsCache,
       payloads: new OidcPayloadsRepo(knex, now),
       replay,
       secrets: new ClientSecretVerifier(),
@@ -104,7 +107,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       }],
       logger,
       middleware: [
-        tokenRecordsMiddleware({ tokens, events, logger }),
+        tokenRecordsMiddleware({ tokens, records: new RecordWriter(knex), events, logger }),
         errorDetailMiddleware(),
         tokenStatusMiddleware({ tokens, agents, events, now }),
         discoveryMiddleware(() => ({
@@ -135,7 +138,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
 
     const registry = new AgentRegistry(knex, {
       trustDomain: config.trustDomain, maxDelegationDepth: config.maxDelegationDepth, trustedIssuers: config.trustedIssuers.map((i) => i.issuer),
-    }, now, config.joinTokenTtl);
+    }, now, config.joinTokenTtl, (id) => agentsCache.invalidate(id));
 
     const authenticator = new WorkloadAuthenticator({ issuer: config.issuer, keys, tokens, agents, replay, now });
     const witIssuer = new WitIssuer({

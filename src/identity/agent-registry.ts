@@ -26,7 +26,14 @@ export function agentView(agent: AgentRecord): AgentView {
 export class AgentRegistry {
   private readonly agents: AgentsRepo;
 
-  constructor(private readonly db: Knex, private readonly limits: RegistrationLimits, private readonly now: () => number, private readonly joinTokenTtl = 600) {
+  constructor(
+    private readonly db: Knex,
+    private readonly limits: RegistrationLimits,
+    private readonly now: () => number,
+    private readonly joinTokenTtl = 600,
+    /** Told after an agent changed, so caches drop it. */
+    private readonly changed: (id: string) => void = () => {},
+  ) {
     this.agents = new AgentsRepo(db);
   }
 
@@ -63,6 +70,7 @@ export class AgentRegistry {
       await new EventsRepo(trx).record({ decision: 'admin', action: 'agent.update', client_id: id, detail: Object.keys(changes).join(',') });
       return row;
     });
+    this.changed(id);
     return updated && agentView(updated);
   }
 
@@ -79,6 +87,7 @@ export class AgentRegistry {
       await new EventsRepo(trx).record({ decision: 'admin', action: 'agent.rotate_secret', client_id: id });
       return row!;
     });
+    this.changed(id);
     return { agent: agentView(updated), client_secret: secret };
   }
 
@@ -102,7 +111,7 @@ export class AgentRegistry {
    * Disabling a disabled agent changes nothing.
    */
   async disable(id: string): Promise<{ agent: AgentView; revoked: string[] } | undefined> {
-    return this.db.transaction(async (trx) => {
+    const result = await this.db.transaction(async (trx) => {
       const agent = await this.agents.disable(id, trx);
       if (!agent) {
         const existing = await this.agents.find(id, trx);
@@ -114,5 +123,7 @@ export class AgentRegistry {
       for (const jti of revoked) await events.record({ decision: 'revoked', action: 'agent.disable', client_id: id, jti, reason: 'agent disabled' });
       return { agent: agentView(agent), revoked };
     });
+    this.changed(id);
+    return result;
   }
 }

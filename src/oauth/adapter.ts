@@ -1,5 +1,5 @@
 import type { Adapter, AdapterPayload } from 'oidc-provider';
-import type { AgentsRepo } from '../storage/agents-repo.js';
+import type { AgentsCache } from '../storage/agents-cache.js';
 import type { OidcPayloadsRepo } from '../storage/oidc-payloads-repo.js';
 import { agentToClientMetadata } from './client-metadata.js';
 import { witAuthStorage } from './wit-client-auth.js';
@@ -8,7 +8,7 @@ import { witAuthStorage } from './wit-client-auth.js';
  * oidc-provider's storage: clients come from the agent registry (disabled agents are not found),
  * everything else it persists goes to the oidc_payloads table.
  */
-export function adapterFactory(agents: AgentsRepo, payloads: OidcPayloadsRepo) {
+export function adapterFactory(agents: AgentsCache, payloads: OidcPayloadsRepo) {
   return class DatabaseAdapter implements Adapter {
     constructor(readonly model: string) {}
 

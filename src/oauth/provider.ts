@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { JWK } from 'jose';
 import type { Logger } from '../log/logger.js';
-import type { AgentsRepo } from '../storage/agents-repo.js';
+import type { AgentsCache } from '../storage/agents-cache.js';
 import type { OidcPayloadsRepo } from '../storage/oidc-payloads-repo.js';
 import type { ReplayRepo } from '../storage/replay-repo.js';
 import type { ClientSecretVerifier } from '../identity/client-secret.js';
@@ -17,7 +17,8 @@ export interface ProviderDeps {
   accessTokenTtl: number;
   trustProxy: boolean;
   signingKeys: JWK[];
-  agents: AgentsRepo;
+  /** Agent lookups for client authentication (short-lived cache). */
+  agents: AgentsCache;
   payloads: OidcPayloadsRepo;
   replay: ReplayRepo;
   secrets: ClientSecretVerifier;

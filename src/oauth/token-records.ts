@@ -2,10 +2,12 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from '../log/logger.js';
 import type { EventsRepo } from '../storage/events-repo.js';
 import type { NewTokenRecord, TokensRepo } from '../storage/tokens-repo.js';
+import type { RecordWriter } from '../storage/record-writer.js';
 import { accessTokenRecord } from '../tokens/access-token.js';
 
 interface Deps {
   tokens: TokensRepo;
+  records: RecordWriter;
   events: EventsRepo;
   logger: Logger;
 }
@@ -50,7 +52,7 @@ export function tokenRecordsMiddleware(deps: Deps) {
             return;
           }
         } else {
-          await deps.tokens.insert(record, undefined, issued);
+          await deps.records.write(record, issued);
         }
       } catch (err) {
         deps.logger.error({ err: { message: (err as Error).message }, client_id: clientId }, 'token record could not be written; token withheld');

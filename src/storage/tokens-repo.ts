@@ -55,6 +55,14 @@ export class TokensRepo {
     );
   }
 
+  /** Inserts several records and their `issued` events in one transaction. */
+  async insertMany(items: { record: NewTokenRecord; issued: { action: string; client_id: string | null } }[]): Promise<void> {
+    await this.db.transaction(async (trx) => {
+      await trx('issued_tokens').insert(items.map(({ record }) => ({ ...record, audience: JSON.stringify(record.audience), actor: record.actor === null ? null : JSON.stringify(record.actor) })));
+      await trx('decision_events').insert(items.map(({ record, issued }) => ({ decision: 'issued', action: issued.action, client_id: issued.client_id, jti: record.jti })));
+    });
+  }
+
   async find(jti: string): Promise<TokenRecord | undefined> {
     const row = await this.db('issued_tokens').where({ jti }).first();
     return row ? fromRow(row) : undefined;
