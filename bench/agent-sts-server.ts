@@ -4,3 +4,5 @@ import { startServer } from '../src/http/server.js';
 
 await startServer(loadConfig(), { keyRefreshMs: 0 });
 process.send?.('ready');
+// Exit cleanly when the parent goes, so --cpu-prof can write its profile.
+process.on('SIGTERM', () => process.exit(0));

@@ -3,6 +3,7 @@
  * PostgreSQL) against a plain oidc-provider with an in-memory adapter issuing the same token, each server in
  * its own process and the load from autocannon in this one, in alternating rounds.
  * Needs PostgreSQL (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/test). Run: npm run bench:token
+ * Profile the server while it runs: BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" npm run bench:token
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
@@ -24,7 +25,7 @@ const freePort = () => new Promise<number>((resolve) => {
 });
 
 function start(script: string, env: Record<string, string>): Promise<ChildProcess> {
-  const child = fork(script, [], { execArgv: ['--import', 'tsx'], env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const child = fork(script, [], { execArgv: ['--import', 'tsx', ...(script.includes('agent-sts') && process.env.BENCH_SERVER_NODE_ARGS ? process.env.BENCH_SERVER_NODE_ARGS.split(' ') : [])], env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   return new Promise((resolve, reject) => {
     child.once('message', () => resolve(child));
     child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)));
