@@ -12,6 +12,15 @@ commands:
   guard     run the guard proxy in front of an HTTP or MCP server:
             agent-sts guard --upstream URL --port N --issuer URL --resource URI
                             [--policy FILE] [--trust-domain DOMAIN] [--host ADDRESS]
+  agents    add --id ID [--scope S]... [--audience A]... [--auth-method M] [--json '{...}'] | list [--status S]
+            | show ID | disable ID
+  keys      list | rotate
+  token     --id ID --secret SECRET [--scope S] [--resource R]   (client credentials, for trying things)
+  decode    JWT   (header and claims, not verified)
+
+agents, keys and token talk to a running server: --url or AGENT_STS_URL (default http://localhost:8080),
+and the admin token from --admin-token, AGENT_STS_ADMIN_TOKEN or DATA_DIR/admin-token. Output is JSON.
+Exit codes: 0 done, 1 refused or unreachable, 2 usage or configuration error.
 `;
 
 function fail(message: string, code = 1): never {
@@ -48,6 +57,20 @@ async function main(argv: string[]): Promise<void> {
   }
   if (command === 'guard') {
     await guard(argv.slice(1));
+    return;
+  }
+  if (['agents', 'keys', 'token', 'decode'].includes(command)) {
+    const cmds = await import('./admin-commands.js');
+    try {
+      const out = command === 'agents' ? await cmds.agentsCommand(argv.slice(1), process.env)
+        : command === 'keys' ? await cmds.keysCommand(argv.slice(1), process.env)
+          : command === 'token' ? await cmds.tokenCommand(argv.slice(1), process.env)
+            : cmds.decodeCommand(argv.slice(1));
+      process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+    } catch (err) {
+      if (err instanceof cmds.CliError) fail(err.message, err.code);
+      throw err;
+    }
     return;
   }
   if (command !== 'serve') fail(`unknown command ${JSON.stringify(command)}\n${USAGE}`, 2);

@@ -1,0 +1,64 @@
+import { spawn } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ADMIN_TOKEN, agentId, startTestServer, type TestServer } from '../support/test-server.js';
+
+/** Runs the agent-sts command (async, so the test server in this process keeps answering). */
+function cli(args: string[], env: Record<string, string> = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+describe('agent-sts agents | keys | token | decode', () => {
+  let ts: TestServer;
+  let env: Record<string, string>;
+  beforeAll(async () => {
+    ts = await startTestServer();
+    env = { AGENT_STS_URL: ts.url, AGENT_STS_ADMIN_TOKEN: ADMIN_TOKEN };
+  });
+  afterAll(async () => {
+    await ts?.close();
+  });
+
+  it('registers, lists, shows and disables an agent, gets a token and decodes it', async () => {
+    const id = agentId('cli');
+    const added = await cli(['agents', 'add', '--id', id, '--scope', 'read', '--audience', 'https://api.example.com'], env);
+    expect(added.status, added.stderr).toBe(0);
+    const { client_secret: secret } = JSON.parse(added.stdout) as { client_secret: string };
+    expect(JSON.parse((await cli(['agents', 'list'], env)).stdout).agents.map((a: { id: string }) => a.id)).toContain(id);
+    expect(JSON.parse((await cli(['agents', 'show', id], env)).stdout)).toMatchObject({ id, scopes: ['read'] });
+
+    const token = await cli(['token', '--id', id, '--secret', secret], env);
+    expect(token.status, token.stderr).toBe(0);
+    const at = JSON.parse(token.stdout).access_token as string;
+    const decoded = JSON.parse((await cli(['decode', at])).stdout);
+    expect(decoded).toMatchObject({ header: { typ: 'at+jwt' }, claims: { sub: id, scope: 'read' }, verified: false });
+
+    const rotated = await cli(['keys', 'rotate'], env);
+    expect(JSON.parse(rotated.stdout).created).toHaveLength(2);
+    expect(JSON.parse((await cli(['keys', 'list'], env)).stdout).keys.length).toBeGreaterThanOrEqual(4);
+
+    expect(JSON.parse((await cli(['agents', 'disable', id], env)).stdout).agent.status).toBe('disabled');
+    const refused = await cli(['token', '--id', id, '--secret', secret], env);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/401 invalid_client/);
+  });
+
+  it('exits 2 on usage errors and 1 on refusals, with one clear line', async () => {
+    expect((await cli(['agents', 'frobnicate'], env)).status).toBe(2);
+    expect((await cli(['agents', 'add'], env)).status).toBe(2);
+    expect((await cli(['decode', 'nope'])).status).toBe(2);
+    const bad = await cli(['agents', 'add', '--id', 'spiffe://elsewhere.example/a'], env);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr.trim().split('\n').filter((l) => !/Unsupported runtime/.test(l))).toHaveLength(1);
+    expect(bad.stderr).toMatch(/400 invalid_request: id: trust domain elsewhere.example/);
+    const wrongToken = await cli(['agents', 'list'], { ...env, AGENT_STS_ADMIN_TOKEN: 'x'.repeat(40) });
+    expect(wrongToken.status).toBe(1);
+    expect(wrongToken.stderr).toMatch(/401/);
+  });
+});
