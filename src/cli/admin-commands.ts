@@ -132,3 +132,31 @@ export function decodeCommand(args: string[]): unknown {
     throw new CliError('not a JWT: its header or claims are not base64url JSON', 1);
   }
 }
+
+/** `verify TOKEN --audience A [--issuer URL] [--trust-domain D]`: checks a token as a resource server would. */
+export async function verifyCommand(args: string[], env: NodeJS.ProcessEnv): Promise<unknown> {
+  const { values, positionals } = parse(args, { audience: { type: 'string' }, issuer: { type: 'string' }, 'trust-domain': { type: 'string' } });
+  const token = positionals[0];
+  if (!token) throw new CliError('usage: agent-sts verify <token> --audience A [--issuer URL] [--trust-domain D]', 2);
+  const issuer = (values.issuer ?? target(values, env).url).replace(/\/$/, '');
+  const { Verifier, VerificationError } = await import('../verifier/index.js');
+  const typ = (() => {
+    try {
+      return (JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString('utf8')) as { typ?: string }).typ;
+    } catch {
+      return undefined;
+    }
+  })();
+  const isTxn = typ === 'txntoken+jwt';
+  if (!isTxn && !values.audience) throw new CliError('verify needs --audience (the resource the token is for)', 2);
+  const verifier = new Verifier({ issuer, audience: values.audience ?? '', ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}) });
+  try {
+    const result = isTxn
+      ? await verifier.verifyTxnToken(token)
+      : await verifier.verifyAccessToken({ authorization: `Bearer ${token}`, method: 'GET', url: values.audience! });
+    return { valid: true, ...result };
+  } catch (err) {
+    if (err instanceof VerificationError) throw new CliError(`invalid: ${err.message}`, 1);
+    throw new CliError(`cannot verify: ${(err as Error).message}`, 1);
+  }
+}

@@ -17,6 +17,7 @@ commands:
   keys      list | rotate
   token     --id ID --secret SECRET [--scope S] [--resource R]   (client credentials, for trying things)
   decode    JWT   (header and claims, not verified)
+  verify    TOKEN --audience A [--issuer URL] [--trust-domain D]   (as a resource server would; DPoP-bound tokens need a proof and are refused)
 
 agents, keys and token talk to a running server: --url or AGENT_STS_URL (default http://localhost:8080),
 and the admin token from --admin-token, AGENT_STS_ADMIN_TOKEN or DATA_DIR/admin-token. Output is JSON.
@@ -59,13 +60,14 @@ async function main(argv: string[]): Promise<void> {
     await guard(argv.slice(1));
     return;
   }
-  if (['agents', 'keys', 'token', 'decode'].includes(command)) {
+  if (['agents', 'keys', 'token', 'decode', 'verify'].includes(command)) {
     const cmds = await import('./admin-commands.js');
     try {
       const out = command === 'agents' ? await cmds.agentsCommand(argv.slice(1), process.env)
         : command === 'keys' ? await cmds.keysCommand(argv.slice(1), process.env)
           : command === 'token' ? await cmds.tokenCommand(argv.slice(1), process.env)
-            : cmds.decodeCommand(argv.slice(1));
+            : command === 'verify' ? await cmds.verifyCommand(argv.slice(1), process.env)
+              : cmds.decodeCommand(argv.slice(1));
       process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
     } catch (err) {
       if (err instanceof cmds.CliError) fail(err.message, err.code);

@@ -39,6 +39,15 @@ describe('agent-sts agents | keys | token | decode', () => {
     const decoded = JSON.parse((await cli(['decode', at])).stdout);
     expect(decoded).toMatchObject({ header: { typ: 'at+jwt' }, claims: { sub: id, scope: 'read' }, verified: false });
 
+    const verified = await cli(['verify', at, '--audience', 'https://api.example.com'], env);
+    expect(verified.status, verified.stderr).toBe(0);
+    expect(JSON.parse(verified.stdout)).toMatchObject({ valid: true, type: 'access_token', subject: id, scopes: ['read'] });
+    const otherAud = await cli(['verify', at, '--audience', 'https://other.example'], env);
+    expect(otherAud.status).toBe(1);
+    expect(otherAud.stderr).toMatch(/invalid: access token: meant for another audience/);
+    const tampered = `${at.slice(0, -4)}AAAA`;
+    expect((await cli(['verify', tampered, '--audience', 'https://api.example.com'], env)).stderr).toMatch(/signature is not valid/);
+
     const rotated = await cli(['keys', 'rotate'], env);
     expect(JSON.parse(rotated.stdout).created).toHaveLength(2);
     expect(JSON.parse((await cli(['keys', 'list'], env)).stdout).keys.length).toBeGreaterThanOrEqual(4);
