@@ -61,10 +61,6 @@ export class KeyManager {
     return this.active;
   }
 
-  activeKid(alg: string): string | undefined {
-    return this.active.find((k) => k.alg === alg)?.kid;
-  }
-
   /** The active key of an algorithm, for the tokens we sign ourselves. */
   async signer(alg: SigningAlg): Promise<{ kid: string; alg: string; key: KeyObject }> {
     const jwk = this.active.find((k) => k.alg === alg);

@@ -14,7 +14,7 @@ interface Deps {
 
 /** What a grant handler may add to the record of the token it issues (parent, actor chain, txn). */
 export interface IssuanceContext {
-  record?: Partial<Pick<NewTokenRecord, 'parent_jti' | 'actor' | 'txn' | 'type'>>;
+  record?: Partial<Pick<NewTokenRecord, 'parent_jti' | 'actor' | 'txn'>>;
   /** The whole record, from a grant that minted the token itself. */
   complete?: NewTokenRecord;
   /** Refuse the token if its transaction already holds this many tokens of its type. */
@@ -41,7 +41,7 @@ export function tokenRecordsMiddleware(deps: Deps) {
       let record: NewTokenRecord | undefined;
       try {
         const issuance = (ctx.state as { issuance?: IssuanceContext }).issuance;
-        record = issuance?.complete ?? { ...accessTokenRecord(body.access_token, issuance?.record), ...(issuance?.record?.type ? { type: issuance.record.type } : {}) };
+        record = issuance?.complete ?? accessTokenRecord(body.access_token, issuance?.record);
         const issued = { action: `token:${grantType}`, client_id: clientId };
         if (issuance?.maxPerTxn !== undefined && record.txn) {
           if (!(await deps.tokens.insertWithinTxnLimit(record, issuance.maxPerTxn, issued))) {

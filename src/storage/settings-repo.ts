@@ -13,8 +13,4 @@ export class SettingsRepo {
     await this.db('settings').insert({ key, value }).onConflict('key').ignore();
     return (await this.get(key))!;
   }
-
-  async set(key: string, value: string): Promise<void> {
-    await this.db('settings').insert({ key, value }).onConflict('key').merge();
-  }
 }

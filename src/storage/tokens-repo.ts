@@ -140,10 +140,4 @@ export class TokensRepo {
     const row = await trx('issued_tokens').where({ txn, type }).count<{ n: number | string }[]>('* as n').first();
     return Number(row?.n ?? 0);
   }
-
-  /** The latest expiry of any token signed by this key, or 0. */
-  async lastExpiryForKid(kid: string): Promise<number> {
-    const row = await this.db('issued_tokens').where({ kid }).max('exp as exp').first();
-    return Number(row?.exp ?? 0);
-  }
 }

@@ -264,4 +264,3 @@ function stripServerFacts(ctx: unknown): Record<string, unknown> | undefined {
   return rest;
 }
 
-export type { ActClaim };
