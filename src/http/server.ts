@@ -91,7 +91,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
         handler: tokenExchangeHandler({
           issuer: config.issuer, trustDomain: config.trustDomain, accessTokenTtl: config.accessTokenTtl, txnTokenTtl: config.txnTokenTtl,
           maxTxnTokensPerTxn: config.maxTxnTokensPerTxn, maxDelegationDepth: config.maxDelegationDepth, signingAlg: config.signingAlg,
-          keys, tokens, verifier: issuedTokens, external: externalJwts, partners: config.partnerDomains.map((p) => p.issuer), now,
+          keys, verifier: issuedTokens, external: externalJwts, partners: config.partnerDomains.map((p) => p.issuer), now,
         }),
         params: TOKEN_EXCHANGE_PARAMS,
         dupes: ['resource', 'audience'],

@@ -1,6 +1,5 @@
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import type { KeyManager, SigningAlg } from '../../keys/key-manager.js';
-import type { TokensRepo } from '../../storage/tokens-repo.js';
 import { ACCESS_TOKEN_TYPE, mintAccessToken, type ActClaim } from '../../tokens/access-token.js';
 import { mintTxnToken, newTxn, parseContextParam, TXN_TOKEN_TYPE } from '../../tokens/txn-token.js';
 import { TokenVerificationError } from '../../tokens/token-errors.js';
@@ -48,7 +47,6 @@ export interface TokenExchangeDeps {
   maxDelegationDepth: number;
   signingAlg: SigningAlg;
   keys: KeyManager;
-  tokens: TokensRepo;
   verifier: IssuedTokenVerifier;
   /** Trusted external issuers whose tokens may be subjects (TRUSTED_ISSUERS). */
   external: ExternalJwtVerifier;
@@ -230,9 +228,6 @@ async function issueTxnToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, c
   const serverFacts = { req_ip: ctx.ip, authn: client.clientAuthMethod === 'none' ? 'wit' : client.clientAuthMethod };
   const requested = { ...(context ?? {}), ...serverFacts };
   const rctx = replacing ? { ...(extendContext(stripServerFacts(subject.claims.rctx), stripServerFacts(context), 'request_context') ?? {}), ...serverFacts } : requested;
-  if (replacing && (await deps.tokens.countInTxn(txn, 'txn_token')) >= deps.maxTxnTokensPerTxn) {
-    throw new errors.InvalidRequest(`the transaction already has the maximum of ${deps.maxTxnTokensPerTxn} Txn-Tokens`);
-  }
   const now = deps.now();
   const { token, record } = await mintTxnToken({
     issuer: deps.issuer, trustDomain: deps.trustDomain, txn, subject: subject.claims.sub as string, requester: client.clientId,
