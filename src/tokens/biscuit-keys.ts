@@ -1,0 +1,78 @@
+import type { JWK } from 'jose';
+import type { BiscuitApi } from './biscuit-wasm.js';
+
+type PrivateKey = BiscuitApi['PrivateKey']['prototype'];
+type PublicKey = BiscuitApi['PublicKey']['prototype'];
+
+/** JWKS `kid` prefix of Biscuit root keys; the rest is the token's root key id (a 32-bit integer). */
+export const BISCUIT_KID_PREFIX = 'biscuit-';
+
+/** A key in Biscuit's text form (`ed25519/<hex>` or `secp256r1/<hex of the compressed point>`). */
+const KEY_TEXT = /^(ed25519\/[0-9a-f]{64}|secp256r1\/0[23][0-9a-f]{64})$/;
+
+export function isBiscuitKeyText(value: unknown): value is string {
+  return typeof value === 'string' && KEY_TEXT.test(value);
+}
+
+const b64 = (value: unknown, bytes: number, what: string): Buffer => {
+  const out = typeof value === 'string' ? Buffer.from(value, 'base64url') : Buffer.alloc(0);
+  if (out.length !== bytes) throw new TypeError(`${what} must be ${bytes} bytes`);
+  return out;
+};
+
+/**
+ * A public JWK (Ed25519 or P-256) in Biscuit's text form, the form delegation blocks name keys in and
+ * `trusting` scopes take.
+ */
+export function biscuitKeyText(jwk: JWK): string {
+  if (jwk.kty === 'OKP' && jwk.crv === 'Ed25519') return `ed25519/${b64(jwk.x, 32, 'an Ed25519 key\'s x').toString('hex')}`;
+  if (jwk.kty === 'EC' && jwk.crv === 'P-256') {
+    const y = b64(jwk.y, 32, 'a P-256 key\'s y');
+    return `secp256r1/0${2 + (y[31]! & 1)}${b64(jwk.x, 32, 'a P-256 key\'s x').toString('hex')}`;
+  }
+  throw new TypeError('a Biscuit key must be an Ed25519 (OKP) or P-256 (EC) JWK');
+}
+
+/** The first key of a JWK set that can sign Biscuit blocks, in text form. */
+export function firstBiscuitKeyText(keys: readonly JWK[] | undefined): string | undefined {
+  for (const jwk of keys ?? []) {
+    try {
+      return biscuitKeyText(jwk);
+    } catch { /* not a usable key type */ }
+  }
+  return undefined;
+}
+
+/** Biscuit's `PublicKey` for a key in text form; validated first, since bad input can break the wasm instance. */
+export function biscuitPublicKey(b: BiscuitApi, text: string): PublicKey {
+  if (!isBiscuitKeyText(text)) throw new TypeError('not a Biscuit public key');
+  const [alg, hex] = text.split('/') as [string, string];
+  return b.PublicKey.fromString(hex, alg === 'ed25519' ? b.SignatureAlgorithm.Ed25519 : b.SignatureAlgorithm.Secp256r1);
+}
+
+/** Biscuit's `PrivateKey` for a private JWK (Ed25519 or P-256). */
+export function biscuitPrivateKey(b: BiscuitApi, jwk: JWK): PrivateKey {
+  if (jwk.kty === 'OKP' && jwk.crv === 'Ed25519') return b.PrivateKey.fromBytes(b64(jwk.d, 32, 'an Ed25519 private key'), b.SignatureAlgorithm.Ed25519);
+  if (jwk.kty === 'EC' && jwk.crv === 'P-256') return b.PrivateKey.fromBytes(b64(jwk.d, 32, 'a P-256 private key'), b.SignatureAlgorithm.Secp256r1);
+  throw new TypeError('a Biscuit signing key must be an Ed25519 (OKP) or P-256 (EC) private JWK');
+}
+
+/** The root key id a Biscuit root key's `kid` stands for, or undefined when the `kid` is not one. */
+export function rootKeyIdOf(kid: unknown): number | undefined {
+  if (typeof kid !== 'string' || !kid.startsWith(BISCUIT_KID_PREFIX)) return undefined;
+  const id = Number(kid.slice(BISCUIT_KID_PREFIX.length));
+  return Number.isInteger(id) && id >= 0 && id <= 0xffff_ffff && `${BISCUIT_KID_PREFIX}${id}` === kid ? id : undefined;
+}
+
+/** Biscuit root public keys of a JWK set, by root key id, in text form. */
+export function biscuitRootKeys(jwks: { keys?: readonly JWK[] }): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const jwk of jwks.keys ?? []) {
+    const id = rootKeyIdOf(jwk.kid);
+    if (id === undefined || jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519') continue;
+    try {
+      out.set(id, biscuitKeyText(jwk));
+    } catch { /* malformed key: skip */ }
+  }
+  return out;
+}
