@@ -5,8 +5,8 @@
  * Authority block (signed by the server's root key):
  *   issuer(iss) subject(sub) token_id(jti) txn(txn) holder(id) [holder_key(key)]
  *   rights({tools}) audiences({audiences}) budget(cents) max_depth(n) expires(date)
- *   checks binding every request: time <= expires, each tool in rights, each resource in audiences,
- *   each spend <= budget.
+ *   checks binding every request: time <= expires; reject any tool not in rights, any resource not in
+ *   audiences, any spend over budget.
  * Delegation block i (a third-party block signed by the key of the previous block's delegate, or by the
  * root key when the server appended it for an authenticated delegator):
  *   hop(i, delegator, delegate, context) [hop_key(i, key)]
@@ -49,11 +49,12 @@ export interface HopFacts extends BiscuitLimits {
   context: string;
 }
 
+// `reject if` holds when nothing matches (a request without a tool or spend); `check all` would not.
 const LIMIT_CHECKS = `
 check if time($t), $t <= {expires};
-check all tool($t), {rights}.contains($t);
-check all resource($r), {audiences}.contains($r);
-check all spend($c), $c <= {budget};`;
+reject if tool($t), !{rights}.contains($t);
+reject if resource($r), !{audiences}.contains($r);
+reject if spend($c), $c > {budget};`;
 
 const limitParams = (l: BiscuitLimits) => ({ rights: new Set(l.rights), audiences: new Set(l.audiences), budget: l.budget, expires: l.expires });
 

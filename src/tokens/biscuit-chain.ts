@@ -45,9 +45,10 @@ export function parseBiscuit(b: BiscuitApi, token: string, rootKeys: ReadonlyMap
   if (typeof token !== 'string' || !token) throw new BiscuitError('malformed', 'no token');
   if (token.length > MAX_BISCUIT_CHARS) throw new BiscuitError('too_large', `the token is larger than ${MAX_BISCUIT_CHARS} characters`);
   if (!B64URL.test(token)) throw new BiscuitError('malformed', 'the token is not base64url');
-  const seen: { id: number | null; known: boolean } = { id: null, known: false };
+  const seen: { called: boolean; id: number | null; known: boolean } = { called: false, id: null, known: false };
   // The provider must not throw (that breaks the wasm instance): an unknown id gets a key that fails.
   const provider = (id: number | null) => {
+    seen.called = true;
     seen.id = id;
     const text = id === null ? undefined : rootKeys.get(id);
     seen.known = text !== undefined;
@@ -57,8 +58,8 @@ export function parseBiscuit(b: BiscuitApi, token: string, rootKeys: ReadonlyMap
     const biscuit = b.Biscuit.fromBase64WithProvider(token, provider);
     return { biscuit, rootKeyId: seen.id! };
   } catch (err) {
-    if (!seen.known && seen.id !== null) throw new BiscuitError('unknown_root', `the token's root key ${seen.id} is not one of the issuer's`);
-    if (!seen.known) throw new BiscuitError('unknown_root', 'the token names no root key of the issuer');
+    if (seen.called && !seen.known && seen.id !== null) throw new BiscuitError('unknown_root', `the token's root key ${seen.id} is not one of the issuer's`);
+    if (seen.called && !seen.known) throw new BiscuitError('unknown_root', 'the token names no root key of the issuer');
     throw fromLibraryError(err, 'parsing');
   }
 }
