@@ -1,10 +1,17 @@
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK, type KeyObject } from 'jose';
 import type { Knex } from 'knex';
+import { randomBytes } from 'node:crypto';
 import { KeysRepo, type SigningKeyRow } from '../storage/keys-repo.js';
+import { BISCUIT_KID_PREFIX, rootKeyIdOf } from './biscuit-root-id.js';
 import { decryptPrivateKey, encryptPrivateKey } from './key-encryption.js';
 
 export const SIGNING_ALGS = ['EdDSA', 'ES256'] as const;
 export type SigningAlg = (typeof SIGNING_ALGS)[number];
+/** The Biscuit root key's kind (an Ed25519 key; `alg` column value, not a JWS algorithm). */
+export const BISCUIT_ROOT = 'Biscuit';
+/** Every kind of key the server keeps one active key of. */
+const KEY_KINDS = [...SIGNING_ALGS, BISCUIT_ROOT] as const;
+type KeyKind = (typeof KEY_KINDS)[number];
 
 export interface PublicKeyInfo {
   kid: string;
@@ -24,6 +31,8 @@ export interface PublicKeyInfo {
 export class KeyManager {
   private readonly repo: KeysRepo;
   private active: JWK[] = [];
+  private biscuitRoot: JWK | undefined;
+  private readonly biscuitRoots = new Map<number, JWK>();
   private readonly importedPrivate = new Map<string, KeyObject>();
   private published = new Map<string, JWK>();
   private publishedAt = 0;
@@ -41,8 +50,8 @@ export class KeyManager {
     await this.db.transaction(async (trx) => {
       await this.repo.lock(trx);
       const active = await this.repo.active(trx);
-      for (const alg of SIGNING_ALGS) {
-        if (!active.some((k) => k.alg === alg)) await this.createKey(alg, trx);
+      for (const kind of KEY_KINDS) {
+        if (!active.some((k) => k.alg === kind)) await this.createKey(kind, trx);
       }
     });
     await this.load();
@@ -53,6 +62,8 @@ export class KeyManager {
     const rows = await this.repo.active();
     const before = this.active.map((k) => k.kid).join();
     this.active = SIGNING_ALGS.map((alg) => rows.find((r) => r.alg === alg)).filter((r): r is SigningKeyRow => !!r).map((r) => this.privateJwk(r));
+    const root = rows.find((r) => r.alg === BISCUIT_ROOT);
+    this.biscuitRoot = root ? this.privateJwk(root) : undefined;
     return before !== this.active.map((k) => k.kid).join();
   }
 
@@ -71,6 +82,30 @@ export class KeyManager {
       this.importedPrivate.set(jwk.kid, key);
     }
     return { kid: jwk.kid, alg, key };
+  }
+
+  /** The active Biscuit root key (a private Ed25519 JWK) and the root key id tokens name it by. */
+  activeBiscuitRoot(): { privateJwk: JWK; rootKeyId: number } {
+    const jwk = this.biscuitRoot;
+    const rootKeyId = rootKeyIdOf(jwk?.kid);
+    if (!jwk || rootKeyId === undefined) throw new Error('no active Biscuit root key');
+    return { privateJwk: jwk, rootKeyId };
+  }
+
+  /**
+   * The private root key a token's root key id names, while it is published (a delegation the server
+   * appends is signed with the key of the token's own root).
+   */
+  async biscuitRootById(rootKeyId: number): Promise<JWK | undefined> {
+    const cached = this.biscuitRoots.get(rootKeyId);
+    if (cached) return cached;
+    const kid = `${BISCUIT_KID_PREFIX}${rootKeyId}`;
+    if (!(await this.publicKey(kid))) return undefined;
+    const row = await this.repo.find(kid);
+    if (!row || row.alg !== BISCUIT_ROOT) return undefined;
+    const jwk = this.privateJwk(row);
+    this.biscuitRoots.set(rootKeyId, jwk);
+    return jwk;
   }
 
   /**
@@ -99,7 +134,7 @@ export class KeyManager {
     await this.db.transaction(async (trx) => {
       await this.repo.lock(trx);
       await this.repo.retire((await this.repo.pending(trx)).map((k) => k.kid), trx);
-      for (const alg of SIGNING_ALGS) created.push(await this.createKey(alg, trx, activateAt));
+      for (const kind of KEY_KINDS) created.push(await this.createKey(kind, trx, activateAt));
     });
     return { created, activateAt };
   }
@@ -136,15 +171,17 @@ export class KeyManager {
     }));
   }
 
-  private async createKey(alg: SigningAlg, trx: Knex, activateAt?: number): Promise<string> {
+  private async createKey(kind: KeyKind, trx: Knex, activateAt?: number): Promise<string> {
+    // A Biscuit root key is an Ed25519 key whose kid carries the root key id tokens name it by.
+    const alg = kind === BISCUIT_ROOT ? 'EdDSA' : kind;
     const { publicKey, privateKey } = await generateKeyPair(alg, { extractable: true, ...(alg === 'EdDSA' ? { crv: 'Ed25519' } : {}) });
     const pub = await exportJWK(publicKey);
-    const kid = await calculateJwkThumbprint(pub);
+    const kid = kind === BISCUIT_ROOT ? `${BISCUIT_KID_PREFIX}${randomBytes(4).readUInt32BE()}` : await calculateJwkThumbprint(pub);
     const publicJwk = { ...pub, kid, alg, use: 'sig' };
     const privateJson = JSON.stringify({ ...(await exportJWK(privateKey)), kid, alg, use: 'sig' });
     await this.repo.insert({
       kid,
-      alg,
+      alg: kind,
       public_jwk: publicJwk,
       private_jwk: this.encryptionKey ? encryptPrivateKey(privateJson, this.encryptionKey, kid) : privateJson,
       encrypted: !!this.encryptionKey,

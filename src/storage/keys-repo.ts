@@ -43,6 +43,11 @@ export class KeysRepo {
     return rows.map(fromRow);
   }
 
+  async find(kid: string): Promise<SigningKeyRow | undefined> {
+    const row = await this.db('signing_keys').where({ kid }).first();
+    return row ? fromRow(row) : undefined;
+  }
+
   async all(): Promise<SigningKeyRow[]> {
     return (await this.db('signing_keys').orderBy('created_at', 'desc')).map(fromRow);
   }

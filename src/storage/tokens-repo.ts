@@ -15,6 +15,8 @@ export interface TokenRecord {
   exp: number;
   token_hash: string;
   cnf_jkt: string | null;
+  /** For a Biscuit: the revocation id of its last block. */
+  revocation_id?: string | null;
   revoked_at: string | null;
   revoked_reason: string | null;
 }
@@ -66,6 +68,28 @@ export class TokensRepo {
   async find(jti: string): Promise<TokenRecord | undefined> {
     const row = await this.db('issued_tokens').where({ jti }).first();
     return row ? fromRow(row) : undefined;
+  }
+
+  /** The newest record among those holding one of these revocation ids (a Biscuit's recorded ancestors). */
+  async findByRevocationIds(ids: string[]): Promise<TokenRecord[]> {
+    if (!ids.length) return [];
+    return (await this.db('issued_tokens').whereIn('revocation_id', ids)).map(fromRow);
+  }
+
+  /**
+   * Revocation ids of revoked Biscuits still alive: those of revoked records, and those revoked
+   * directly. A token holding any of them is refused.
+   */
+  async revokedBiscuitIds(nowSec: number): Promise<string[]> {
+    const rows = await this.db.raw(
+      `select revocation_id from issued_tokens where revocation_id is not null and revoked_at is not null and exp > ?
+       union select revocation_id from biscuit_revocations where exp > ?`, [nowSec, nowSec]);
+    return rows.rows.map((r: { revocation_id: string }) => r.revocation_id);
+  }
+
+  /** Revokes a revocation id that no record holds (a block appended offline), until `exp`. */
+  async revokeBiscuitId(revocationId: string, exp: number, reason: string): Promise<void> {
+    await this.db('biscuit_revocations').insert({ revocation_id: revocationId, exp, reason }).onConflict('revocation_id').ignore();
   }
 
   /** Newest first; `after` continues a listing after the record with that (iat, jti). */

@@ -15,7 +15,9 @@ export interface RunLimits {
   max_iterations: number;
   max_time_micro: number;
 }
-export const DEFAULT_RUN_LIMITS: RunLimits = { max_facts: 1000, max_iterations: 100, max_time_micro: 20_000 };
+// The facts and iterations limits bound what a token can make a verifier do; the time limit is a backstop
+// generous enough not to trip on a busy machine's pauses.
+export const DEFAULT_RUN_LIMITS: RunLimits = { max_facts: 1000, max_iterations: 100, max_time_micro: 100_000 };
 
 /** Tokens larger than this are refused before parsing. */
 export const MAX_BISCUIT_CHARS = 48 * 1024;
@@ -223,6 +225,29 @@ export async function verifyBiscuit(token: string, opts: VerifyBiscuitOptions): 
 }
 
 export function verifyBiscuitWith(b: BiscuitApi, token: string, opts: VerifyBiscuitOptions): BiscuitChain {
+  const request = requestFacts(opts.request);
+  return withChain(b, token, { ...opts, now: opts.request.now, code: [request, opts.policy ?? { code: 'allow if true' }] }, (chain, authorizer, limits) => {
+    checkRequest(chain, opts.request);
+    try {
+      authorizer.authorizeWithLimits(limits);
+    } catch (err) {
+      throw fromLibraryError(err, 'authorizing');
+    }
+    return chain;
+  });
+}
+
+/**
+ * The chain of a token, verified as far as it can be without a request: signatures, structure,
+ * revocation ids and expiry. For delegators and for the issuer's own introspection and delegation.
+ */
+export function inspectBiscuit(b: BiscuitApi, token: string, opts: { rootKeys: ReadonlyMap<number, string>; now: Date; revoked?: ReadonlySet<string>; limits?: RunLimits }): BiscuitChain {
+  return withChain(b, token, { ...opts, code: [{ code: 'time({now});', params: { now: opts.now } }] }, (chain) => chain);
+}
+
+/** Parses, checks size and revocation, builds an authorizer with `code`, reads the chain, then runs `use`. */
+function withChain<T>(b: BiscuitApi, token: string, opts: { rootKeys: ReadonlyMap<number, string>; now: Date; revoked?: ReadonlySet<string>; limits?: RunLimits; code: { code: string; params?: Record<string, unknown> }[] },
+  use: (chain: BiscuitChain, authorizer: Authorizer, limits: RunLimits) => T): T {
   const limits = opts.limits ?? DEFAULT_RUN_LIMITS;
   const { biscuit, rootKeyId } = parseBiscuit(b, token, opts.rootKeys);
   let authorizer: Authorizer | undefined;
@@ -234,24 +259,16 @@ export function verifyBiscuitWith(b: BiscuitApi, token: string, opts: VerifyBisc
       const at = ids.findIndex((id) => opts.revoked!.has(String(id)));
       if (at >= 0) throw new BiscuitError('revoked', 'the token, or a token it was delegated from, has been revoked', at);
     }
-    const request = requestFacts(opts.request);
     try {
       // `buildAuthenticated` consumes the builder.
       const builder = new b.AuthorizerBuilder();
-      builder.addCodeWithParameters(request.code, datalogParams(request.params), {});
-      builder.addCodeWithParameters(opts.policy?.code ?? 'allow if true', datalogParams(opts.policy?.params ?? {}), {});
+      for (const part of opts.code) builder.addCodeWithParameters(part.code, datalogParams(part.params ?? {}), {});
       authorizer = builder.buildAuthenticated(biscuit);
     } catch (err) {
       throw fromLibraryError(err, 'building the authorizer');
     }
-    const chain = readChain(b, biscuit, authorizer, { rootKey: opts.rootKeys.get(rootKeyId)!, rootKeyId, now: opts.request.now, limits });
-    checkRequest(chain, opts.request);
-    try {
-      authorizer.authorizeWithLimits(limits);
-    } catch (err) {
-      throw fromLibraryError(err, 'authorizing');
-    }
-    return chain;
+    const chain = readChain(b, biscuit, authorizer, { rootKey: opts.rootKeys.get(rootKeyId)!, rootKeyId, now: opts.now, limits });
+    return use(chain, authorizer, limits);
   } finally {
     authorizer?.free();
     biscuit.free();

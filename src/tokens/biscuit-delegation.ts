@@ -1,8 +1,8 @@
 import type { JWK } from 'jose';
-import { datalogParams, loadBiscuit } from './biscuit-wasm.js';
+import { loadBiscuit } from './biscuit-wasm.js';
 import { biscuitKeyText, biscuitRootKeys, isBiscuitKeyText } from './biscuit-keys.js';
-import { BiscuitError, fromLibraryError } from './biscuit-errors.js';
-import { DEFAULT_RUN_LIMITS, parseBiscuit, readChain, type BiscuitChain } from './biscuit-chain.js';
+import { BiscuitError } from './biscuit-errors.js';
+import { inspectBiscuit, parseBiscuit, type BiscuitChain } from './biscuit-chain.js';
 import { appendHop, nextHop, type DelegationRequest } from './biscuit-token.js';
 
 /**
@@ -10,24 +10,7 @@ import { appendHop, nextHop, type DelegationRequest } from './biscuit-token.js';
  * structure, unexpired. No request is checked: this is what the delegator holds, not what it uses.
  */
 export async function readBiscuitChain(token: string, jwks: { keys?: JWK[] }, now = new Date()): Promise<BiscuitChain> {
-  const b = await loadBiscuit();
-  const rootKeys = biscuitRootKeys(jwks);
-  const { biscuit, rootKeyId } = parseBiscuit(b, token, rootKeys);
-  try {
-    // `buildAuthenticated` consumes the builder.
-    const builder = new b.AuthorizerBuilder();
-    builder.addCodeWithParameters('time({now});', datalogParams({ now }), {});
-    const authorizer = builder.buildAuthenticated(biscuit);
-    try {
-      return readChain(b, biscuit, authorizer, { rootKey: rootKeys.get(rootKeyId)!, rootKeyId, now, limits: DEFAULT_RUN_LIMITS });
-    } finally {
-      authorizer.free();
-    }
-  } catch (err) {
-    throw fromLibraryError(err, 'reading the chain');
-  } finally {
-    biscuit.free();
-  }
+  return inspectBiscuit(await loadBiscuit(), token, { rootKeys: biscuitRootKeys(jwks), now });
 }
 
 /**

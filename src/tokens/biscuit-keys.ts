@@ -1,11 +1,11 @@
 import type { JWK } from 'jose';
 import type { BiscuitApi } from './biscuit-wasm.js';
+import { rootKeyIdOf } from '../keys/biscuit-root-id.js';
+
+export { BISCUIT_KID_PREFIX, rootKeyIdOf } from '../keys/biscuit-root-id.js';
 
 type PrivateKey = BiscuitApi['PrivateKey']['prototype'];
 type PublicKey = BiscuitApi['PublicKey']['prototype'];
-
-/** JWKS `kid` prefix of Biscuit root keys; the rest is the token's root key id (a 32-bit integer). */
-export const BISCUIT_KID_PREFIX = 'biscuit-';
 
 /** A key in Biscuit's text form (`ed25519/<hex>` or `secp256r1/<hex of the compressed point>`). */
 const KEY_TEXT = /^(ed25519\/[0-9a-f]{64}|secp256r1\/0[23][0-9a-f]{64})$/;
@@ -55,13 +55,6 @@ export function biscuitPrivateKey(b: BiscuitApi, jwk: JWK): PrivateKey {
   if (jwk.kty === 'OKP' && jwk.crv === 'Ed25519') return b.PrivateKey.fromBytes(b64(jwk.d, 32, 'an Ed25519 private key'), b.SignatureAlgorithm.Ed25519);
   if (jwk.kty === 'EC' && jwk.crv === 'P-256') return b.PrivateKey.fromBytes(b64(jwk.d, 32, 'a P-256 private key'), b.SignatureAlgorithm.Secp256r1);
   throw new TypeError('a Biscuit signing key must be an Ed25519 (OKP) or P-256 (EC) private JWK');
-}
-
-/** The root key id a Biscuit root key's `kid` stands for, or undefined when the `kid` is not one. */
-export function rootKeyIdOf(kid: unknown): number | undefined {
-  if (typeof kid !== 'string' || !kid.startsWith(BISCUIT_KID_PREFIX)) return undefined;
-  const id = Number(kid.slice(BISCUIT_KID_PREFIX.length));
-  return Number.isInteger(id) && id >= 0 && id <= 0xffff_ffff && `${BISCUIT_KID_PREFIX}${id}` === kid ? id : undefined;
 }
 
 /** Biscuit root public keys of a JWK set, by root key id, in text form. */
