@@ -37,6 +37,8 @@ export interface Config {
   maxDelegationDepth: number;
   witTtl: number;
   txnTokenTtl: number;
+  /** Lifetime of a Biscuit minted by token exchange (seconds; never beyond its subject token). */
+  biscuitTtl: number;
   maxTxnTokensPerTxn: number;
   joinTokenTtl: number;
   trustedIssuers: TrustedIssuer[];
@@ -121,6 +123,7 @@ const schema = z.object({
   MAX_DELEGATION_DEPTH: positiveInt(32).default(5),
   WIT_TTL: z.coerce.number().int('must be a whole number').min(60, 'must be at least 60').max(86_400, 'must be at most 86400').default(3600),
   TXN_TOKEN_TTL: z.coerce.number().int('must be a whole number').min(1, 'must be at least 1').max(3600, 'must be at most 3600').default(300),
+  BISCUIT_TTL: z.coerce.number().int('must be a whole number').min(1, 'must be at least 1').max(86400, 'must be at most 86400').default(300),
   MAX_TXN_TOKENS_PER_TXN: positiveInt(1000).default(20),
   JOIN_TOKEN_TTL: z.coerce.number().int('must be a whole number').min(10, 'must be at least 10').max(86_400, 'must be at most 86400').default(600),
   TRUSTED_ISSUERS: jsonVariable(trustedIssuers, '{issuer, jwks_uri | jwks, audience}'),
@@ -160,6 +163,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxDelegationDepth: v.MAX_DELEGATION_DEPTH,
     witTtl: v.WIT_TTL,
     txnTokenTtl: v.TXN_TOKEN_TTL,
+    biscuitTtl: v.BISCUIT_TTL,
     maxTxnTokensPerTxn: v.MAX_TXN_TOKENS_PER_TXN,
     joinTokenTtl: v.JOIN_TOKEN_TTL,
     trustedIssuers: v.TRUSTED_ISSUERS,

@@ -12,6 +12,7 @@ import { OidcPayloadsRepo } from '../storage/oidc-payloads-repo.js';
 import { ReplayRepo } from '../storage/replay-repo.js';
 import { SettingsRepo } from '../storage/settings-repo.js';
 import { KeyManager } from '../keys/key-manager.js';
+import { loadBiscuit } from '../tokens/biscuit-wasm.js';
 import { AgentRegistry } from '../identity/agent-registry.js';
 import { ClientSecretVerifier } from '../identity/client-secret.js';
 import { OAuthCore } from '../oauth/oauth-core.js';
@@ -21,6 +22,7 @@ import { discoveryMiddleware } from '../oauth/discovery.js';
 import { errorDetailMiddleware } from '../oauth/error-detail.js';
 import { createApp } from './app.js';
 import { witRoutes } from './wit-routes.js';
+import { BISCUIT_REVOCATIONS_PATH, biscuitAdminRoutes, biscuitRevocationListRoutes } from './biscuit-routes.js';
 import { WorkloadAuthenticator } from '../identity/workload-authenticator.js';
 import { WitIssuer } from '../identity/wit-issuer.js';
 import { createAttestors } from '../identity/attestors/index.js';
@@ -70,6 +72,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const events = new EventsRepo(knex);
     const keys = new KeyManager(knex, config.keyEncryptionKey, now);
     await keys.init();
+    // Biscuit's wasm module is compiled and warmed up now, not at the first Biscuit request.
+    await loadBiscuit();
 
     const adminHash = await resolveAdminTokenHash({ configured: config.adminToken, dataDir: config.dataDir, settings: new SettingsRepo(knex), logger });
 
@@ -92,6 +96,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
           issuer: config.issuer, trustDomain: config.trustDomain, accessTokenTtl: config.accessTokenTtl, txnTokenTtl: config.txnTokenTtl,
           maxTxnTokensPerTxn: config.maxTxnTokensPerTxn, maxDelegationDepth: config.maxDelegationDepth, signingAlg: config.signingAlg,
           keys, verifier: issuedTokens, external: externalJwts, partners: config.partnerDomains.map((p) => p.issuer), now,
+          biscuitTtl: config.biscuitTtl, tokens, agents,
         }),
         params: TOKEN_EXCHANGE_PARAMS,
         dupes: ['resource', 'audience'],
@@ -109,11 +114,12 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       middleware: [
         tokenRecordsMiddleware({ tokens, records: new RecordWriter(knex), events, logger }),
         errorDetailMiddleware(),
-        tokenStatusMiddleware({ tokens, agents, events, now }),
+        tokenStatusMiddleware({ keys, tokens, agents, events, now }),
         discoveryMiddleware(() => ({
           jwks_uri: `${config.issuer}/jwks`,
           token_exchange_subject_token_types_supported: [...SUBJECT_TOKEN_TYPES_IN_USE],
           token_exchange_requested_token_types_supported: REQUESTED_TOKEN_TYPES,
+          biscuit_revocation_list_uri: `${config.issuer}${BISCUIT_REVOCATIONS_PATH}`,
         })),
       ],
     }, keys);
@@ -148,9 +154,9 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const app = createApp({
       logger, db, keys, oauth, trustProxy: config.trustProxy,
       witClientAuth: witClientAuth({ authenticator, issuer: config.issuer, events }),
-      publicRouters: [witRoutes(witIssuer, events)],
+      publicRouters: [witRoutes(witIssuer, events), biscuitRevocationListRoutes(tokens, now)],
       adminAuth: requireAdmin(adminHash),
-      routers: [agentsRoutes(registry), keysRoutes(keys, events, config.keyActivationDelay, (activateAt) => scheduleActivation(activateAt)), tokensRoutes(tokens, events)],
+      routers: [agentsRoutes(registry), keysRoutes(keys, events, config.keyActivationDelay, (activateAt) => scheduleActivation(activateAt)), tokensRoutes(tokens, events), biscuitAdminRoutes(tokens, events, now)],
     });
 
     server = createServer(app.callback());

@@ -23,6 +23,7 @@ export const SUBJECT_TOKEN_TYPES = [
   'urn:ietf:params:oauth:token-type:txn_token',
   'urn:ietf:params:oauth:token-type:jwt',
   'urn:ietf:params:oauth:token-type:id_token',
+  'urn:agent-sts:params:oauth:token-type:biscuit',
 ] as const;
 
 // RFC 6749 §3.3 scope-token.
@@ -61,6 +62,7 @@ function mutableFields(maxDepth: number) {
       subject_token_types: unique(z.enum(SUBJECT_TOKEN_TYPES, { error: `each subject token type must be one of ${SUBJECT_TOKEN_TYPES.join(', ')}` }), 10),
       subject_issuers: unique(z.string().min(1).max(2048), 20),
       may_act_for_others: z.boolean(),
+      max_budget: z.number().int().min(0).max(1e15),
     }).partial().strict(),
     attestors: z.array(attestor).max(10).refine((a) => new Set(a.map((x) => (x.type === 'jwt' ? `jwt ${x.issuer}` : x.type))).size === a.length, 'must not repeat an attestor'),
   };

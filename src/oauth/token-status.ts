@@ -1,11 +1,14 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { KeyManager } from '../keys/key-manager.js';
 import type { AgentsRepo } from '../storage/agents-repo.js';
+import { introspectBiscuit, mayBeBiscuit, revokeBiscuit } from './biscuit-status.js';
 import type { EventsRepo } from '../storage/events-repo.js';
 import type { TokenRecord, TokensRepo } from '../storage/tokens-repo.js';
 import { readJwt } from '../tokens/access-token.js';
 import { tokenHash } from '../tokens/token-hash.js';
 
 interface Deps {
+  keys: KeyManager;
   tokens: TokensRepo;
   agents: AgentsRepo;
   events: EventsRepo;
@@ -55,6 +58,18 @@ export function tokenStatusMiddleware(deps: Deps) {
     const body = ctx.body as { error?: string } | undefined;
     const client = ctx.oidc.client;
     const token = (ctx.oidc.params as { token?: unknown } | undefined)?.token;
+    if (client && ctx.status === 200 && typeof token === 'string' && mayBeBiscuit(token)) {
+      // The provider knows no such opaque token; a Biscuit is ours to answer for.
+      ctx.set('Cache-Control', 'no-store');
+      if (route === 'introspection') {
+        ctx.body = await introspectBiscuit(deps, token);
+      } else if (!(await revokeBiscuit(deps, token, client.clientId))) {
+        ctx.status = 400;
+        ctx.body = { error: 'unauthorized_client', error_description: 'the Biscuit does not name this client' };
+        await deps.events.record({ decision: 'refused', action: 'revocation', client_id: client.clientId, reason: 'unauthorized_client' });
+      }
+      return;
+    }
     if (!client || ctx.status !== 400 || body?.error !== 'unsupported_token_type' || typeof token !== 'string') return;
 
     if (route === 'introspection') {

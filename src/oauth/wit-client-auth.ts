@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Context, Next } from 'koa';
-import { decodeJwt } from 'jose';
+import { decodeJwt, type JWK } from 'jose';
 import type { EventsRepo } from '../storage/events-repo.js';
 import type { WorkloadAuthenticator } from '../identity/workload-authenticator.js';
 import { TokenVerificationError } from '../tokens/token-errors.js';
@@ -11,6 +11,8 @@ export interface WitClientAuth {
   witJti: string;
   /** RFC 7638 thumbprint of the WIT's key: tokens issued on this authentication are bound to it. */
   jkt: string;
+  /** The WIT's key (`cnf.jwk`). */
+  jwk: JWK;
   agentChecksum?: string;
 }
 
@@ -58,7 +60,7 @@ export function witClientAuth(deps: { authenticator: WorkloadAuthenticator; issu
     if (auth.agent.token_endpoint_auth_method !== 'wit') return refuse(ctx, 'this agent does not authenticate with a WIT', auth.agent.id);
     (ctx.state as { issuance?: IssuanceContext }).issuance = { record: { parent_jti: auth.claims.jti } };
     return witAuthStorage.run({
-      agentId: auth.agent.id, witJti: auth.claims.jti, jkt: auth.jkt, ...(auth.claims.agent_checksum ? { agentChecksum: auth.claims.agent_checksum } : {}),
+      agentId: auth.agent.id, witJti: auth.claims.jti, jkt: auth.jkt, jwk: auth.claims.cnf.jwk, ...(auth.claims.agent_checksum ? { agentChecksum: auth.claims.agent_checksum } : {}),
     }, next);
   };
 }

@@ -16,7 +16,7 @@ export interface AgentRecord {
   /** How the agent may prove itself to get a WIT: `{type: 'join_token' | 'jwt' | 'wit', ...}`. */
   attestors: { type: string; [k: string]: unknown }[];
   /** Token exchange policy: subject token types and issuers it may exchange, whether it may act for others. */
-  token_exchange: { subject_token_types?: string[]; subject_issuers?: string[]; may_act_for_others?: boolean };
+  token_exchange: { subject_token_types?: string[]; subject_issuers?: string[]; may_act_for_others?: boolean; max_budget?: number };
   status: 'active' | 'disabled';
   created_at: string;
   updated_at: string;

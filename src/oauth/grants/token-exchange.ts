@@ -12,6 +12,9 @@ import { senderBinding } from './sender-binding.js';
 import type { IssuedTokenVerifier } from './issued-tokens.js';
 import { claimedIssuer, type ExternalJwtVerifier } from '../../identity/trusted-issuers.js';
 import { JWT_GRANT_TTL, mintJwtGrant } from '../../tokens/jwt-grant.js';
+import { single, type Client, type Params, type Subject } from './exchange-request.js';
+import { delegateBiscuitByExchange, mintBiscuitByExchange, type BiscuitExchangeDeps } from './biscuit-exchange.js';
+import { BISCUIT_TOKEN_TYPE } from '../../tokens/biscuit-blocks.js';
 
 export { TOKEN_EXCHANGE_GRANT };
 export const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
@@ -19,6 +22,8 @@ export const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
 export const TOKEN_EXCHANGE_PARAMS = [
   'subject_token', 'subject_token_type', 'actor_token', 'actor_token_type', 'requested_token_type',
   'audience', 'resource', 'scope', 'request_context', 'request_details',
+  // Biscuit: the budget ceiling (integer cents) and a delegation's context.
+  'budget', 'context',
 ];
 
 export const ID_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:id_token';
@@ -35,10 +40,10 @@ const ACTOR_KINDS: Record<string, 'access_token' | 'wit'> = {
   [ACCESS_TOKEN_TYPE]: 'access_token',
   [JWT_TOKEN_TYPE]: 'wit',
 };
-export const REQUESTED_TOKEN_TYPES = [ACCESS_TOKEN_TYPE, TXN_TOKEN_TYPE, JWT_TOKEN_TYPE];
-export const SUBJECT_TOKEN_TYPES_IN_USE = Object.keys(SUBJECT_KINDS);
+export const REQUESTED_TOKEN_TYPES = [ACCESS_TOKEN_TYPE, TXN_TOKEN_TYPE, JWT_TOKEN_TYPE, BISCUIT_TOKEN_TYPE];
+export const SUBJECT_TOKEN_TYPES_IN_USE = [...Object.keys(SUBJECT_KINDS), BISCUIT_TOKEN_TYPE];
 
-export interface TokenExchangeDeps {
+export interface TokenExchangeDeps extends BiscuitExchangeDeps {
   issuer: string;
   trustDomain: string;
   accessTokenTtl: number;
@@ -53,23 +58,6 @@ export interface TokenExchangeDeps {
   /** Partner authorization servers a JWT authorization grant may be issued for (PARTNER_DOMAINS). */
   partners: readonly string[];
   now: () => number;
-}
-
-/** The subject token, verified: one of ours (with its record) or an external issuer's. */
-interface Subject {
-  kind: 'access_token' | 'txn_token' | 'external';
-  claims: Record<string, unknown>;
-  parentJti: string | null;
-  txn?: string;
-}
-
-type Client = { clientId: string; clientAuthMethod: string } & AgentClientFields;
-type Params = Record<string, string | string[] | undefined>;
-
-function single(params: Params, name: string): string | undefined {
-  const v = params[name];
-  if (Array.isArray(v)) throw new errors.InvalidRequest(`${name} must be given once`);
-  return v;
 }
 
 function toOAuthError(err: unknown): unknown {
@@ -111,11 +99,13 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
   const requested = single(params, 'requested_token_type') ?? ACCESS_TOKEN_TYPE;
   if (!REQUESTED_TOKEN_TYPES.includes(requested)) throw new errors.InvalidRequest(`unsupported requested_token_type; supported: ${REQUESTED_TOKEN_TYPES.join(', ')}`);
 
-  if (!(subjectType in SUBJECT_KINDS)) throw new errors.InvalidRequest(`unsupported subject_token_type ${JSON.stringify(subjectType)}`);
+  if (!(subjectType in SUBJECT_KINDS) && subjectType !== BISCUIT_TOKEN_TYPE) throw new errors.InvalidRequest(`unsupported subject_token_type ${JSON.stringify(subjectType)}`);
   const policy = client.agent_token_exchange ?? {};
   if (policy.subject_token_types && !policy.subject_token_types.includes(subjectType)) {
     throw new errors.UnauthorizedClient(`this agent may not exchange subject tokens of type ${subjectType}`);
   }
+  // A Biscuit's delegate is the actor, not the requester (its current holder): a flow of its own.
+  if (subjectType === BISCUIT_TOKEN_TYPE) return delegateBiscuitByExchange(ctx, deps, client, params, requested);
   const subject = await resolveSubject(deps, policy, subjectToken, subjectType);
 
   if (actorToken) {
@@ -134,6 +124,7 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
 
   if (requested === TXN_TOKEN_TYPE) await issueTxnToken(ctx, deps, client, params, subject);
   else if (requested === JWT_TOKEN_TYPE) await issueJwtGrant(ctx, deps, client, params, subject);
+  else if (requested === BISCUIT_TOKEN_TYPE) await mintBiscuitByExchange(ctx, deps, client, params, subject, heldScope(subject), nextActChain(client, deps, subject));
   else await issueAccessToken(ctx, deps, client, params, subject);
 }
 

@@ -1,0 +1,21 @@
+import { errors } from 'oidc-provider';
+import type { AgentClientFields } from '../client-metadata.js';
+
+/** The subject token, verified: one of ours (with its record) or an external issuer's. */
+export interface Subject {
+  kind: 'access_token' | 'txn_token' | 'external';
+  claims: Record<string, unknown>;
+  parentJti: string | null;
+  txn?: string;
+}
+
+/** The authenticated client of a token-endpoint request, with our agent metadata. */
+export type Client = { clientId: string; clientAuthMethod: string; jwks?: { keys?: Record<string, unknown>[] } } & AgentClientFields;
+export type Params = Record<string, string | string[] | undefined>;
+
+/** A parameter that may be given at most once. */
+export function single(params: Params, name: string): string | undefined {
+  const v = params[name];
+  if (Array.isArray(v)) throw new errors.InvalidRequest(`${name} must be given once`);
+  return v;
+}
