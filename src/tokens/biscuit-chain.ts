@@ -280,7 +280,7 @@ function checkRequest(chain: BiscuitChain, r: BiscuitRequest): void {
   const { current } = chain;
   const last = chain.hops.length;
   const outside = (r.tools ?? []).filter((t) => !current.rights.includes(t));
-  if (outside.length) throw new BiscuitError('request', `the token does not allow ${outside.map((t) => JSON.stringify(t)).join(', ')}`, last);
-  if (r.resource !== undefined && !current.audiences.includes(r.resource)) throw new BiscuitError('request', `the token is not for ${JSON.stringify(r.resource)}`, last);
-  if (r.spend !== undefined && r.spend > current.budget) throw new BiscuitError('request', `spending ${r.spend} exceeds the budget of ${current.budget}`, last);
+  if (outside.length) throw new BiscuitError('request', `the token does not allow ${outside.map((t) => JSON.stringify(t)).join(', ')}`, last, 'tool');
+  if (r.resource !== undefined && !current.audiences.includes(r.resource)) throw new BiscuitError('request', `the token is not for ${JSON.stringify(r.resource)}`, last, 'resource');
+  if (r.spend !== undefined && r.spend > current.budget) throw new BiscuitError('request', `spending ${r.spend} exceeds the budget of ${current.budget}`, last, 'spend');
 }

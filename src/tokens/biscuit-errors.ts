@@ -7,7 +7,8 @@ export type BiscuitFailure =
 
 /**
  * A Biscuit refused at verification or delegation: `failure` names the check, `block` the block it
- * failed in (0 = authority) when there is one, and `rule` the Datalog check that failed, if any.
+ * failed in (0 = authority) when there is one, and `rule` the Datalog check that failed, if any (for a
+ * `request` refusal: `tool`, `resource` or `spend`).
  */
 export class BiscuitError extends TokenVerificationError {
   constructor(readonly failure: BiscuitFailure, message: string, readonly block?: number, readonly rule?: string) {

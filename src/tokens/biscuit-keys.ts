@@ -69,3 +69,18 @@ export function biscuitRootKeys(jwks: { keys?: readonly JWK[] }): Map<number, st
   }
   return out;
 }
+
+/**
+ * The root key id a serialized Biscuit names (its first protobuf field), read without parsing the
+ * token, so a verifier can pick the root key first. Undefined when the token names none.
+ */
+export function rootKeyIdOfToken(token: string): number | undefined {
+  const head = Buffer.from(token.slice(0, 16), 'base64url');
+  if (head[0] !== 0x08) return undefined;
+  let id = 0;
+  for (let i = 1, shift = 0; i < head.length && shift < 35; i++, shift += 7) {
+    id += (head[i]! & 0x7f) * 2 ** shift;
+    if (head[i]! < 0x80) return id <= 0xffff_ffff ? id : undefined;
+  }
+  return undefined;
+}

@@ -1,4 +1,6 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
+import type { JWK } from 'jose';
+import { biscuitKeyText, rootKeyIdOf } from '../tokens/biscuit-keys.js';
 
 export interface KeyCacheOptions {
   jwksUri: string;
@@ -14,6 +16,8 @@ export interface KeyCacheOptions {
 interface Entry {
   key: KeyObject;
   alg: string;
+  /** For a Biscuit root key: the key in Biscuit's text form. Such a key never verifies a JWT. */
+  biscuit?: string;
 }
 
 /**
@@ -65,7 +69,8 @@ export class KeyCache {
         for (const jwk of body.keys ?? []) {
           if (typeof jwk.kid !== 'string' || typeof jwk.alg !== 'string' || 'd' in jwk) continue;
           try {
-            next.set(jwk.kid, { key: createPublicKey({ key: jwk as never, format: 'jwk' }), alg: jwk.alg });
+            const biscuit = rootKeyIdOf(jwk.kid) !== undefined ? biscuitKeyText(jwk as JWK) : undefined;
+            next.set(jwk.kid, { key: createPublicKey({ key: jwk as never, format: 'jwk' }), alg: jwk.alg, ...(biscuit ? { biscuit } : {}) });
           } catch { /* skip keys we cannot import */ }
         }
         this.keys = next;

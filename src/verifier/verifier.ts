@@ -6,6 +6,10 @@ import { TokenVerificationError } from '../tokens/token-errors.js';
 import { VerificationError } from './errors.js';
 import { KeyCache } from './key-cache.js';
 import { MemoryReplayCache, type ReplayCache } from './replay-cache.js';
+import { RevocationList } from './revocation-list.js';
+import { verifyBiscuit as verifyBiscuitChain, type BiscuitChain, type RunLimits } from '../tokens/biscuit-chain.js';
+import { BiscuitError } from '../tokens/biscuit-errors.js';
+import { BISCUIT_KID_PREFIX, rootKeyIdOfToken } from '../tokens/biscuit-keys.js';
 
 export interface VerifierOptions {
   /** The agent-sts issuer; its RFC 8414 metadata names the JWKS. */
@@ -28,6 +32,12 @@ export interface VerifierOptions {
   replayCache?: ReplayCache;
   /** Check revocation by introspection, with this client's credentials, caching answers for `cacheSeconds`. */
   introspection?: { clientId: string; clientSecret: string; cacheSeconds?: number };
+  /**
+   * Biscuit chains: the verifier's own Datalog policy (default `allow if true` after every block's checks),
+   * run limits, and the revocation list (fetched from the issuer and cached up to `revocationMaxAgeMs`,
+   * default 5 s; `revocationList: false` turns it off).
+   */
+  biscuit?: { policy?: { code: string; params?: Record<string, unknown> }; limits?: RunLimits; revocationList?: boolean; revocationMaxAgeMs?: number };
   fetch?: typeof fetch;
 }
 
@@ -39,7 +49,7 @@ export interface Act {
 
 /** What a verified token says. */
 export interface VerifiedToken {
-  type: 'access_token' | 'txn_token' | 'wit';
+  type: 'access_token' | 'txn_token' | 'wit' | 'biscuit';
   subject: string;
   clientId?: string;
   /** The actor chain, current actor first. */
@@ -53,6 +63,8 @@ export interface VerifiedToken {
   jkt?: string;
   expiresAt: number;
   claims: Record<string, unknown>;
+  /** For a Biscuit: its verified chain. */
+  chain?: BiscuitChain;
 }
 
 export interface HttpRequestLike {
@@ -116,6 +128,7 @@ export class Verifier {
   private readonly fetchFn: typeof fetch;
   private keys: KeyCache | undefined;
   private introspectionEndpoint: string | undefined;
+  private revocations: RevocationList | undefined;
   private setup: Promise<void> | undefined;
   private readonly introspected = new Map<string, { active: boolean; until: number }>();
 
@@ -130,10 +143,14 @@ export class Verifier {
     this.setup ??= (async () => {
       const res = await this.fetchFn(`${this.options.issuer}/.well-known/oauth-authorization-server`);
       if (!res.ok) throw new Error(`authorization server metadata: HTTP ${res.status}`);
-      const meta = (await res.json()) as { issuer?: string; jwks_uri?: string; introspection_endpoint?: string };
+      const meta = (await res.json()) as { issuer?: string; jwks_uri?: string; introspection_endpoint?: string; biscuit_revocation_list_uri?: string };
       if (meta.issuer !== this.options.issuer) throw new Error('authorization server metadata names another issuer');
       if (!meta.jwks_uri) throw new Error('authorization server metadata has no jwks_uri');
       this.introspectionEndpoint = meta.introspection_endpoint;
+      if (meta.biscuit_revocation_list_uri && this.options.biscuit?.revocationList !== false) {
+        const maxAgeMs = this.options.biscuit?.revocationMaxAgeMs ?? 5000;
+        this.revocations = new RevocationList({ url: meta.biscuit_revocation_list_uri, maxAgeMs, staleMs: 60_000, fetch: this.fetchFn });
+      }
       this.keys = new KeyCache({
         jwksUri: meta.jwks_uri, cooldownMs: this.options.jwksCooldownMs ?? 30_000, minRefetchMs: this.options.jwksMinRefetchMs ?? 1000, maxAgeMs: this.options.jwksMaxAgeMs ?? 600_000, fetch: this.fetchFn,
       });
@@ -163,7 +180,7 @@ export class Verifier {
     if (typeof head.kid !== 'string') throw fail('no kid');
     if (!this.keys) await this.ready();
     const entry = this.keys!.peek(head.kid) ?? (await this.keys!.get(head.kid));
-    if (!entry) throw fail('signed by an unknown key');
+    if (!entry || entry.biscuit) throw fail('signed by an unknown key');
     if (entry.alg !== alg) throw fail('alg does not match the key');
     const ok = verifySignature(
       alg === 'ES256' ? 'sha256' : null,
@@ -229,6 +246,50 @@ export class Verifier {
     const missing = required.filter((s) => !verified.scopes.includes(s));
     if (missing.length) throw new VerificationError('insufficient_scope', `the token lacks scope ${missing.join(' ')}`, scheme, required);
     return verified;
+  }
+
+  /**
+   * A Biscuit chain presented as a bearer token, checked offline for this resource: the root key its
+   * root key id names (from the JWKS), every block's signature and checks, the chain's structure,
+   * the revocation list, and `tools` / `spend` within what the last delegate holds, then the verifier's policy.
+   */
+  async verifyBiscuit(token: string, request: { tools?: string[]; spend?: number } = {}): Promise<VerifiedToken> {
+    const fail = (why: string) => new VerificationError('invalid_token', `Biscuit: ${why}`);
+    const rootKeyId = rootKeyIdOfToken(token);
+    if (rootKeyId === undefined) throw fail('the token names no root key');
+    if (!this.keys) await this.ready();
+    const kid = `${BISCUIT_KID_PREFIX}${rootKeyId}`;
+    const entry = this.keys!.peek(kid) ?? (await this.keys!.get(kid));
+    if (!entry?.biscuit) throw fail('signed by an unknown root key');
+    let revoked: ReadonlySet<string> | undefined;
+    try {
+      revoked = await this.revocations?.current();
+    } catch {
+      throw fail('the revocation list could not be fetched');
+    }
+    const tools = request.tools ?? [];
+    let chain: BiscuitChain;
+    try {
+      chain = await verifyBiscuitChain(token, {
+        rootKeys: new Map([[rootKeyId, entry.biscuit]]),
+        request: { tools, resource: this.options.audience, ...(request.spend !== undefined ? { spend: request.spend } : {}), now: new Date() },
+        ...(revoked ? { revoked } : {}), ...(this.options.biscuit?.policy ? { policy: this.options.biscuit.policy } : {}), ...(this.options.biscuit?.limits ? { limits: this.options.biscuit.limits } : {}),
+      });
+    } catch (err) {
+      if (!(err instanceof BiscuitError)) throw err;
+      if (err.failure === 'request' && err.rule === 'tool') {
+        throw new VerificationError('insufficient_scope', `Biscuit: ${err.message}`, 'Bearer', tools);
+      }
+      throw fail(err.message);
+    }
+    const holders = [chain.authority.holder, ...chain.hops.map((h) => h.delegate)].reverse();
+    let act: Act | undefined;
+    for (const sub of [...holders].reverse()) act = { sub, ...(act ? { act } : {}) };
+    return {
+      type: 'biscuit', subject: chain.authority.subject, clientId: chain.current.holder, actors: holders, ...(act ? { act } : {}),
+      scopes: chain.current.rights, txn: chain.authority.txn, expiresAt: Math.floor(chain.current.expires.getTime() / 1000),
+      claims: { iss: chain.authority.issuer, sub: chain.authority.subject, jti: chain.authority.tokenId, txn: chain.authority.txn }, chain,
+    };
   }
 
   /** RFC 9449 §4.3 checks of a DPoP proof for a request carrying `accessToken`. */
@@ -302,7 +363,7 @@ export class Verifier {
    * `Workload-Identity-Token` + `Workload-Proof-Token`. At least one must be there; `requiredScopes`
    * apply to the access token, or to the Txn-Token when it comes alone.
    */
-  async verifyRequest(req: HttpRequestLike, opts: { requiredScopes?: string[] } = {}): Promise<VerifiedRequest> {
+  async verifyRequest(req: HttpRequestLike, opts: { requiredScopes?: string[]; spend?: number } = {}): Promise<VerifiedRequest> {
     const authorization = header(req.headers, 'authorization');
     const dpop = header(req.headers, 'dpop');
     const txn = header(req.headers, 'txn-token');
@@ -312,7 +373,11 @@ export class Verifier {
     if (!authorization && !txn && !wit) {
       throw new VerificationError('invalid_token', 'an access token is required', 'Bearer', opts.requiredScopes ?? [], true);
     }
-    if (authorization) {
+    const bearer = authorization ? /^Bearer ([A-Za-z0-9_-]+=*)$/i.exec(authorization)?.[1] : undefined;
+    if (bearer && !dpop) {
+      // A single base64url string with no dots is a Biscuit chain; the required scopes are its tools.
+      out.accessToken = await this.verifyBiscuit(bearer, { tools: opts.requiredScopes ?? [], ...(opts.spend !== undefined ? { spend: opts.spend } : {}) });
+    } else if (authorization) {
       out.accessToken = await this.verifyAccessToken({ authorization, dpop, method: req.method, url: req.url, requiredScopes: opts.requiredScopes ?? [] });
     }
     if (txn) {

@@ -109,7 +109,7 @@ describe('admin API', () => {
 
     it('did not rotate keys or register anything for the unauthenticated requests', async () => {
       const keys = await ts.admin('GET', '/admin/keys');
-      expect(keys.body.keys).toHaveLength(2);
+      expect(keys.body.keys).toHaveLength(3);
       const agent = await ts.admin('GET', `/admin/agents/${enc(agentId('x'))}`);
       expect(agent.status).toBe(404);
     });
@@ -682,13 +682,13 @@ describe('admin API', () => {
   });
 
   describe('keys', () => {
-    it('lists the two active signing keys without private material', async () => {
+    it('lists the active signing keys and the Biscuit root key without private material', async () => {
       const res = await ts.admin('GET', '/admin/keys');
       expect(res.status).toBe(200);
       const keys = res.body.keys as { kid: string; alg: string; status: string; published: boolean }[];
       const active = keys.filter((k) => k.status === 'active');
-      expect(active).toHaveLength(2);
-      expect(active.map((k) => k.alg).sort()).toEqual(['ES256', 'EdDSA']);
+      expect(active).toHaveLength(3);
+      expect(active.map((k) => k.alg).sort()).toEqual(['Biscuit', 'ES256', 'EdDSA']);
       for (const k of active) {
         expect(k.kid).toEqual(expect.any(String));
         expect(k.published).toBe(true);

@@ -49,8 +49,8 @@ describe('agent-sts agents | keys | token | decode', () => {
     expect((await cli(['verify', tampered, '--audience', 'https://api.example.com'], env)).stderr).toMatch(/signature is not valid/);
 
     const rotated = await cli(['keys', 'rotate'], env);
-    expect(JSON.parse(rotated.stdout).created).toHaveLength(2);
-    expect(JSON.parse((await cli(['keys', 'list'], env)).stdout).keys.length).toBeGreaterThanOrEqual(4);
+    expect(JSON.parse(rotated.stdout).created).toHaveLength(3);
+    expect(JSON.parse((await cli(['keys', 'list'], env)).stdout).keys.length).toBeGreaterThanOrEqual(6);
 
     expect(JSON.parse((await cli(['agents', 'disable', id], env)).stdout).agent.status).toBe('disabled');
     const refused = await cli(['token', '--id', id, '--secret', secret], env);

@@ -36,7 +36,7 @@ describe('token exchange: delegated access tokens and Transaction Tokens', () =>
   it('advertises the grant and the token types', async () => {
     const meta = await (await fetch(`${ts.url}/.well-known/oauth-authorization-server`)).json() as Record<string, string[]>;
     expect(meta.grant_types_supported).toEqual(expect.arrayContaining(['client_credentials', TOKEN_EXCHANGE]));
-    expect(meta.token_exchange_requested_token_types_supported).toEqual([AT, TXN, 'urn:ietf:params:oauth:token-type:jwt']);
+    expect(meta.token_exchange_requested_token_types_supported).toEqual([AT, TXN, 'urn:ietf:params:oauth:token-type:jwt', 'urn:agent-sts:params:oauth:token-type:biscuit']);
     expect(meta.grant_types_supported).toContain('urn:ietf:params:oauth:grant-type:jwt-bearer');
     expect(meta.token_exchange_subject_token_types_supported).toEqual(expect.arrayContaining([AT, TXN]));
   });

@@ -28,12 +28,14 @@ describe('signing key rotation', () => {
 
   it('publishes public keys only', async () => {
     const body = await (await fetch(`${ts.url}/jwks`)).json() as { keys: Record<string, unknown>[] };
-    expect(body.keys).toHaveLength(2);
+    // EdDSA and ES256 signing keys, and the Biscuit root key (Ed25519, kid biscuit-<root key id>).
+    expect(body.keys).toHaveLength(3);
+    expect(body.keys.filter((k) => String(k.kid).startsWith('biscuit-'))).toHaveLength(1);
     for (const k of body.keys) {
       expect(k).not.toHaveProperty('d');
       expect(k.use).toBe('sig');
     }
-    expect(body.keys.map((k) => k.alg).sort()).toEqual(['ES256', 'EdDSA']);
+    expect(body.keys.map((k) => k.alg).sort()).toEqual(['ES256', 'EdDSA', 'EdDSA']);
   });
 
   it('switches signing without a restart, keeps the old key until its last token expires', async () => {
@@ -44,7 +46,7 @@ describe('signing key rotation', () => {
 
     const rotated = await ts.admin('POST', '/admin/keys/rotate');
     expect(rotated.status).toBe(200);
-    expect(rotated.body.created).toHaveLength(2);
+    expect(rotated.body.created).toHaveLength(3);
     const newKid = rotated.body.created.find((k: string) => rotated.body.keys.find((x: { kid: string; alg: string }) => x.kid === k && x.alg === 'EdDSA'));
     expect(await kids()).toEqual(expect.arrayContaining([oldKid, newKid]));
 
@@ -60,8 +62,8 @@ describe('signing key rotation', () => {
     const published = await kids();
     expect(published).not.toContain(oldKid);
     expect(published).toContain(newKid);
-    // The unused retired ES256 key had no live tokens: gone too.
-    expect(published).toHaveLength(2);
+    // The unused retired ES256 and Biscuit root keys had no live tokens: gone too.
+    expect(published).toHaveLength(3);
   });
 
   it('never signs with a key that is not yet published, even under concurrent rotation', async () => {

@@ -73,7 +73,7 @@ describe('private keys at rest', () => {
     const ts = await startTestServer({ AGENT_STS_KEY_ENCRYPTION_KEY: KEK });
     try {
       const rows = await ts.server.db.knex('signing_keys').select('private_jwk', 'encrypted');
-      expect(rows.length).toBe(2);
+      expect(rows.length).toBe(3);
       for (const row of rows) {
         expect(row.encrypted).toBe(true);
         expect(row.private_jwk).toMatch(/^aes256gcm-v1\./);
