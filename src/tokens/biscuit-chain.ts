@@ -1,8 +1,8 @@
 import { datalogParams, loadBiscuit, type BiscuitApi } from './biscuit-wasm.js';
-import { biscuitPublicKey, isBiscuitKeyText } from './biscuit-keys.js';
+import { biscuitPublicKey } from './biscuit-keys.js';
 import { BiscuitError, fromLibraryError } from './biscuit-errors.js';
 import {
-  AUTHORITY_QUERY, HOLDER_KEY_QUERY, HOP_INDEX_QUERY, HOP_KEYS_QUERY, HOPS_QUERY, requestFacts,
+  AUTHORITY_QUERY, HOLDER_KEY_QUERY, HOP_KEYS_QUERY, HOPS_QUERY, keyTextOf, NARROW_NAMES, NARROW_QUERY, requestFacts,
   type AuthorityFacts, type BiscuitLimits, type BiscuitRequest, type HopFacts,
 } from './biscuit-blocks.js';
 
@@ -94,8 +94,9 @@ const date = (v: unknown, what: string, block: number): Date => {
   return v;
 };
 const keyText = (v: unknown, what: string, block: number): string => {
-  if (!isBiscuitKeyText(v)) throw new BiscuitError('malformed', `${what} must be an ed25519 or secp256r1 public key`, block);
-  return v;
+  const text = keyTextOf(v);
+  if (!text) throw new BiscuitError('malformed', `${what} must be the bytes of an ed25519 or compressed secp256r1 public key`, block);
+  return text;
 };
 
 function query(b: BiscuitApi, authorizer: Authorizer, source: string, limits: RunLimits, signer?: string): unknown[][] {
@@ -128,12 +129,41 @@ function readAuthority(b: BiscuitApi, authorizer: Authorizer, limits: RunLimits)
   };
 }
 
-/** The hop facts a signer's blocks state, by index. */
+/** The hop, narrowing and key facts a signer's blocks state (each row starts with the hop index). */
 function hopsSignedBy(b: BiscuitApi, authorizer: Authorizer, signer: string, limits: RunLimits) {
-  const declared = query(b, authorizer, HOP_INDEX_QUERY, limits, signer).map((r) => r[0]);
-  const complete = query(b, authorizer, HOPS_QUERY, limits, signer);
-  const keys = query(b, authorizer, HOP_KEYS_QUERY, limits, signer);
-  return { declared, complete, keys };
+  return {
+    hops: query(b, authorizer, HOPS_QUERY, limits, signer),
+    narrows: query(b, authorizer, NARROW_QUERY, limits, signer),
+    keys: query(b, authorizer, HOP_KEYS_QUERY, limits, signer),
+  };
+}
+
+type Signed = ReturnType<typeof hopsSignedBy>;
+const LIMITS = Object.entries(NARROW_NAMES) as [keyof BiscuitLimits, string][];
+
+/** Hop `i` as a signer's blocks state it, its limits those it narrows and otherwise `prev`'s. */
+function hopFrom(found: Signed, i: number, prev: BiscuitLimits, signedBy: BiscuitHop['signedBy']): BiscuitHop {
+  const [, from, to, context] = found.hops.find((r) => r[0] === i)!;
+  const keys = found.keys.filter((k) => k[0] === i);
+  if (keys.length > 1) throw new BiscuitError('malformed', 'the block names more than one delegate key', i);
+  const narrows = found.narrows.filter((n) => n[0] === i);
+  const limits: BiscuitLimits = { ...prev };
+  for (const [, what] of narrows) {
+    if (!LIMITS.some(([, name]) => name === what)) throw new BiscuitError('malformed', `the block narrows an unknown limit ${JSON.stringify(what)}`, i);
+  }
+  for (const [limit, name] of LIMITS) {
+    const stated = narrows.filter((n) => n[1] === name);
+    if (stated.length > 1) throw new BiscuitError('malformed', `the block narrows ${name} more than once`, i);
+    if (!stated.length) continue;
+    const value = stated[0]![2];
+    if (limit === 'rights' || limit === 'audiences') limits[limit] = strings(value, `narrow ${name}`, i);
+    else if (limit === 'budget') limits.budget = int(value, 'narrow budget', i);
+    else limits.expires = date(value, 'narrow expires', i);
+  }
+  return {
+    index: i, delegator: str(from, 'delegator', i), delegate: str(to, 'delegate', i), context: typeof context === 'string' ? context : '',
+    ...limits, signedBy, ...(keys.length ? { delegateKey: keyText(keys[0]![1], 'hop_key', i) } : {}),
+  };
 }
 
 const subset = (a: readonly string[], of: readonly string[]) => a.every((x) => of.includes(x));
@@ -159,12 +189,13 @@ export function readChain(b: BiscuitApi, biscuit: Biscuit, authorizer: Authorize
   const hops: BiscuitHop[] = [];
   let prev: BiscuitLimits & { holder: string; holderKey?: string } = { ...authority };
   for (let i = 1; i < blocks; i++) {
-    const candidates: { row: unknown[]; key?: unknown; signedBy: BiscuitHop['signedBy'] }[] = [];
+    const candidates: { found: Signed; signedBy: BiscuitHop['signedBy'] }[] = [];
     for (const [signer, who] of [[prev.holderKey, 'delegator'], [opts.rootKey, 'issuer']] as const) {
       if (!signer) continue;
       const found = signedBy(signer);
-      for (const row of found.complete) if (row[0] === i) candidates.push({ row, key: found.keys.find((k) => k[0] === i)?.[1], signedBy: who });
-      if (found.keys.filter((k) => k[0] === i).length > 1) throw new BiscuitError('malformed', 'the block names more than one delegate key', i);
+      const stated = found.hops.filter((r) => r[0] === i).length;
+      if (stated > 1) throw new BiscuitError('malformed', 'the delegation is stated more than once', i);
+      if (stated) candidates.push({ found, signedBy: who });
     }
     if (candidates.length === 0) {
       throw new BiscuitError('signer', prev.holderKey
@@ -172,13 +203,7 @@ export function readChain(b: BiscuitApi, biscuit: Biscuit, authorizer: Authorize
         : `no delegation signed by the issuer is at this place (${prev.holder} has no key to sign one)`, i);
     }
     if (candidates.length > 1) throw new BiscuitError('malformed', 'the delegation is stated more than once', i);
-    const { row, key, signedBy: who } = candidates[0]!;
-    const [, from, to, context, rights, aud, budget, exp] = row;
-    const hop: BiscuitHop = {
-      index: i, delegator: str(from, 'delegator', i), delegate: str(to, 'delegate', i), context: typeof context === 'string' ? context : '',
-      rights: strings(rights, 'hop_rights', i), audiences: strings(aud, 'hop_audiences', i), budget: int(budget, 'hop_budget', i),
-      expires: date(exp, 'hop_expires', i), signedBy: who, ...(key !== undefined ? { delegateKey: keyText(key, 'hop_key', i) } : {}),
-    };
+    const hop = hopFrom(candidates[0]!.found, i, prev, candidates[0]!.signedBy);
     if (!hop.context.trim()) throw new BiscuitError('context', 'the delegation states no context (purpose)', i);
     if (hop.delegator !== prev.holder) throw new BiscuitError('delegator', `the delegator ${JSON.stringify(hop.delegator)} is not the previous delegate ${JSON.stringify(prev.holder)}`, i);
     if (!subset(hop.rights, prev.rights)) throw new BiscuitError('widened', `the delegation widens rights: ${hop.rights.filter((r) => !prev.rights.includes(r)).join(' ')}`, i);
@@ -192,7 +217,7 @@ export function readChain(b: BiscuitApi, biscuit: Biscuit, authorizer: Authorize
   // Hop facts anywhere else (an index out of range, a second statement of a hop) mean blocks out of place.
   for (const found of bySigner.values()) {
     const counts = new Map<unknown, number>();
-    for (const i of found.declared) counts.set(i, (counts.get(i) ?? 0) + 1);
+    for (const [i] of found.hops) counts.set(i, (counts.get(i) ?? 0) + 1);
     for (const [i, n] of counts) {
       if (typeof i !== 'number' || i < 1 || i >= blocks || n > 1) throw new BiscuitError('malformed', `a block states delegation ${String(i)} out of place`, typeof i === 'number' && i >= 1 && i < blocks ? i : undefined);
     }

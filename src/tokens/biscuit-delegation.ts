@@ -31,7 +31,7 @@ export async function delegate(token: string, req: DelegationRequest, delegatorK
   const hop = nextHop(chain, req);
   const { biscuit } = parseBiscuit(b, token, biscuitRootKeys(jwks));
   try {
-    const next = appendHop(b, biscuit, hop, delegatorKey);
+    const next = appendHop(b, biscuit, hop, chain.current, delegatorKey);
     try {
       return next.toBase64();
     } finally {

@@ -2,7 +2,7 @@ import type { JWK } from 'jose';
 import { datalogParams, type BiscuitApi } from './biscuit-wasm.js';
 import { biscuitKeyText, biscuitPrivateKey, biscuitPublicKey } from './biscuit-keys.js';
 import { BiscuitError, fromLibraryError } from './biscuit-errors.js';
-import { authorityBlock, hopBlock, type AuthorityFacts, type HopFacts } from './biscuit-blocks.js';
+import { authorityBlock, hopBlock, type AuthorityFacts, type BiscuitLimits, type HopFacts } from './biscuit-blocks.js';
 import type { BiscuitChain } from './biscuit-chain.js';
 
 type Biscuit = BiscuitApi['Biscuit']['prototype'];
@@ -29,9 +29,12 @@ export function lastRevocationId(biscuit: Biscuit): string {
   return String(ids[ids.length - 1]);
 }
 
-/** Appends delegation block `hop` as a third-party block signed with `signerJwk` (a private JWK). */
-export function appendHop(b: BiscuitApi, biscuit: Biscuit, hop: HopFacts, signerJwk: JWK): Biscuit {
-  const { code, params } = hopBlock(hop);
+/**
+ * Appends delegation block `hop` as a third-party block signed with `signerJwk` (a private JWK), stating
+ * only the limits that differ from `parent`'s.
+ */
+export function appendHop(b: BiscuitApi, biscuit: Biscuit, hop: HopFacts, parent: BiscuitLimits, signerJwk: JWK): Biscuit {
+  const { code, params } = hopBlock(hop, parent);
   const builder = new b.BlockBuilder();
   const privateKey = biscuitPrivateKey(b, signerJwk);
   const publicKey = biscuitPublicKey(b, biscuitKeyText(signerJwk));

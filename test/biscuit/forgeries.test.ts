@@ -119,8 +119,19 @@ describe('Biscuit forgeries are refused at verification', () => {
     await refused(mint(root, authority(id('a0'), k[0], { expires: secondsFromNow(-1) })), 'expired', 0);
   });
 
+  it('a block that narrows a limit twice or an unknown limit', async () => {
+    const base = 'hop(1, {from}, {to}, {ctx});';
+    const params = { from: id('a0'), to: id('a1'), ctx: 'x' };
+    await refused(rawAppend(t0, root, `${base} narrow(1, "budget", 5); narrow(1, "budget", 6);`, params, k[0]), 'malformed', 1);
+    await refused(rawAppend(t0, root, `${base} narrow(1, "root", true);`, params, k[0]), 'malformed', 1);
+    await refused(rawAppend(t0, root, `${base} narrow(1, "tools", "read");`, params, k[0]), 'malformed', 1);
+    // Leaving a limit out keeps the delegator's: this hop may still use every tool the authority granted.
+    const t1 = await rawAppend(t0, root, base, params, k[0]);
+    await expect(verify(t1, { tools: ['admin'] })).resolves.toMatchObject({ current: { holder: id('a1'), budget: 10_000 } });
+  });
+
   it('a block whose checks were left out still binds through its facts', async () => {
-    const t1 = await rawAppend(t0, root, 'hop(1, {from}, {to}, {ctx}); hop_rights(1, {r}); hop_audiences(1, {a}); hop_budget(1, 5); hop_expires(1, {e});',
+    const t1 = await rawAppend(t0, root, 'hop(1, {from}, {to}, {ctx}); narrow(1, "tools", {r}); narrow(1, "audiences", {a}); narrow(1, "budget", 5); narrow(1, "expires", {e});',
       { from: id('a0'), to: id('a1'), ctx: 'no checks', r: new Set(['read']), a: new Set([TOOLS]), e: secondsFromNow(60) }, k[0]);
     await expect(verify(t1, { tools: ['read'], spend: 5 })).resolves.toBeDefined();
     await refused(t1, 'request', 1, { tools: ['search'] });
@@ -145,14 +156,14 @@ describe('Biscuit forgeries are refused at verification', () => {
     // A rule whose joins explode (30^3 facts), in a block the delegator signed: the run limits stop it.
     const t1 = await rawHop(t0, root, hop(1), k[0]);
     const seeds = Array.from({ length: 30 }, (_, i) => `n(${i});`).join(' ');
-    const loop = await rawAppend(t1, root, `${'hop(2, {from}, {to}, {ctx}); hop_rights(2, {r}); hop_audiences(2, {a}); hop_budget(2, 1); hop_expires(2, {e});'}
+    const loop = await rawAppend(t1, root, `${'hop(2, {from}, {to}, {ctx}); narrow(2, "tools", {r}); narrow(2, "budget", 1);'}
       ${seeds} x($a, $b, $c) <- n($a), n($b), n($c);`, { from: id('a1'), to: id('a2'), ctx: 'loop', r: new Set(['read']), a: new Set([TOOLS]), e: secondsFromNow(60) }, k[1]);
     const started = performance.now();
     await refused(loop, 'run_limit');
     expect(performance.now() - started).toBeLessThan(2000);
     // Many facts derived in one block (the token's size bounds the facts it can state outright).
     const facts = Array.from({ length: 1500 }, (_, i) => `f(${i});`).join(' ');
-    await refused(rawAppend(t1, root, `hop(2, {from}, {to}, {ctx}); hop_rights(2, {r}); hop_audiences(2, {a}); hop_budget(2, 1); hop_expires(2, {e}); ${facts} g($x) <- f($x);`,
+    await refused(rawAppend(t1, root, `hop(2, {from}, {to}, {ctx}); narrow(2, "tools", {r}); narrow(2, "budget", 1); ${facts} g($x) <- f($x);`,
       { from: id('a1'), to: id('a2'), ctx: 'many', r: new Set(['read']), a: new Set([TOOLS]), e: secondsFromNow(60) }, k[1]), 'run_limit');
     // And the library still works.
     await expect(verify(await rawHop(t0, root, hop(1), k[0]))).resolves.toBeDefined();

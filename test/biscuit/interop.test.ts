@@ -30,7 +30,9 @@ describe('Biscuit interop with the plain library', () => {
       const authorizer = builder.buildAuthenticated(parsed);
       try {
         authorizer.authorizeWithLimits({ max_facts: 1000, max_iterations: 100, max_time_micro: 100_000 });
-        const holderKey = authorizer.queryWithLimits(b.Rule.fromString('k($k) <- holder_key($k)'), { max_time_micro: 100_000 })[0].terms()[0] as string;
+        // Keys are stored as bytes (32: Ed25519); `trusting` takes them in text form.
+        const holderKeyBytes = authorizer.queryWithLimits(b.Rule.fromString('k($k) <- holder_key($k)'), { max_time_micro: 100_000 })[0].terms()[0] as number[];
+        const holderKey = `ed25519/${Buffer.from(holderKeyBytes).toString('hex')}`;
         const hop = b.Rule.fromString('h($from, $to, $ctx) <- hop(1, $from, $to, $ctx) trusting {signer}');
         hop.setScope('signer', holderKey);
         return authorizer.queryWithLimits(hop, { max_time_micro: 100_000 }).map((f: { terms(): unknown[] }) => f.terms());

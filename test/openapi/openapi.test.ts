@@ -7,6 +7,7 @@ import { parse } from 'yaml';
 import { agentsRoutes } from '../../src/http/admin/agents-routes.js';
 import { keysRoutes } from '../../src/http/admin/keys-routes.js';
 import { tokensRoutes } from '../../src/http/admin/tokens-routes.js';
+import { biscuitAdminRoutes } from '../../src/http/biscuit-routes.js';
 import { GRANT_TYPES, SUBJECT_TOKEN_TYPES } from '../../src/identity/agent-registration.js';
 import { REQUESTED_TOKEN_TYPES, SUBJECT_TOKEN_TYPES_IN_USE } from '../../src/oauth/grants/token-exchange.js';
 
@@ -32,6 +33,7 @@ const ENDPOINTS: Record<string, string[]> = {
   '/token/introspection': ['post'],
   '/token/revocation': ['post'],
   '/wit': ['post'],
+  '/biscuit/revocations': ['get'],
   '/admin/agents': ['get', 'post'],
   '/admin/agents/{id}': ['delete', 'get', 'patch'],
   '/admin/agents/{id}/secret': ['post'],
@@ -42,6 +44,7 @@ const ENDPOINTS: Record<string, string[]> = {
   '/admin/tokens/{jti}': ['get'],
   '/admin/tokens/{jti}/lineage': ['get'],
   '/admin/tokens/{jti}/revoke': ['post'],
+  '/admin/biscuits/revocations': ['post'],
   '/admin/events': ['get'],
 };
 
@@ -61,7 +64,7 @@ describe('openapi.yaml', () => {
 
   it('describes the routes the admin routers register', () => {
     const unused = {} as never;
-    const routers: Router[] = [agentsRoutes(unused), keysRoutes(unused, unused, 0, async () => {}), tokensRoutes(unused, unused)];
+    const routers: Router[] = [agentsRoutes(unused), keysRoutes(unused, unused, 0, async () => {}), tokensRoutes(unused, unused), biscuitAdminRoutes(unused, unused, () => 0)];
     const registered = routers.flatMap((r) => r.stack.flatMap((layer) => layer.methods
       .filter((m) => m !== 'HEAD')
       .map((m) => `${m.toLowerCase()} ${String(layer.path).replace(/:(\w+)/g, '{$1}')}`)));

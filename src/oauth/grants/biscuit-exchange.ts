@@ -161,7 +161,7 @@ export async function delegateBiscuitByExchange(ctx: KoaContextWithOIDC, deps: B
 
   const b = await loadBiscuit();
   const biscuit = b.Biscuit.fromBase64WithProvider(subjectToken, () => biscuitPublicKey(b, biscuitKeyText(rootJwk)));
-  const next = appendHop(b, biscuit, hop, rootJwk);
+  const next = appendHop(b, biscuit, hop, chain.current, rootJwk);
   biscuit.free();
   const token = next.toBase64();
   const revocationId = lastRevocationId(next);
