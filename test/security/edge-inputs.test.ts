@@ -1,0 +1,52 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateKeyPairSync, sign } from 'node:crypto';
+import { agentId, startTestServer, TRUST_DOMAIN, type TestServer } from '../support/test-server.js';
+import { postForm } from '../support/oauth-client.js';
+import { AT, registerSecretAgent, TOKEN_EXCHANGE, type SecretAgent } from '../support/agents.js';
+
+const PARTNER = 'https://as.partner.example';
+const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+const partnerKey = generateKeyPairSync('ed25519');
+const partnerJwk = { ...(partnerKey.publicKey.export({ format: 'jwk' }) as Record<string, string>), alg: 'EdDSA', kid: 'p1' };
+const b64u = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+function partnerGrant(claims: Record<string, unknown>): string {
+  const input = `${b64u({ alg: 'EdDSA', kid: 'p1', typ: 'JWT' })}.${b64u(claims)}`;
+  return `${input}.${sign(null, Buffer.from(input), partnerKey.privateKey).toString('base64url')}`;
+}
+
+/** Inputs the fuzzer (fuzz.test.ts) found answered with a 500, each answered as a refusal now. */
+describe('edge inputs answered as refusals, never a 500', () => {
+  let ts: TestServer;
+  let agent: SecretAgent;
+
+  beforeAll(async () => {
+    ts = await startTestServer({ PARTNER_DOMAINS: JSON.stringify([{ issuer: PARTNER, jwks: { keys: [partnerJwk] }, subject_map: { 'user:alice': `spiffe://${TRUST_DOMAIN}/users/alice` } }]) });
+    agent = await registerSecretAgent(ts, { id: agentId('edge'), grant_types: ['client_credentials', TOKEN_EXCHANGE, JWT_BEARER], scopes: ['read'], audiences: ['https://api.example'] });
+  });
+  afterAll(async () => {
+    await ts?.close();
+  });
+
+  it('NUL characters (which PostgreSQL can\'t store) in ids, lookups, queries and registrations', async () => {
+    expect((await ts.admin('GET', '/admin/agents/%00')).status).toBe(404);
+    expect((await ts.admin('PATCH', '/admin/agents/a%00b', { scopes: ['read'] })).status).toBe(404);
+    expect((await ts.admin('DELETE', '/admin/agents/%00')).status).toBe(404);
+    expect((await ts.admin('GET', '/admin/tokens/%00/lineage')).status).toBe(404);
+    expect((await ts.admin('GET', '/admin/tokens?client_id=%00')).body.error).toBe('invalid_request');
+    expect((await ts.admin('GET', '/admin/events?client_id=a%00')).status).toBe(400);
+    expect((await ts.admin('GET', '/admin/agents?after=%00')).status).toBe(400);
+    const reg = await ts.admin('POST', '/admin/agents', { id: agentId('nul'), attestors: [{ type: 'jwt', issuer: 'x', claims: { sub: 'a\u0000' } }] });
+    expect(reg.status).toBe(400);
+    const keyed = await ts.admin('POST', '/admin/agents', { id: agentId('nul'), scopes: ['read'], token_exchange: { 'a\u0000': true } });
+    expect(keyed.status).toBe(400);
+    expect((await ts.admin('GET', `/admin/agents/${encodeURIComponent(agentId('nul'))}`)).status).toBe(404);
+    // At the OAuth endpoints: an opaque token, a client id, a refusal's record.
+    const introspected = await postForm(`${ts.url}/token/introspection`, { token: 'a\u0000b' }, agent.auth);
+    expect(introspected.status).toBe(200);
+    expect(introspected.body).toEqual({ active: false });
+    const unknown = await postForm(`${ts.url}/token`, { grant_type: 'client_credentials', client_id: 'a\u0000b', client_secret: 'x' });
+    expect(unknown.status).toBe(401);
+    const events = await ts.admin('GET', '/admin/events?decision=refused');
+    expect(events.status).toBe(200);
+  });
+});
