@@ -49,4 +49,24 @@ describe('edge inputs answered as refusals, never a 500', () => {
     const events = await ts.admin('GET', '/admin/events?decision=refused');
     expect(events.status).toBe(200);
   });
+
+  it('jwt-bearer assertions with a jti that is no string, or an exp no bigint holds', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const base = { iss: PARTNER, sub: 'user:alice', aud: ts.issuer, iat: now, exp: now + 60 };
+    for (const jti of [{ a: 1 }, 42, ['x'], '']) {
+      const res = await agent.token({ grant_type: JWT_BEARER, assertion: partnerGrant({ ...base, jti }) });
+      expect(res.status, JSON.stringify(res.body)).toBe(400);
+      expect(res.body.error).toBe('invalid_grant');
+    }
+    const objectSub = await agent.token({ grant_type: JWT_BEARER, assertion: partnerGrant({ ...base, sub: { id: 'user:alice' }, jti: 'j-object-sub' }) });
+    expect(objectSub.body.error).toBe('invalid_grant');
+    // Far-future and fractional expiry: accepted, and still used once.
+    for (const [jti, exp] of [['j-far', 1e29], ['j-frac', now + 60.5]] as const) {
+      const assertion = partnerGrant({ ...base, jti, exp });
+      const first = await agent.token({ grant_type: JWT_BEARER, assertion });
+      expect(first.status, JSON.stringify(first.body)).toBe(200);
+      const replay = await agent.token({ grant_type: JWT_BEARER, assertion });
+      expect(replay.body).toMatchObject({ error: 'invalid_grant', error_description: expect.stringMatching(/already used/) });
+    }
+  });
 });
