@@ -69,4 +69,16 @@ describe('edge inputs answered as refusals, never a 500', () => {
       expect(replay.body).toMatchObject({ error: 'invalid_grant', error_description: expect.stringMatching(/already used/) });
     }
   });
+
+  it('token types named like Object.prototype members', async () => {
+    const own = (await agent.token({ grant_type: 'client_credentials' })).body.access_token as string;
+    for (const type of ['toString', 'constructor', '__proto__', 'hasOwnProperty']) {
+      const subject = await agent.token({ grant_type: TOKEN_EXCHANGE, subject_token: own, subject_token_type: type });
+      expect(subject.status, JSON.stringify(subject.body)).toBe(400);
+      expect(subject.body.error).toBe('invalid_request');
+      const actor = await agent.token({ grant_type: TOKEN_EXCHANGE, subject_token: own, subject_token_type: AT, actor_token: own, actor_token_type: type });
+      expect(actor.status, JSON.stringify(actor.body)).toBe(400);
+      expect(actor.body.error).toBe('invalid_request');
+    }
+  });
 });
