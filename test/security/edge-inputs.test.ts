@@ -81,4 +81,15 @@ describe('edge inputs answered as refusals, never a 500', () => {
       expect(actor.body.error).toBe('invalid_request');
     }
   });
+
+  it('OPTIONS on the OAuth endpoints without a CORS preflight: 204 with Allow, not an empty 404', async () => {
+    for (const path of ['/token', '/token/introspection', '/.well-known/openid-configuration', '/.well-known/oauth-authorization-server']) {
+      const res = await fetch(`${ts.url}${path}`, { method: 'OPTIONS' });
+      expect(res.status, path).toBe(204);
+      expect(res.headers.get('allow')).toMatch(/OPTIONS/);
+    }
+    const preflight = await fetch(`${ts.url}/token`, { method: 'OPTIONS', headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' } });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get('access-control-allow-methods')).toMatch(/POST/);
+  });
 });
