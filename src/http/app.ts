@@ -64,10 +64,7 @@ export function createApp(parts: AppParts): Koa {
   for (const r of parts.routers) app.use(r.routes());
 
   const oauth = parts.oauth.middleware();
-  app.use(async (ctx, next) => {
-    const methods = OAUTH_ROUTES[ctx.path];
-    if (!methods) return next();
-    if (!methods.includes(ctx.method)) throw methodNotAllowed(ctx, methods);
+  const serveOAuth = async (ctx: Koa.Context, next: Koa.Next) => {
     if (ctx.method === 'POST') return parts.witClientAuth(ctx, () => oauth(ctx, next));
     if (ctx.path !== '/.well-known/oauth-authorization-server') return oauth(ctx, next);
     // RFC 8414 metadata: the same document, served by the provider's discovery route.
@@ -76,6 +73,17 @@ export function createApp(parts: AppParts): Koa {
       return await oauth(ctx, next);
     } finally {
       ctx.path = '/.well-known/oauth-authorization-server';
+    }
+  };
+  app.use(async (ctx, next) => {
+    const methods = OAUTH_ROUTES[ctx.path];
+    if (!methods) return next();
+    if (!methods.includes(ctx.method)) throw methodNotAllowed(ctx, methods);
+    await serveOAuth(ctx, next);
+    // The provider answers only CORS preflights; any other OPTIONS gets the allowed methods, not an empty 404.
+    if (ctx.method === 'OPTIONS' && ctx.status === 404 && ctx.body == null) {
+      ctx.set('Allow', methods.join(', '));
+      ctx.status = 204;
     }
   });
 

@@ -68,6 +68,21 @@ function mutableFields(maxDepth: number) {
   };
 }
 
+/** PostgreSQL can't store U+0000 in text or jsonb: no registration field may hold one, in any string or key. */
+function checkNoNul(input: unknown): void {
+  const pending = [input];
+  while (pending.length) {
+    const v = pending.pop();
+    if (typeof v === 'string' ? v.includes('\u0000') : false) throw new RegistrationError('strings must not contain NUL (U+0000) characters');
+    if (v && typeof v === 'object') {
+      for (const [k, x] of Object.entries(v)) {
+        if (k.includes('\u0000')) throw new RegistrationError('strings must not contain NUL (U+0000) characters');
+        pending.push(x);
+      }
+    }
+  }
+}
+
 function firstIssue(error: z.ZodError): string {
   const issue = error.issues[0]!;
   if (issue.code === 'unrecognized_keys') return `unknown field${issue.keys.length > 1 ? 's' : ''}: ${issue.keys.join(', ')}`;
@@ -128,6 +143,7 @@ export async function validateNewAgent(input: unknown, limits: RegistrationLimit
   }).strict();
   const parsed = schema.safeParse(input);
   if (!parsed.success) throw new RegistrationError(firstIssue(parsed.error));
+  checkNoNul(parsed.data);
   const v = parsed.data;
   const id = parseWorkloadId(v.id);
   if (typeof id === 'string') throw new RegistrationError(`id: ${id}`);
@@ -147,6 +163,7 @@ export async function validateAgentChanges(input: unknown, authMethod: string, l
   const schema = z.object({ ...fields, jwks: fields.jwks.nullable() }).partial().strict();
   const parsed = schema.safeParse(input);
   if (!parsed.success) throw new RegistrationError(firstIssue(parsed.error));
+  checkNoNul(parsed.data);
   const v = parsed.data;
   if (Object.keys(v).length === 0) throw new RegistrationError('nothing to change: send at least one of scopes, audiences, jwks, grant_types, dpop_bound_access_tokens, max_delegation_depth, agent_checksums, attestors, token_exchange');
   if (v.jwks === null && authMethod === 'private_key_jwt') throw new RegistrationError('jwks: an agent using private_key_jwt needs keys');

@@ -40,7 +40,8 @@ export function chooseAudience(requested: string[], registered: readonly string[
 }
 
 /** A token never outlives the token it was exchanged from. */
-export const narrowExpiry = (wanted: number, subjectExp: number) => Math.min(wanted, subjectExp);
+/** The earlier of the two, in whole seconds (a subject from another issuer may carry a fractional `exp`). */
+export const narrowExpiry = (wanted: number, subjectExp: number) => Math.floor(Math.min(wanted, subjectExp));
 
 /** Adds keys to a context object; a key already present may not change. */
 export function extendContext(base: Record<string, unknown> | undefined, added: Record<string, unknown> | undefined, name: string): Record<string, unknown> | undefined {

@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { hasNul } from './text.js';
 
 export type TokenEndpointAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'wit';
 
@@ -60,6 +61,7 @@ export class AgentsRepo {
   }
 
   async find(id: string, trx: Knex = this.db): Promise<AgentRecord | undefined> {
+    if (hasNul(id)) return undefined;
     const row = await trx('agents').where({ id }).first();
     return row ? fromRow(row) : undefined;
   }
@@ -72,12 +74,14 @@ export class AgentsRepo {
   }
 
   async update(id: string, changes: AgentChanges, trx: Knex = this.db): Promise<AgentRecord | undefined> {
+    if (hasNul(id)) return undefined;
     const rows = await trx('agents').where({ id }).update({ ...toRow(changes), updated_at: trx.fn.now() }).returning('*');
     return rows[0] ? fromRow(rows[0]) : undefined;
   }
 
   /** Disables an active agent; undefined when there is no active agent with this id. */
   async disable(id: string, trx: Knex = this.db): Promise<AgentRecord | undefined> {
+    if (hasNul(id)) return undefined;
     const rows = await trx('agents').where({ id, status: 'active' }).update({ status: 'disabled', disabled_at: trx.fn.now(), updated_at: trx.fn.now() }).returning('*');
     return rows[0] ? fromRow(rows[0]) : undefined;
   }

@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { storableText } from './text.js';
 
 export interface DecisionEvent {
   decision: 'issued' | 'refused' | 'revoked' | 'admin';
@@ -18,13 +19,15 @@ export class EventsRepo {
   constructor(private readonly db: Knex) {}
 
   async record(event: DecisionEvent, trx: Knex = this.db): Promise<void> {
+    // Client ids, reasons and details may come from the request.
+    const text = (v: string | null | undefined) => (typeof v === 'string' ? storableText(v) : null);
     await trx('decision_events').insert({
       decision: event.decision,
-      action: event.action,
-      client_id: event.client_id ?? null,
-      jti: event.jti ?? null,
-      reason: event.reason ?? null,
-      detail: event.detail?.slice(0, 500) ?? null,
+      action: storableText(event.action),
+      client_id: text(event.client_id),
+      jti: text(event.jti),
+      reason: text(event.reason),
+      detail: text(event.detail?.slice(0, 500)),
     });
   }
 

@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { hasNul } from './text.js';
 
 /** Storage for what oidc-provider persists through its adapter (one row per model instance). */
 export class OidcPayloadsRepo {
@@ -17,6 +18,7 @@ export class OidcPayloadsRepo {
   }
 
   async find(model: string, column: 'id' | 'uid' | 'user_code', value: string): Promise<Record<string, unknown> | undefined> {
+    if (typeof value !== 'string' || hasNul(value)) return undefined;
     const row = await this.db('oidc_payloads')
       .where({ model, [column]: value })
       .andWhere((q) => q.whereNull('expires_at').orWhere('expires_at', '>', this.now()))

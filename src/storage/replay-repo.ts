@@ -15,7 +15,9 @@ export class ReplayRepo {
       this.lastSweep = now;
       await this.db('replay_cache').where('expires_at', '<', now).delete();
     }
-    const rows = await this.db('replay_cache').insert({ id, expires_at: Math.max(expiresAt, now + 1) }).onConflict('id').ignore().returning('id');
+    // A signed `exp` may be fractional or far beyond what a bigint holds: keep the entry at least that long.
+    const until = Number.isFinite(expiresAt) ? Math.min(Math.ceil(expiresAt), Number.MAX_SAFE_INTEGER) : Number.MAX_SAFE_INTEGER;
+    const rows = await this.db('replay_cache').insert({ id, expires_at: Math.max(until, now + 1) }).onConflict('id').ignore().returning('id');
     return rows.length === 1;
   }
 }

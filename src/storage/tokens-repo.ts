@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { hasNul } from './text.js';
 
 export interface TokenRecord {
   jti: string;
@@ -66,6 +67,7 @@ export class TokensRepo {
   }
 
   async find(jti: string): Promise<TokenRecord | undefined> {
+    if (hasNul(jti)) return undefined;
     const row = await this.db('issued_tokens').where({ jti }).first();
     return row ? fromRow(row) : undefined;
   }

@@ -22,4 +22,4 @@ export function parseBody<T extends z.ZodRawShape>(shape: T, body: unknown): z.i
 }
 
 export const limitParam = z.coerce.number().int().min(1).max(1000).default(100);
-export const textParam = z.string().min(1).max(2048);
+export const textParam = z.string().min(1).max(2048).refine((v) => !v.includes('\u0000'), 'must not contain NUL characters');

@@ -124,7 +124,8 @@ const ACTOR_KINDS: Record<string, 'access_token' | 'wit'> = {
 export async function delegateBiscuitByExchange(ctx: KoaContextWithOIDC, deps: BiscuitExchangeDeps, client: Client, params: Params, requested: string): Promise<void> {
   if (requested !== BISCUIT_TOKEN_TYPE) throw new errors.InvalidRequest(`a Biscuit subject token is exchanged for a Biscuit: requested_token_type=${BISCUIT_TOKEN_TYPE}`);
   const actorToken = single(params, 'actor_token');
-  const actorKind = ACTOR_KINDS[single(params, 'actor_token_type') ?? ''];
+  const actorType = single(params, 'actor_token_type') ?? '';
+  const actorKind = Object.hasOwn(ACTOR_KINDS, actorType) ? ACTOR_KINDS[actorType] : undefined;
   if (!actorToken || !actorKind) throw new errors.InvalidRequest('delegating a Biscuit needs actor_token naming the delegate (its WIT, or its access token)');
   const subjectToken = single(params, 'subject_token')!;
   const chain = await inspectOurBiscuit(deps, subjectToken).catch((err: unknown) => {

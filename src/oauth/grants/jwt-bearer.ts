@@ -6,7 +6,7 @@ import { ACCESS_TOKEN_TYPE, mintAccessToken } from '../../tokens/access-token.js
 import { TokenVerificationError } from '../../tokens/token-errors.js';
 import { claimedIssuer, type ExternalJwtVerifier } from '../../identity/trusted-issuers.js';
 import { mapPartnerSubject } from '../../policy/subject-mapping.js';
-import { chooseAudience, narrowScope, NarrowingError } from '../../policy/narrowing.js';
+import { chooseAudience, narrowExpiry, narrowScope, NarrowingError } from '../../policy/narrowing.js';
 import type { AgentClientFields } from '../client-metadata.js';
 import type { IssuanceContext } from '../token-records.js';
 import { senderBinding } from './sender-binding.js';
@@ -47,10 +47,12 @@ export function jwtBearerHandler(deps: JwtBearerDeps) {
       if (err instanceof TokenVerificationError) throw new errors.InvalidGrant(err.message);
       throw err;
     }
-    if (!(await deps.replay.claim(`jwt-bearer ${partner.issuer}`, claims.jti as string, claims.exp as number))) {
+    if (typeof claims.jti !== 'string' || !claims.jti) throw new errors.InvalidGrant('the assertion\'s jti must be a non-empty string');
+    if (typeof claims.sub !== 'string') throw new errors.InvalidGrant('the assertion\'s sub must be a string');
+    if (!(await deps.replay.claim(`jwt-bearer ${partner.issuer}`, claims.jti, claims.exp as number))) {
       throw new errors.InvalidGrant('the assertion was already used');
     }
-    const local = mapPartnerSubject(partner, claims.sub as string);
+    const local = mapPartnerSubject(partner, claims.sub);
     if (!local) throw new errors.InvalidGrant('the assertion\'s subject is not known here');
 
     let scope: string | undefined;
@@ -65,7 +67,7 @@ export function jwtBearerHandler(deps: JwtBearerDeps) {
     }
     const { jkt, wit } = await senderBinding(ctx, client.clientId);
     const now = deps.now();
-    const exp = Math.min(now + deps.accessTokenTtl, claims.exp as number);
+    const exp = narrowExpiry(now + deps.accessTokenTtl, claims.exp as number);
     const { token, record } = await mintAccessToken({
       issuer: deps.issuer, subject: local, clientId: client.clientId, audience, now, exp,
       signer: await deps.keys.signer(deps.signingAlg), parentJti: wit?.witJti ?? null, ...(scope ? { scope } : {}),

@@ -99,7 +99,8 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
   const requested = single(params, 'requested_token_type') ?? ACCESS_TOKEN_TYPE;
   if (!REQUESTED_TOKEN_TYPES.includes(requested)) throw new errors.InvalidRequest(`unsupported requested_token_type; supported: ${REQUESTED_TOKEN_TYPES.join(', ')}`);
 
-  if (!(subjectType in SUBJECT_KINDS) && subjectType !== BISCUIT_TOKEN_TYPE) throw new errors.InvalidRequest(`unsupported subject_token_type ${JSON.stringify(subjectType)}`);
+  // Own keys only: `toString` or `constructor` is no token type.
+  if (!Object.hasOwn(SUBJECT_KINDS, subjectType) && subjectType !== BISCUIT_TOKEN_TYPE) throw new errors.InvalidRequest(`unsupported subject_token_type ${JSON.stringify(subjectType)}`);
   const policy = client.agent_token_exchange ?? {};
   if (policy.subject_token_types && !policy.subject_token_types.includes(subjectType)) {
     throw new errors.UnauthorizedClient(`this agent may not exchange subject tokens of type ${subjectType}`);
@@ -109,7 +110,7 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
   const subject = await resolveSubject(deps, policy, subjectToken, subjectType);
 
   if (actorToken) {
-    const actorKind = ACTOR_KINDS[actorType!];
+    const actorKind = Object.hasOwn(ACTOR_KINDS, actorType!) ? ACTOR_KINDS[actorType!] : undefined;
     if (!actorKind) throw new errors.InvalidRequest(`unsupported actor_token_type ${JSON.stringify(actorType)}`);
     const actor = await deps.verifier.verify(actorToken, actorKind);
     const actorId = actorKind === 'wit' ? actor.claims.sub : actor.claims.client_id;
