@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { ignoreRecords, type RecordObserver } from './record-observer.js';
 
 export interface DecisionEvent {
   decision: 'issued' | 'refused' | 'revoked' | 'admin';
@@ -15,17 +16,22 @@ export interface StoredDecisionEvent extends Required<DecisionEvent> {
 }
 
 export class EventsRepo {
-  constructor(private readonly db: Knex) {}
+  constructor(private readonly db: Knex, private readonly observer: RecordObserver = ignoreRecords) {}
 
+  /** Records a decision; the observer hears of it even when the write fails (the decision was made). */
   async record(event: DecisionEvent, trx: Knex = this.db): Promise<void> {
-    await trx('decision_events').insert({
-      decision: event.decision,
-      action: event.action,
-      client_id: event.client_id ?? null,
-      jti: event.jti ?? null,
-      reason: event.reason ?? null,
-      detail: event.detail?.slice(0, 500) ?? null,
-    });
+    try {
+      await trx('decision_events').insert({
+        decision: event.decision,
+        action: event.action,
+        client_id: event.client_id ?? null,
+        jti: event.jti ?? null,
+        reason: event.reason ?? null,
+        detail: event.detail?.slice(0, 500) ?? null,
+      });
+    } finally {
+      this.observer.decisionRecorded(event);
+    }
   }
 
   async list(filter: { client_id?: string; decision?: string; after?: number }, limit: number): Promise<StoredDecisionEvent[]> {
