@@ -34,6 +34,7 @@ import { requireAdmin, resolveAdminTokenHash } from './admin/admin-token.js';
 import { agentsRoutes } from './admin/agents-routes.js';
 import { keysRoutes } from './admin/keys-routes.js';
 import { tokensRoutes } from './admin/tokens-routes.js';
+import { ServerMetrics } from '../metrics/server-metrics.js';
 
 export interface RunningServer {
   url: string;
@@ -66,8 +67,11 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     if (applied.length) logger.info({ migrations: applied }, 'migrations applied');
     const knex = db.knex;
     const agents = new AgentsRepo(knex);
-    const tokens = new TokensRepo(knex);
-    const events = new EventsRepo(knex);
+    const metrics = config.metricsEnabled
+      ? new ServerMetrics({ db, grantTypes: ['client_credentials', TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT, 'unknown'] })
+      : undefined;
+    const tokens = new TokensRepo(knex, metrics);
+    const events = new EventsRepo(knex, metrics);
     const keys = new KeyManager(knex, config.keyEncryptionKey, now);
     await keys.init();
 
@@ -107,7 +111,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       }],
       logger,
       middleware: [
-        tokenRecordsMiddleware({ tokens, records: new RecordWriter(knex), events, logger }),
+        tokenRecordsMiddleware({ tokens, records: new RecordWriter(knex, undefined, tokens), events, logger }),
         errorDetailMiddleware(),
         tokenStatusMiddleware({ tokens, agents, events, now }),
         discoveryMiddleware(() => ({
@@ -151,6 +155,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       publicRouters: [witRoutes(witIssuer, events)],
       adminAuth: requireAdmin(adminHash),
       routers: [agentsRoutes(registry), keysRoutes(keys, events, config.keyActivationDelay, (activateAt) => scheduleActivation(activateAt)), tokensRoutes(tokens, events)],
+      ...(metrics ? { metrics: { metrics, token: config.metricsToken } } : {}),
     });
 
     server = createServer(app.callback());
