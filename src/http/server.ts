@@ -34,6 +34,8 @@ import { requireAdmin, resolveAdminTokenHash } from './admin/admin-token.js';
 import { agentsRoutes } from './admin/agents-routes.js';
 import { keysRoutes } from './admin/keys-routes.js';
 import { tokensRoutes } from './admin/tokens-routes.js';
+import { auditRoutes } from './admin/audit-routes.js';
+import { AuditRepo } from '../storage/audit-repo.js';
 import { ServerMetrics } from '../metrics/server-metrics.js';
 
 export interface RunningServer {
@@ -154,7 +156,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       witClientAuth: witClientAuth({ authenticator, issuer: config.issuer, events }),
       publicRouters: [witRoutes(witIssuer, events)],
       adminAuth: requireAdmin(adminHash),
-      routers: [agentsRoutes(registry), keysRoutes(keys, events, config.keyActivationDelay, (activateAt) => scheduleActivation(activateAt)), tokensRoutes(tokens, events)],
+      routers: [agentsRoutes(registry), keysRoutes(keys, events, config.keyActivationDelay, (activateAt) => scheduleActivation(activateAt)), tokensRoutes(tokens, events), auditRoutes(new AuditRepo(knex), logger)],
       ...(metrics ? { metrics: { metrics, token: config.metricsToken } } : {}),
     });
 
