@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import * as m001 from './001_foundation.js';
 import * as m002 from './002_workload_identity.js';
 import * as m003 from './003_token_exchange.js';
-import * as m004 from './004_audit_order.js';
+import * as m004 from './005_audit_order.js';
 
 interface Migration {
   name: string;

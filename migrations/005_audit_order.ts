@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 
-export const name = '004_audit_order';
+export const name = '005_audit_order';
 
 /** Indexes for reading records in time order with a keyset cursor (the audit export). */
 export async function up(knex: Knex): Promise<void> {
