@@ -47,6 +47,10 @@ export interface Config {
   agentCacheTtlMs: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   trustProxy: boolean;
+  /** Serve `GET /metrics` (Prometheus text format). */
+  metricsEnabled: boolean;
+  /** When set, `/metrics` requires `Authorization: Bearer <this>`. */
+  metricsToken: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -132,6 +136,11 @@ const schema = z.object({
   AGENT_CACHE_TTL_MS: z.coerce.number().int('must be a whole number').min(0, 'must be 0 or more').max(60_000, 'must be at most 60000').default(1000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'must be one of fatal, error, warn, info, debug, trace, silent' }).default('info'),
   TRUST_PROXY: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),
+  METRICS_ENABLED: z.enum(['true', 'false'], { error: 'must be true or false' }).default('true'),
+  METRICS_TOKEN: z.string().optional()
+    .transform((v) => (v === '' ? undefined : v))
+    .refine((v) => v === undefined || v.length >= 32, 'must be at least 32 characters')
+    .refine((v) => v === undefined || /^[\x21-\x7E]+$/.test(v), 'must be printable ASCII without spaces'),
 });
 
 function decodeKey(value: string): Buffer | undefined {
@@ -172,5 +181,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     agentCacheTtlMs: v.AGENT_CACHE_TTL_MS,
     logLevel: v.LOG_LEVEL,
     trustProxy: v.TRUST_PROXY === 'true',
+    metricsEnabled: v.METRICS_ENABLED === 'true',
+    metricsToken: v.METRICS_TOKEN,
   };
 }

@@ -6,6 +6,8 @@ import type { KeyManager } from '../keys/key-manager.js';
 import type { OAuthCore } from '../oauth/oauth-core.js';
 import { ApiError, errorMapper, notFound } from './errors.js';
 import { requestLog } from './request-log.js';
+import type { ServerMetrics } from '../metrics/server-metrics.js';
+import { metricsRoutes, requestMetrics } from './metrics-routes.js';
 
 export interface AppParts {
   logger: Logger;
@@ -21,6 +23,8 @@ export interface AppParts {
   adminAuth: Koa.Middleware;
   /** The admin API's routers. */
   routers: Router[];
+  /** Request metrics and `GET /metrics`; absent when metrics are off. */
+  metrics?: { metrics: ServerMetrics; token: string | undefined };
 }
 
 /** The OAuth endpoints oidc-provider serves here; every other provider route is closed. */
@@ -37,13 +41,30 @@ function methodNotAllowed(ctx: Koa.Context, allowed: readonly string[]): ApiErro
   return new ApiError(405, 'invalid_request', `${ctx.method} is not allowed here; allowed: ${allowed.join(', ')}`);
 }
 
+/** The route a request matched, as its pattern (`/admin/agents/:id`), never the path itself; `unmatched` for 404s. */
+function routePattern(ctx: Koa.Context, routers: Router[]): string {
+  const matched = (ctx as { _matchedRoute?: string | RegExp })._matchedRoute;
+  if (matched !== undefined) return String(matched);
+  if (OAUTH_ROUTES[ctx.path]) return ctx.path;
+  // Refused before reaching its route (admin authentication, 405): the first pattern matching the path.
+  for (const r of routers) {
+    const layer = r.match(ctx.path, ctx.method).path.find((l) => l.methods.length > 0);
+    if (layer) return String(layer.path);
+  }
+  return 'unmatched';
+}
+
 export function createApp(parts: AppParts): Koa {
   const app = new Koa({ proxy: parts.trustProxy });
   app.silent = true;
+  const router = new Router();
+  const publicRouters = [...parts.publicRouters, ...(parts.metrics ? [metricsRoutes(parts.metrics.metrics, parts.metrics.token)] : [])];
+  const allRouters = [router, ...publicRouters, ...parts.routers];
+
   app.use(requestLog(parts.logger));
+  if (parts.metrics) app.use(requestMetrics(parts.metrics.metrics, (ctx) => routePattern(ctx, allRouters)));
   app.use(errorMapper(parts.logger));
 
-  const router = new Router();
   router.get('/healthz', (ctx) => {
     ctx.body = { status: 'ok' };
   });
@@ -59,7 +80,7 @@ export function createApp(parts: AppParts): Koa {
   });
 
   app.use(router.routes());
-  for (const r of parts.publicRouters) app.use(r.routes());
+  for (const r of publicRouters) app.use(r.routes());
   app.use((ctx, next) => (ctx.path === '/admin' || ctx.path.startsWith('/admin/') ? parts.adminAuth(ctx, next) : next()));
   for (const r of parts.routers) app.use(r.routes());
 
@@ -89,7 +110,7 @@ export function createApp(parts: AppParts): Koa {
 
   app.use((ctx) => {
     // A known path with another method is a 405, anything else a 404.
-    const allowed = new Set([router, ...parts.publicRouters, ...parts.routers].flatMap((r) => r.match(ctx.path, ctx.method).path.flatMap((layer) => layer.methods)));
+    const allowed = new Set(allRouters.flatMap((r) => r.match(ctx.path, ctx.method).path.flatMap((layer) => layer.methods)));
     allowed.delete('HEAD');
     if (allowed.size) throw methodNotAllowed(ctx, [...allowed]);
     throw notFound('route');

@@ -36,6 +36,9 @@ import { requireAdmin, resolveAdminTokenHash } from './admin/admin-token.js';
 import { agentsRoutes } from './admin/agents-routes.js';
 import { keysRoutes } from './admin/keys-routes.js';
 import { tokensRoutes } from './admin/tokens-routes.js';
+import { auditRoutes } from './admin/audit-routes.js';
+import { AuditRepo } from '../storage/audit-repo.js';
+import { ServerMetrics } from '../metrics/server-metrics.js';
 
 export interface RunningServer {
   url: string;
@@ -68,8 +71,11 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     if (applied.length) logger.info({ migrations: applied }, 'migrations applied');
     const knex = db.knex;
     const agents = new AgentsRepo(knex);
-    const tokens = new TokensRepo(knex);
-    const events = new EventsRepo(knex);
+    const metrics = config.metricsEnabled
+      ? new ServerMetrics({ db, grantTypes: ['client_credentials', TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT, 'unknown'] })
+      : undefined;
+    const tokens = new TokensRepo(knex, metrics);
+    const events = new EventsRepo(knex, metrics);
     const keys = new KeyManager(knex, config.keyEncryptionKey, now);
     await keys.init();
     // Biscuit's wasm module is compiled and warmed up now, not at the first Biscuit request.
@@ -112,7 +118,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       }],
       logger,
       middleware: [
-        tokenRecordsMiddleware({ tokens, records: new RecordWriter(knex), events, logger }),
+        tokenRecordsMiddleware({ tokens, records: new RecordWriter(knex, undefined, tokens), events, logger }),
         errorDetailMiddleware(),
         tokenStatusMiddleware({ keys, tokens, agents, events, now }),
         discoveryMiddleware(() => ({
@@ -156,7 +162,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       witClientAuth: witClientAuth({ authenticator, issuer: config.issuer, events }),
       publicRouters: [witRoutes(witIssuer, events), biscuitRevocationListRoutes(tokens, now)],
       adminAuth: requireAdmin(adminHash),
-      routers: [agentsRoutes(registry), keysRoutes(keys, events, config.keyActivationDelay, (activateAt) => scheduleActivation(activateAt)), tokensRoutes(tokens, events), biscuitAdminRoutes(tokens, events, now)],
+      routers: [agentsRoutes(registry), keysRoutes(keys, events, config.keyActivationDelay, (activateAt) => scheduleActivation(activateAt)), tokensRoutes(tokens, events), biscuitAdminRoutes(tokens, events, now), auditRoutes(new AuditRepo(knex), logger)],
+      ...(metrics ? { metrics: { metrics, token: config.metricsToken } } : {}),
     });
 
     server = createServer(app.callback());

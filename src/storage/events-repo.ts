@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import { storableText } from './text.js';
+import { ignoreRecords, type RecordObserver } from './record-observer.js';
 
 export interface DecisionEvent {
   decision: 'issued' | 'refused' | 'revoked' | 'admin';
@@ -16,19 +17,24 @@ export interface StoredDecisionEvent extends Required<DecisionEvent> {
 }
 
 export class EventsRepo {
-  constructor(private readonly db: Knex) {}
+  constructor(private readonly db: Knex, private readonly observer: RecordObserver = ignoreRecords) {}
 
+  /** Records a decision; the observer hears of it even when the write fails (the decision was made). */
   async record(event: DecisionEvent, trx: Knex = this.db): Promise<void> {
     // Client ids, reasons and details may come from the request.
     const text = (v: string | null | undefined) => (typeof v === 'string' ? storableText(v) : null);
-    await trx('decision_events').insert({
-      decision: event.decision,
-      action: storableText(event.action),
-      client_id: text(event.client_id),
-      jti: text(event.jti),
-      reason: text(event.reason),
-      detail: text(event.detail?.slice(0, 500)),
-    });
+    try {
+      await trx('decision_events').insert({
+        decision: event.decision,
+        action: storableText(event.action),
+        client_id: text(event.client_id),
+        jti: text(event.jti),
+        reason: text(event.reason),
+        detail: text(event.detail?.slice(0, 500)),
+      });
+    } finally {
+      this.observer.decisionRecorded(event);
+    }
   }
 
   async list(filter: { client_id?: string; decision?: string; after?: number }, limit: number): Promise<StoredDecisionEvent[]> {

@@ -18,11 +18,7 @@ interface Pending {
 export class RecordWriter {
   private queue: Pending[] = [];
   private flushing = false;
-  private readonly tokens: TokensRepo;
-
-  constructor(private readonly db: Knex, private readonly maxBatch = 256) {
-    this.tokens = new TokensRepo(db);
-  }
+  constructor(db: Knex, private readonly maxBatch = 256, private readonly tokens = new TokensRepo(db)) {}
 
   write(record: NewTokenRecord, issued: Pending['issued']): Promise<void> {
     return new Promise((resolve, reject) => {

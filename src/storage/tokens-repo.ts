@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import { hasNul } from './text.js';
+import { ignoreRecords, type RecordObserver } from './record-observer.js';
 
 export interface TokenRecord {
   jti: string;
@@ -39,13 +40,19 @@ function fromRow(row: Record<string, unknown>): TokenRecord {
 }
 
 export class TokensRepo {
-  constructor(private readonly db: Knex) {}
+  constructor(private readonly db: Knex, private readonly observer: RecordObserver = ignoreRecords) {}
 
   /**
    * Inserts a token record; with `issued`, also its `issued` decision event, in the same statement
-   * (one round trip on the hot path).
+   * (one round trip on the hot path). Inside a caller's transaction the observer is not told: the caller
+   * commits.
    */
   async insert(record: NewTokenRecord, trx: Knex = this.db, issued?: { action: string; client_id: string | null }): Promise<void> {
+    await this.insertRow(record, trx, issued);
+    if (trx === this.db) this.observer.tokenRecorded(record.type);
+  }
+
+  private async insertRow(record: NewTokenRecord, trx: Knex, issued?: { action: string; client_id: string | null }): Promise<void> {
     const q = trx('issued_tokens').insert({ ...record, audience: JSON.stringify(record.audience), actor: record.actor === null ? null : JSON.stringify(record.actor) });
     if (!issued) {
       await q;
@@ -64,6 +71,7 @@ export class TokensRepo {
       await trx('issued_tokens').insert(items.map(({ record }) => ({ ...record, audience: JSON.stringify(record.audience), actor: record.actor === null ? null : JSON.stringify(record.actor) })));
       await trx('decision_events').insert(items.map(({ record, issued }) => ({ decision: 'issued', action: issued.action, client_id: issued.client_id, jti: record.jti })));
     });
+    for (const { record } of items) this.observer.tokenRecorded(record.type);
   }
 
   async find(jti: string): Promise<TokenRecord | undefined> {
@@ -153,12 +161,14 @@ export class TokensRepo {
    * insert run under a lock on the transaction id, so concurrent requests can't overshoot.
    */
   async insertWithinTxnLimit(record: NewTokenRecord, max: number, issued?: { action: string; client_id: string | null }): Promise<boolean> {
-    return this.db.transaction(async (trx) => {
+    const inserted = await this.db.transaction(async (trx) => {
       await trx.raw('select pg_advisory_xact_lock(hashtext(?))', [`txn:${record.txn}`]);
       if ((await this.countInTxn(record.txn!, record.type, trx)) >= max) return false;
-      await this.insert(record, trx, issued);
+      await this.insertRow(record, trx, issued);
       return true;
     });
+    if (inserted) this.observer.tokenRecorded(record.type);
+    return inserted;
   }
 
   /** How many tokens of a type a transaction has. */

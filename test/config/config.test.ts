@@ -35,6 +35,8 @@ describe('loadConfig', () => {
       maxDelegationDepth: 5,
       logLevel: 'info',
       trustProxy: false,
+      metricsEnabled: true,
+      metricsToken: undefined,
     });
   });
 
@@ -62,6 +64,8 @@ describe('loadConfig', () => {
       SIGNING_ALG: 'ES256',
       LOG_LEVEL: 'debug',
       TRUST_PROXY: 'true',
+      METRICS_ENABLED: 'false',
+      METRICS_TOKEN: 'm'.repeat(32),
     });
     expect(c).toMatchObject({
       issuer: 'https://sts.example.com',
@@ -73,6 +77,8 @@ describe('loadConfig', () => {
       signingAlg: 'ES256',
       logLevel: 'debug',
       trustProxy: true,
+      metricsEnabled: false,
+      metricsToken: 'm'.repeat(32),
     });
     expect(c.keyEncryptionKey).toEqual(Buffer.from(hex, 'hex'));
     const b64 = Buffer.alloc(32, 7);
@@ -112,6 +118,9 @@ describe('loadConfig', () => {
     ['SIGNING_ALG', 'none'],
     ['MAX_DELEGATION_DEPTH', '0'],
     ['TRUST_PROXY', 'yes'],
+    ['METRICS_ENABLED', 'on', /true or false/],
+    ['METRICS_TOKEN', 'short', /32/],
+    ['METRICS_TOKEN', `${'x'.repeat(32)} y`, /printable/],
   ];
 
   for (const [variable, value, problem] of bad) {
@@ -123,7 +132,7 @@ describe('loadConfig', () => {
       expect(err.message).not.toContain('\n');
       if (problem) expect(err.message).toMatch(problem);
       // The secret values are not echoed back.
-      if (variable.startsWith('AGENT_STS_')) expect(err.message).not.toContain(value);
+      if (variable.startsWith('AGENT_STS_') || variable === 'METRICS_TOKEN') expect(err.message).not.toContain(value);
     });
   }
 

@@ -8,6 +8,7 @@ import { agentsRoutes } from '../../src/http/admin/agents-routes.js';
 import { keysRoutes } from '../../src/http/admin/keys-routes.js';
 import { tokensRoutes } from '../../src/http/admin/tokens-routes.js';
 import { biscuitAdminRoutes } from '../../src/http/biscuit-routes.js';
+import { auditRoutes } from '../../src/http/admin/audit-routes.js';
 import { GRANT_TYPES, SUBJECT_TOKEN_TYPES } from '../../src/identity/agent-registration.js';
 import { REQUESTED_TOKEN_TYPES, SUBJECT_TOKEN_TYPES_IN_USE } from '../../src/oauth/grants/token-exchange.js';
 
@@ -27,6 +28,7 @@ const ENDPOINTS: Record<string, string[]> = {
   '/healthz': ['get'],
   '/readyz': ['get'],
   '/jwks': ['get'],
+  '/metrics': ['get'],
   '/.well-known/oauth-authorization-server': ['get'],
   '/.well-known/openid-configuration': ['get'],
   '/token': ['post'],
@@ -46,6 +48,7 @@ const ENDPOINTS: Record<string, string[]> = {
   '/admin/tokens/{jti}/revoke': ['post'],
   '/admin/biscuits/revocations': ['post'],
   '/admin/events': ['get'],
+  '/admin/audit': ['get'],
 };
 
 const methodsOf = (path: string) => Object.keys(doc.paths[path] ?? {}).filter((k) => HTTP_METHODS.includes(k)).sort();
@@ -64,7 +67,7 @@ describe('openapi.yaml', () => {
 
   it('describes the routes the admin routers register', () => {
     const unused = {} as never;
-    const routers: Router[] = [agentsRoutes(unused), keysRoutes(unused, unused, 0, async () => {}), tokensRoutes(unused, unused), biscuitAdminRoutes(unused, unused, () => 0)];
+    const routers: Router[] = [agentsRoutes(unused), keysRoutes(unused, unused, 0, async () => {}), tokensRoutes(unused, unused), biscuitAdminRoutes(unused, unused, () => 0), auditRoutes(unused, unused)];
     const registered = routers.flatMap((r) => r.stack.flatMap((layer) => layer.methods
       .filter((m) => m !== 'HEAD')
       .map((m) => `${m.toLowerCase()} ${String(layer.path).replace(/:(\w+)/g, '{$1}')}`)));
@@ -75,7 +78,7 @@ describe('openapi.yaml', () => {
   it('has the shared schemas and security schemes', () => {
     for (const name of [
       'Agent', 'AgentRegistration', 'AgentPatch', 'TokenExchangePolicy', 'TokenRecord', 'ActClaim', 'DecisionEvent', 'SigningKey', 'Jwks', 'Error',
-      'TokenRequest', 'TokenExchangeRequest', 'JwtBearerTokenRequest', 'TokenResponse', 'IntrospectionResponse', 'ServerMetadata',
+      'TokenRequest', 'TokenExchangeRequest', 'JwtBearerTokenRequest', 'TokenResponse', 'IntrospectionResponse', 'ServerMetadata', 'AuditLine',
     ]) {
       expect(doc.components.schemas, name).toHaveProperty(name);
     }
