@@ -64,7 +64,10 @@ export class KeyManager {
     this.active = SIGNING_ALGS.map((alg) => rows.find((r) => r.alg === alg)).filter((r): r is SigningKeyRow => !!r).map((r) => this.privateJwk(r));
     const root = rows.find((r) => r.alg === BISCUIT_ROOT);
     this.biscuitRoot = root ? this.privateJwk(root) : undefined;
-    return before !== this.active.map((k) => k.kid).join();
+    const changed = before !== this.active.map((k) => k.kid).join();
+    // Keys this server now signs with are published: the next lookup of an unknown kid reads them at once.
+    if (changed) this.publishedAt = 0;
+    return changed;
   }
 
   /** Active private JWKs, one per algorithm. */
@@ -136,6 +139,7 @@ export class KeyManager {
       await this.repo.retire((await this.repo.pending(trx)).map((k) => k.kid), trx);
       for (const kind of KEY_KINDS) created.push(await this.createKey(kind, trx, activateAt));
     });
+    this.publishedAt = 0;
     return { created, activateAt };
   }
 

@@ -99,8 +99,18 @@ const keyText = (v: unknown, what: string, block: number): string => {
   return text;
 };
 
+/** Parsed query rules, kept per wasm instance (a rule is only read by a query; its scope is set each time). */
+const rules = new WeakMap<BiscuitApi, Map<string, BiscuitApi['Rule']['prototype']>>();
+function ruleFor(b: BiscuitApi, source: string): BiscuitApi['Rule']['prototype'] {
+  let byText = rules.get(b);
+  if (!byText) rules.set(b, (byText = new Map()));
+  let rule = byText.get(source);
+  if (!rule) byText.set(source, (rule = b.Rule.fromString(source)));
+  return rule;
+}
+
 function query(b: BiscuitApi, authorizer: Authorizer, source: string, limits: RunLimits, signer?: string): unknown[][] {
-  const rule = b.Rule.fromString(source);
+  const rule = ruleFor(b, source);
   try {
     if (signer) rule.setScope('signer', signer);
     return (authorizer.queryWithLimits(rule, limits) as { terms(): unknown[]; free(): void }[]).map((f) => {
@@ -110,8 +120,6 @@ function query(b: BiscuitApi, authorizer: Authorizer, source: string, limits: Ru
     });
   } catch (err) {
     throw fromLibraryError(err, 'reading the chain');
-  } finally {
-    rule.free();
   }
 }
 
@@ -191,7 +199,8 @@ export function readChain(b: BiscuitApi, biscuit: Biscuit, authorizer: Authorize
   for (let i = 1; i < blocks; i++) {
     const candidates: { found: Signed; signedBy: BiscuitHop['signedBy'] }[] = [];
     for (const [signer, who] of [[prev.holderKey, 'delegator'], [opts.rootKey, 'issuer']] as const) {
-      if (!signer) continue;
+      // Blocks signed by the root key come from the issuer alone: read them only when the delegator signed none here.
+      if (!signer || (who === 'issuer' && candidates.length)) continue;
       const found = signedBy(signer);
       const stated = found.hops.filter((r) => r[0] === i).length;
       if (stated > 1) throw new BiscuitError('malformed', 'the delegation is stated more than once', i);
