@@ -12,6 +12,9 @@ import { createGuardProxy, listenGuard } from '../../src/guard/guard-proxy.js';
 import { DEFAULT_POLICY } from '../../src/guard/scope-policy.js';
 import { Verifier } from '../../src/verifier/index.js';
 import { createLogger } from '../../src/log/logger.js';
+import type { JWK } from 'jose';
+import { BISCUIT_TOKEN_TYPE, delegate } from '../../src/tokens/biscuit.js';
+import { privateJwk, publicOf } from '../support/biscuit.js';
 
 const RESOURCE = 'https://tools.example/mcp';
 
@@ -111,6 +114,30 @@ describe('guard proxy in front of an MCP server (real MCP SDK on both sides)', (
     try {
       const result = await client.callTool({ name: 'search', arguments: { q: 'orders' } });
       expect((result.content as { text: string }[])[0]!.text).toBe(`results for orders; subject=${app.id}; actors=${specialist.id} ${orchestrator.id}`);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('carries a Biscuit chain through: minted by the orchestrator, narrowed offline for the specialist; the tool sees the chain', async () => {
+    const orchKey = await privateJwk();
+    const app = await registerSecretAgent(ts, { id: agentId('biscuit-app'), scopes: ['tool:search', 'tool:delete_all'], audiences: ['https://orchestrator.example'] });
+    const orchestrator = await registerSecretAgent(ts, {
+      id: agentId('biscuit-orchestrator'), grant_types: [TOKEN_EXCHANGE], scopes: ['tool:search', 'tool:delete_all'], audiences: [RESOURCE],
+      jwks: { keys: [{ ...publicOf(orchKey), alg: 'EdDSA' }] }, token_exchange: { may_act_for_others: true },
+    });
+    const t0 = (await app.token({ grant_type: 'client_credentials' })).body.access_token as string;
+    const minted = await exchange(orchestrator, { subject_token: t0, subject_token_type: AT, requested_token_type: BISCUIT_TOKEN_TYPE, audience: RESOURCE });
+    expect(minted.status, JSON.stringify(minted.body)).toBe(200);
+    const jwks = await (await fetch(`${ts.url}/jwks`)).json() as { keys: JWK[] };
+    const specialist = agentId('biscuit-specialist');
+    const handed = await delegate(minted.body.access_token as string, { delegate: specialist, tools: ['tool:search'], context: 'look up the order' }, orchKey, jwks);
+    const client = await connect(handed);
+    try {
+      const result = await client.callTool({ name: 'search', arguments: { q: 'orders' } });
+      expect((result.content as { text: string }[])[0]!.text).toBe(`results for orders; subject=${app.id}; actors=${specialist} ${orchestrator.id}`);
+      // The orchestrator held delete_all; the specialist was not handed it.
+      await expect(client.callTool({ name: 'delete_all', arguments: {} })).rejects.toThrow(/403|insufficient_scope/);
     } finally {
       await client.close();
     }
