@@ -87,4 +87,16 @@ describe('the verifier library with Biscuit chains', () => {
       .setIssuer(ts.issuer).setSubject(orchestrator.id).setAudience(API).setIssuedAt().setExpirationTime('1m').sign(await importJWK(root.privateJwk, 'EdDSA'));
     expect((await call('/read', forged)).status).toBe(401);
   });
+
+  it('applies the verifier\'s own Datalog policy after the chain\'s checks', async () => {
+    // This resource allows only reads, whatever the chain would allow, and only for the orchestrator's transactions.
+    const policy = { code: 'allow if tool({read}); deny if true;', params: { read: 'tools:read' } };
+    const strict = new Verifier({ issuer: ts.issuer, audience: API, biscuit: { policy, revocationMaxAgeMs: 0 } });
+    const token = await minted();
+    await expect(strict.verifyBiscuit(token, { tools: ['tools:read'] })).resolves.toMatchObject({ type: 'biscuit' });
+    await expect(strict.verifyBiscuit(token, { tools: ['tools:write'] })).rejects.toMatchObject({ status: 401, message: expect.stringContaining('no allow policy') });
+    // A string with quotes in the policy's parameters stays a value.
+    const injected = new Verifier({ issuer: ts.issuer, audience: API, biscuit: { policy: { code: 'allow if tool({t});', params: { t: 'x"); allow if true; //' } } } });
+    await expect(injected.verifyBiscuit(token, { tools: ['tools:read'] })).rejects.toMatchObject({ status: 401 });
+  });
 });
