@@ -5,13 +5,15 @@ import type { TokensRepo } from '../storage/tokens-repo.js';
 import type { BiscuitChain } from '../tokens/biscuit-chain.js';
 import { inspectOurBiscuit, recordedAncestor } from './grants/biscuit-exchange.js';
 
-interface Deps {
+/** What introspection and revocation read and write: keys, token records, agents, decision events, the clock. */
+export interface TokenStatusDeps {
   keys: KeyManager;
   tokens: TokensRepo;
   agents: AgentsRepo;
   events: EventsRepo;
   now: () => number;
 }
+type Deps = TokenStatusDeps;
 
 const B64URL = /^[A-Za-z0-9_-]{16,}={0,2}$/;
 
@@ -31,14 +33,15 @@ const members = (chain: BiscuitChain) => [chain.authority.holder, ...chain.hops.
 
 /**
  * RFC 7662 answer for a Biscuit: active when its chain verifies with our root key, no block's revocation
- * id is revoked (revoking a token revokes every block appended after it), it is unexpired, and the
- * agent now holding it, when registered here, is active.
+ * id is revoked (revoking a token revokes every block appended after it), it is unexpired, and every
+ * agent of the chain that is registered here is active.
  */
 export async function introspectBiscuit(deps: Deps, token: string): Promise<Record<string, unknown>> {
   const chain = await chainOf(deps, token);
   if (!chain) return { active: false };
-  const holder = await deps.agents.find(chain.current.holder);
-  if (holder && holder.status !== 'active') return { active: false };
+  // Every agent of the chain registered here must still be active (a disabled delegator's hand-offs end with it).
+  const agents = await Promise.all([...new Set(members(chain))].map((id) => deps.agents.find(id)));
+  if (agents.some((a) => a && a.status !== 'active')) return { active: false };
   const { authority, current, hops } = chain;
   let act: Record<string, unknown> | undefined;
   for (const sub of members(chain).slice(0, -1)) act = { sub, ...(act ? { act } : {}) };

@@ -1,19 +1,10 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
-import type { KeyManager } from '../keys/key-manager.js';
-import type { AgentsRepo } from '../storage/agents-repo.js';
-import { introspectBiscuit, mayBeBiscuit, revokeBiscuit } from './biscuit-status.js';
-import type { EventsRepo } from '../storage/events-repo.js';
-import type { TokenRecord, TokensRepo } from '../storage/tokens-repo.js';
+import { introspectBiscuit, mayBeBiscuit, revokeBiscuit, type TokenStatusDeps } from './biscuit-status.js';
+import type { TokenRecord } from '../storage/tokens-repo.js';
 import { readJwt } from '../tokens/access-token.js';
 import { tokenHash } from '../tokens/token-hash.js';
 
-interface Deps {
-  keys: KeyManager;
-  tokens: TokensRepo;
-  agents: AgentsRepo;
-  events: EventsRepo;
-  now: () => number;
-}
+type Deps = TokenStatusDeps;
 
 /**
  * The record of a token we issued, found by `jti` and matched on the token's hash, so only the exact

@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import type { TokenRecord } from './tokens-repo.js';
 
 /** What an audit read is limited to; times are epoch milliseconds, `since` inclusive, `until` exclusive. */
 export interface AuditFilter {
@@ -9,24 +10,8 @@ export interface AuditFilter {
   txn?: string;
 }
 
-export interface AuditToken {
-  jti: string;
-  type: string;
-  sub: string;
-  client_id: string;
-  actor: unknown;
-  parent_jti: string | null;
-  txn: string | null;
-  scope: string | null;
-  audience: string[];
-  kid: string | null;
-  iat: number;
-  exp: number;
-  token_hash: string;
-  cnf_jkt: string | null;
-  revoked_at: string | null;
-  revoked_reason: string | null;
-}
+/** A token record as the audit export shows it: the record itself (hashes only, never the token). */
+export type AuditToken = TokenRecord;
 
 export interface AuditDecision {
   id: number;
@@ -57,7 +42,7 @@ export class AuditRepo {
   /** Token records ordered by (iat, jti), after the cursor. */
   async tokens(filter: AuditFilter, after: { iat: number; jti: string } | undefined, limit: number): Promise<AuditToken[]> {
     const q = this.db('issued_tokens')
-      .select('jti', 'type', 'sub', 'client_id', 'actor', 'parent_jti', 'txn', 'scope', 'audience', 'kid', 'iat', 'exp', 'token_hash', 'cnf_jkt', 'revoked_at', 'revoked_reason')
+      .select('jti', 'type', 'sub', 'client_id', 'actor', 'parent_jti', 'txn', 'scope', 'audience', 'kid', 'iat', 'exp', 'token_hash', 'cnf_jkt', 'revocation_id', 'revoked_at', 'revoked_reason')
       .orderBy([{ column: 'iat' }, { column: 'jti' }]).limit(limit);
     // iat is in whole seconds: a token is in [since, until) when iat * 1000 is.
     if (filter.sinceMs !== undefined) q.where('iat', '>=', Math.ceil(filter.sinceMs / 1000));

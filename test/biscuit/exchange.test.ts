@@ -146,4 +146,14 @@ describe('Biscuits through the token endpoint: minting, delegation, introspectio
     await expect(verify(minted)).resolves.toBeDefined();
     expect((await fetch(`${ts.url}/admin/biscuits/revocations`, { method: 'POST' })).status).toBe(401);
   });
+
+  it('introspects a chain as inactive once an agent in it is disabled', async () => {
+    const minted = (await mint(await userToken())).body.access_token as string;
+    const offline = await delegate(minted, { delegate: specialist.id, context: 'x' }, orchKey, jwks);
+    expect((await introspect(offline)).active).toBe(true);
+    expect((await ts.admin('DELETE', `/admin/agents/${encodeURIComponent(specialist.id)}`)).status).toBe(200);
+    expect(await introspect(offline)).toEqual({ active: false });
+    expect((await introspect(minted)).active).toBe(true);
+  });
 });
+
