@@ -155,7 +155,7 @@ function hopFrom(found: Signed, i: number, prev: BiscuitLimits, signedBy: Biscui
   const keys = found.keys.filter((k) => k[0] === i);
   if (keys.length > 1) throw new BiscuitError('malformed', 'the block names more than one delegate key', i);
   const narrows = found.narrows.filter((n) => n[0] === i);
-  const limits: BiscuitLimits = { ...prev };
+  const limits: BiscuitLimits = { rights: prev.rights, audiences: prev.audiences, budget: prev.budget, expires: prev.expires };
   for (const [, what] of narrows) {
     if (!LIMITS.some(([, name]) => name === what)) throw new BiscuitError('malformed', `the block narrows an unknown limit ${JSON.stringify(what)}`, i);
   }

@@ -31,6 +31,8 @@ describe('Biscuit delegation chains', () => {
     const chain = await verify(token, { tools: ['read'], spend: 1000 });
     expect(chain.hops.map((h) => [h.delegator, h.delegate, h.signedBy])).toEqual(steps.map((_, i) => [id(`a${i}`), id(`a${i + 1}`), 'delegator']));
     expect(chain.current).toMatchObject({ holder: id('a5'), rights: ['read'], audiences: ['https://tools.example'], budget: 1000 });
+    // A hop states only its own fields.
+    expect(Object.keys(chain.hops[0]!).sort()).toEqual(['audiences', 'budget', 'context', 'delegate', 'delegateKey', 'delegator', 'expires', 'index', 'rights', 'signedBy']);
     for (const refused of [{ tools: ['search'] }, { tools: ['pay'] }, { tools: ['read'], spend: 1001 }, { tools: ['read'], resource: 'https://pay.example' }]) {
       await expect(verify(token, refused)).rejects.toMatchObject({ failure: 'request' });
     }
