@@ -1,13 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { CliError } from './cli-error.js';
+import { decodeBiscuit, isBiscuit, verifyBiscuitToken } from './biscuit-commands.js';
 
-/** A command-line refusal: the message and the exit code (2 for usage, 1 for a refused request). */
-export class CliError extends Error {
-  constructor(message: string, readonly code: 1 | 2) {
-    super(message);
-  }
-}
+export { CliError };
 
 interface Target {
   url: string;
@@ -120,25 +117,65 @@ export async function tokenCommand(args: string[], env: NodeJS.ProcessEnv): Prom
   return body;
 }
 
-/** `decode TOKEN`: header and claims of any of our JWTs, unverified. */
-export function decodeCommand(args: string[]): unknown {
-  const token = args[0];
-  const parts = token?.split('.');
-  if (!token || parts!.length !== 3) throw new CliError('usage: agent-sts decode <JWT>  (prints header and claims, without verifying)', 2);
+const DECODE_USAGE = 'usage: agent-sts decode <JWT> | <Biscuit> [--issuer URL]  (prints the token without verifying it)';
+
+/**
+ * `decode TOKEN [--issuer URL]`: header and claims of any of our JWTs, unverified; or a Biscuit's blocks
+ * and chain, read with its issuer's root key (--issuer, AGENT_STS_URL or ISSUER).
+ */
+export async function decodeCommand(args: string[], env: NodeJS.ProcessEnv): Promise<unknown> {
+  const { values, positionals } = parse(args, { issuer: { type: 'string' } });
+  const token = positionals[0];
+  if (!token) throw new CliError(DECODE_USAGE, 2);
+  if (isBiscuit(token)) {
+    const issuer = values.issuer || values.url || env.AGENT_STS_URL || env.ISSUER;
+    return decodeBiscuit(token, issuer?.replace(/\/$/, ''));
+  }
+  return decodeJwt(token);
+}
+
+function decodeJwt(token: string): unknown {
+  const parts = token.split('.');
+  if (parts.length !== 3) throw new CliError('decode: not a JWT (three dot-separated parts) nor a Biscuit (base64url naming a root key id)', 2);
   try {
-    const [header, claims] = parts!.slice(0, 2).map((p) => JSON.parse(Buffer.from(p, 'base64url').toString('utf8')) as Record<string, unknown>);
+    const [header, claims] = parts.slice(0, 2).map((p) => JSON.parse(Buffer.from(p, 'base64url').toString('utf8')) as Record<string, unknown>);
     return { header, claims, verified: false };
   } catch {
     throw new CliError('not a JWT: its header or claims are not base64url JSON', 1);
   }
 }
 
-/** `verify TOKEN --audience A [--issuer URL] [--trust-domain D]`: checks a token as a resource server would. */
+const VERIFY_USAGE = 'usage: agent-sts verify <token> --audience A [--issuer URL] [--trust-domain D] [--tool T]... [--spend CENTS]';
+
+/** `--spend CENTS` as a non-negative integer. */
+function spendOf(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d{1,15}$/.test(value)) throw new CliError('--spend must be a non-negative integer (cents)', 2);
+  return Number(value);
+}
+
+/**
+ * `verify TOKEN --audience A [--issuer URL] [--trust-domain D] [--tool T]... [--spend CENTS]`: checks a
+ * token as a resource server would. A Biscuit is checked for the tools and spend; JWTs take neither.
+ */
 export async function verifyCommand(args: string[], env: NodeJS.ProcessEnv): Promise<unknown> {
-  const { values, positionals } = parse(args, { audience: { type: 'string' }, issuer: { type: 'string' }, 'trust-domain': { type: 'string' } });
+  const { values, positionals } = parse(args, {
+    audience: { type: 'string' }, issuer: { type: 'string' }, 'trust-domain': { type: 'string' }, tool: { type: 'string', multiple: true }, spend: { type: 'string' },
+  });
   const token = positionals[0];
-  if (!token) throw new CliError('usage: agent-sts verify <token> --audience A [--issuer URL] [--trust-domain D]', 2);
+  if (!token) throw new CliError(VERIFY_USAGE, 2);
   const issuer = (values.issuer ?? target(values, env).url).replace(/\/$/, '');
+  const spend = spendOf(values.spend);
+  if (isBiscuit(token)) {
+    if (!values.audience) throw new CliError('verify needs --audience (the resource the Biscuit is used at)', 2);
+    return verifyBiscuitToken(token, { issuer, audience: values.audience, tools: values.tool ?? [], ...(spend !== undefined ? { spend } : {}) });
+  }
+  if (values.tool || spend !== undefined) throw new CliError('--tool and --spend apply to Biscuits only', 2);
+  return verifyJwt(token, { issuer, audience: values.audience, trustDomain: values['trust-domain'] });
+}
+
+/** An access token (or a Txn-Token, by its `typ`) checked with the verifier library. */
+async function verifyJwt(token: string, opts: { issuer: string; audience: string | undefined; trustDomain: string | undefined }): Promise<unknown> {
   const { Verifier, VerificationError } = await import('../verifier/index.js');
   const typ = (() => {
     try {
@@ -148,12 +185,12 @@ export async function verifyCommand(args: string[], env: NodeJS.ProcessEnv): Pro
     }
   })();
   const isTxn = typ === 'txntoken+jwt';
-  if (!isTxn && !values.audience) throw new CliError('verify needs --audience (the resource the token is for)', 2);
-  const verifier = new Verifier({ issuer, audience: values.audience ?? '', ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}) });
+  if (!isTxn && !opts.audience) throw new CliError('verify needs --audience (the resource the token is for)', 2);
+  const verifier = new Verifier({ issuer: opts.issuer, audience: opts.audience ?? '', ...(opts.trustDomain ? { trustDomain: opts.trustDomain } : {}) });
   try {
     const result = isTxn
       ? await verifier.verifyTxnToken(token)
-      : await verifier.verifyAccessToken({ authorization: `Bearer ${token}`, method: 'GET', url: values.audience! });
+      : await verifier.verifyAccessToken({ authorization: `Bearer ${token}`, method: 'GET', url: opts.audience! });
     return { valid: true, ...result };
   } catch (err) {
     if (err instanceof VerificationError) throw new CliError(`invalid: ${err.message}`, 1);

@@ -17,7 +17,11 @@ commands:
   keys      list | rotate
   token     --id ID --secret SECRET [--scope S] [--resource R]   (client credentials, for trying things)
   decode    JWT   (header and claims, not verified)
+            BISCUIT [--issuer URL]   (root key id, revocation ids, each block's Datalog and the chain; needs the
+                                      issuer's root key, from --issuer or AGENT_STS_URL; revocation not checked)
   verify    TOKEN --audience A [--issuer URL] [--trust-domain D]   (as a resource server would; DPoP-bound tokens need a proof and are refused)
+            BISCUIT --audience A [--issuer URL] [--tool T]... [--spend CENTS]   (the whole chain for these tools, this
+                                      resource and this spend, and the issuer's revocation list)
 
 agents, keys and token talk to a running server: --url or AGENT_STS_URL (default http://localhost:8080),
 and the admin token from --admin-token, AGENT_STS_ADMIN_TOKEN or DATA_DIR/admin-token. Output is JSON.
@@ -67,7 +71,7 @@ async function main(argv: string[]): Promise<void> {
         : command === 'keys' ? await cmds.keysCommand(argv.slice(1), process.env)
           : command === 'token' ? await cmds.tokenCommand(argv.slice(1), process.env)
             : command === 'verify' ? await cmds.verifyCommand(argv.slice(1), process.env)
-              : cmds.decodeCommand(argv.slice(1));
+              : await cmds.decodeCommand(argv.slice(1), process.env);
       process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
     } catch (err) {
       if (err instanceof cmds.CliError) fail(err.message, err.code);
