@@ -36,6 +36,7 @@ export class KeyManager {
   private readonly importedPrivate = new Map<string, KeyObject>();
   private published = new Map<string, JWK>();
   private publishedAt = 0;
+  private reading: Promise<void> | undefined;
 
   constructor(
     private readonly db: Knex,
@@ -117,10 +118,16 @@ export class KeyManager {
    */
   async publicKey(kid: string | undefined): Promise<JWK | undefined> {
     if (!kid) return undefined;
-    const now = Date.now();
-    if (!this.published.has(kid) && now - this.publishedAt >= 1000) {
-      this.publishedAt = now;
-      this.published = new Map((await this.jwks()).keys.map((k) => [k.kid!, k]));
+    // A lookup arriving while the published keys are being re-read waits for that read.
+    if (!this.published.has(kid) && this.reading) await this.reading;
+    if (!this.published.has(kid) && Date.now() - this.publishedAt >= 1000) {
+      this.publishedAt = Date.now();
+      this.reading = this.jwks().then(({ keys }) => {
+        this.published = new Map(keys.map((k) => [k.kid!, k]));
+      }).finally(() => {
+        this.reading = undefined;
+      });
+      await this.reading;
     }
     return this.published.get(kid);
   }

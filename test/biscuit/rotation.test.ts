@@ -52,3 +52,4 @@ describe('Biscuit root key rotation', () => {
     await expect(verify(delegated.body.access_token)).resolves.toMatchObject({ rootKeyId: oldRoot, hops: [{ signedBy: 'issuer', delegate: next.id }] });
   });
 });
+

@@ -77,6 +77,25 @@ describe('signing key rotation', () => {
       if (tok) expect(published.has(decodeProtectedHeader(tok).kid!)).toBe(true);
     }
   });
+  it('answers every concurrent lookup of a key it has not read yet, not only the one that reads it', async () => {
+    const keys = ts.server.keys;
+    const { kid } = (await keys.jwks()).keys[0]!;
+    // Forget what was read, and make the next read slow, so the lookups below overlap it.
+    const internals = keys as unknown as { published: Map<string, unknown>; publishedAt: number; jwks: () => Promise<unknown> };
+    internals.published = new Map();
+    internals.publishedAt = 0;
+    const read = keys.jwks.bind(keys);
+    internals.jwks = async () => {
+      await new Promise((r) => setTimeout(r, 50));
+      return read();
+    };
+    try {
+      const found = await Promise.all(Array.from({ length: 5 }, () => keys.publicKey(kid)));
+      expect(found.map((k) => k?.kid)).toEqual(Array(5).fill(kid));
+    } finally {
+      delete (internals as { jwks?: unknown }).jwks;
+    }
+  });
 });
 
 describe.runIf(!!POSTGRES_URL)('rotation across servers sharing one PostgreSQL database', () => {
