@@ -5,6 +5,7 @@
 import { createServer } from 'node:http';
 import { exportJWK, generateKeyPair } from 'jose';
 import Provider from 'oidc-provider';
+import { reportReady } from './child-ready.js';
 
 const port = Number(process.env.PORT);
 const issuer = `http://127.0.0.1:${port}`;
@@ -24,4 +25,4 @@ const provider = new Provider(issuer, {
   },
   responseTypes: [],
 });
-createServer(provider.callback()).listen(port, '127.0.0.1', () => process.send?.('ready'));
+createServer(provider.callback()).listen(port, '127.0.0.1', reportReady);
