@@ -24,6 +24,24 @@ export const IDENTITY_HEADERS = ['x-agent-sts-subject', 'x-agent-sts-client', 'x
 const CREDENTIAL_HEADERS = ['authorization', 'dpop', 'txn-token', 'workload-identity-token', 'workload-proof-token'];
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'host', 'content-length'];
 
+/** A Host header value: a DNS name, IPv4 address or bracketed IPv6 address, and an optional port. */
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?$/;
+
+function parseUrl(url: string): URL | undefined {
+  try {
+    return new URL(url);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The upstream URL for a request target, or undefined unless the target is a path on the upstream itself. */
+function originFormTarget(upstream: URL, requestTarget: string): URL | undefined {
+  if (!requestTarget.startsWith('/')) return undefined;
+  const target = parseUrl(`${upstream.origin}${requestTarget}`);
+  return target?.origin === upstream.origin ? target : undefined;
+}
+
 function identityHeaders(v: VerifiedRequest): Record<string, string> {
   const t = v.accessToken ?? v.txnToken ?? v.workload!;
   return {
@@ -67,8 +85,16 @@ export function createGuardProxy(opts: GuardProxyOptions): Server {
   return createServer((req, res) => {
     (async () => {
       const host = req.headers.host ?? `127.0.0.1`;
-      const url = `http://${host}${req.url ?? '/'}`;
-      const path = new URL(url).pathname;
+      // Only an origin-form target (a path) under a plain Host: an absolute-form or protocol-relative
+      // target would otherwise resolve to another server than the upstream.
+      const target = originFormTarget(upstream, req.url ?? '/');
+      const called = HOST.test(host) ? parseUrl(`http://${host}${req.url ?? '/'}`) : undefined;
+      if (!target || !called) {
+        refuse(res, 400, {}, { error: 'invalid_request', error_description: 'the request target or Host header is not valid' });
+        return;
+      }
+      const url = called.href;
+      const path = called.pathname;
       if (path === PROTECTED_RESOURCE_METADATA_PATH && req.method === 'GET') {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify(metadata));
@@ -107,7 +133,6 @@ export function createGuardProxy(opts: GuardProxyOptions): Server {
         headers[name] = v;
       }
       Object.assign(headers, identity, { host: upstream.host, 'content-length': String(body.length) });
-      const target = new URL(req.url ?? '/', upstream);
       const proxied = send(target, { method: req.method, headers }, (up) => {
         const out: Record<string, string | string[]> = {};
         for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.includes(k)) out[k] = v;

@@ -98,6 +98,21 @@ export function targetUri(url: string): string {
   return `${u.protocol}//${u.host}${u.pathname}`;
 }
 
+function targetUriOrUndefined(url: string): string | undefined {
+  try {
+    return targetUri(url);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The target URI of the request being verified; a URL that does not parse is the client's error. */
+function requestTargetUri(url: string): string {
+  const target = targetUriOrUndefined(url);
+  if (target === undefined) throw new VerificationError('invalid_request', 'the request URL is not valid');
+  return target;
+}
+
 function header(headers: HttpRequestLike['headers'], name: string): string | undefined {
   const v = headers[name] ?? headers[name.toLowerCase()];
   if (Array.isArray(v)) {
@@ -321,7 +336,8 @@ export class Verifier {
       alg === 'ES256' ? { key, dsaEncoding: 'ieee-p1363' } : key, Buffer.from(parts[2]!, 'base64url'));
     if (!ok) throw fail('signature is not valid');
     if (claims.htm !== req.method.toUpperCase()) throw fail('htm does not match the request method');
-    if (typeof claims.htu !== 'string' || targetUri(claims.htu) !== targetUri(req.url)) throw fail('htu does not match the request URL');
+    const called = requestTargetUri(req.url);
+    if (typeof claims.htu !== 'string' || targetUriOrUndefined(claims.htu) !== called) throw fail('htu does not match the request URL');
     const now = Math.floor(Date.now() / 1000);
     const maxAge = this.options.dpopMaxAge ?? 60;
     if (typeof claims.iat !== 'number' || claims.iat > now + this.skew || claims.iat < now - maxAge - this.skew) throw fail('iat is not fresh');
@@ -347,7 +363,7 @@ export class Verifier {
     let wpt;
     try {
       wpt = await verifyWpt(input.wpt, {
-        wit: input.wit, witJwk: jwk, audience: targetUri(input.url), now: Math.floor(Date.now() / 1000),
+        wit: input.wit, witJwk: jwk, audience: requestTargetUri(input.url), now: Math.floor(Date.now() / 1000),
         ...(input.accessToken ? { accessToken: input.accessToken } : {}), ...(input.txnToken ? { txnToken: input.txnToken } : {}),
       });
     } catch (err) {

@@ -572,7 +572,7 @@ describe('fuzzing every endpoint', () => {
     expect(records.length).toBeGreaterThan(0);
     for (const r of records) {
       const audience = typeof r.audience === 'string' ? JSON.parse(r.audience) : r.audience;
-      const ok = typeof r.jti === 'string' && r.jti.length > 0 && ['access_token', 'txn_token', 'wit', 'jwt_grant', 'jwt'].includes(r.type)
+      const ok = typeof r.jti === 'string' && r.jti.length > 0 && ['access_token', 'txn_token', 'wit', 'jwt_grant', 'jwt', 'biscuit'].includes(r.type)
         && typeof r.sub === 'string' && typeof r.client_id === 'string' && /^[A-Za-z0-9_-]{43}$/.test(r.token_hash)
         && Number(r.exp) >= Number(r.iat) && Array.isArray(audience) && audience.every((x: unknown) => typeof x === 'string')
         && (r.revoked_at === null) === (r.revoked_reason === null);

@@ -158,6 +158,30 @@ describe('the verifier library and its middleware', () => {
     }
   });
 
+  it('answers a DPoP proof whose htu is no URL, and a request URL that does not parse, with a refusal, never an exception', async () => {
+    const { calculateJwkThumbprint } = await import('jose');
+    const { createHash } = await import('node:crypto');
+    const keys = await generateKeyPair('ES256');
+    const jwk = await exportJWK(keys.publicKey);
+    const now = Math.floor(Date.now() / 1000);
+    const bound = await signAsServer(ts, { iss: ts.issuer, sub: agent.id, aud: API, scope: 'tools:read', jti: 'bound-1', iat: now, exp: now + 60, cnf: { jkt: await calculateJwkThumbprint(jwk) } });
+    const ath = createHash('sha256').update(bound).digest('base64url');
+    const proof = (htu: string) => new SignJWT({ htm: 'GET', htu, iat: now, jti: crypto.randomUUID(), ath }).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk }).sign(keys.privateKey);
+    for (const htu of ['not a url', 'http://a b/read', '']) {
+      await expect(verifier.verifyRequest({ method: 'GET', url: `${API}/read`, headers: { authorization: `DPoP ${bound}`, dpop: await proof(htu) } }))
+        .rejects.toMatchObject({ name: 'VerificationError', code: 'invalid_dpop_proof', status: 401 });
+    }
+    await expect(verifier.verifyRequest({ method: 'GET', url: 'http://a b/read', headers: { authorization: `DPoP ${bound}`, dpop: await proof(`${API}/read`) } }))
+      .rejects.toMatchObject({ name: 'VerificationError', code: 'invalid_request', status: 400 });
+    const key = await newAgentKey();
+    const wit = await witByJoinToken(ts, agent.id, key);
+    await expect(verifier.verifyRequest({ method: 'GET', url: 'http://a b/read', headers: { 'workload-identity-token': wit, 'workload-proof-token': await wpt(wit, key, `${API}/read`) } }))
+      .rejects.toMatchObject({ name: 'VerificationError', code: 'invalid_request', status: 400 });
+    // Control: the same token with a proof for the URL called.
+    await expect(verifier.verifyRequest({ method: 'GET', url: `${API}/read`, headers: { authorization: `DPoP ${bound}`, dpop: await proof(`${API}/read`) } }))
+      .resolves.toMatchObject({ accessToken: { subject: agent.id } });
+  });
+
   it('accepts Txn-Tokens and WIT + WPT pairs, and refuses a replayed WPT', async () => {
     const txn = (await exchange(agent, { subject_token: await token(), subject_token_type: AT, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 'tools:read' })).body.access_token as string;
     const res = await call(`${koaApp.url}/read`, { 'txn-token': txn });
