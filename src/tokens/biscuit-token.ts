@@ -3,7 +3,7 @@ import { datalogParams, type BiscuitApi } from './biscuit-wasm.js';
 import { biscuitKeyText, biscuitPrivateKey, biscuitPublicKey } from './biscuit-keys.js';
 import { BiscuitError, fromLibraryError } from './biscuit-errors.js';
 import { authorityBlock, hopBlock, type AuthorityFacts, type BiscuitLimits, type HopFacts } from './biscuit-blocks.js';
-import type { BiscuitChain } from './biscuit-chain.js';
+import { hasVisibleText, type BiscuitChain } from './biscuit-chain.js';
 
 type Biscuit = BiscuitApi['Biscuit']['prototype'];
 
@@ -83,7 +83,7 @@ export function nextHop(chain: BiscuitChain, req: DelegationRequest): HopFacts {
   const fail = (failure: 'widened' | 'context' | 'depth' | 'malformed', message: string) => new BiscuitError(failure, message, index);
   if (index > chain.authority.maxDepth) throw fail('depth', `max_depth ${chain.authority.maxDepth} allows no further delegation`);
   if (typeof req.delegate !== 'string' || !req.delegate || req.delegate.length > MAX_TEXT) throw fail('malformed', 'delegate must be a workload identifier');
-  if (typeof req.context !== 'string' || !req.context.trim()) throw fail('context', 'a delegation needs a non-empty context');
+  if (typeof req.context !== 'string' || !hasVisibleText(req.context)) throw fail('context', 'a delegation needs a non-empty context');
   if (req.context.length > MAX_TEXT) throw fail('malformed', `context must be at most ${MAX_TEXT} characters`);
   const { current } = chain;
   const rights = req.tools === undefined ? current.rights : [...new Set(req.tools)].sort();

@@ -54,6 +54,7 @@ describe('Biscuit forgeries are refused at verification', () => {
   it('an empty or blank context', async () => {
     await refused(rawHop(t0, root, hop(1, { context: '' }), k[0]), 'context', 1);
     await refused(rawHop(t0, root, hop(1, { context: ' \t ' }), k[0]), 'context', 1);
+    await refused(rawHop(t0, root, hop(1, { context: '\u200b\u200d\ufeff' }), k[0]), 'context', 1);
   });
 
   it('a delegator that is not the previous delegate', async () => {
