@@ -95,7 +95,8 @@ describe('database stopped under load', () => {
     load = undefined;
 
     const summary = { all: summarize(outcomes), outage: summarize(outcomes.filter((o) => o.end >= stopAt && o.start <= upAt)) };
-    console.log('database outage:', JSON.stringify(summary), `stop ${Math.round(downAt - stopAt)} ms, start ${Math.round(upAt - startAt)} ms, recovered ${recoveredAt === undefined ? 'never' : `${Math.round(recoveredAt - upAt)} ms after start`}`);
+    const slowest = Math.max(...outcomes.filter((o) => o.end >= stopAt && o.start <= upAt).map((o) => o.end - o.start));
+    console.log('database outage:', JSON.stringify(summary), `slowest answer during the outage ${Math.round(slowest)} ms; stop ${Math.round(downAt - stopAt)} ms, start ${Math.round(upAt - startAt)} ms, recovered ${recoveredAt === undefined ? 'never' : `${Math.round(recoveredAt - upAt)} ms after start`}`);
 
     // Every answer is a token or a 503 temporarily_unavailable: no 500, no dropped connection, no other error.
     const unexpected = outcomes.filter((o) => !(o.status === 200 || (o.status === 503 && o.body?.error === 'temporarily_unavailable')));
