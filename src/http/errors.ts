@@ -1,6 +1,7 @@
 import type { Context, Next } from 'koa';
 import type { Logger } from '../log/logger.js';
 import { RegistrationError } from '../identity/agent-registration.js';
+import { isDatabaseUnavailable } from '../storage/database-errors.js';
 
 /** An error with its HTTP status and RFC 6749-style code, shown to the caller as JSON. */
 export class ApiError extends Error {
@@ -12,7 +13,10 @@ export class ApiError extends Error {
 
 export const notFound = (what: string) => new ApiError(404, 'not_found', `${what} not found`);
 
-/** Maps every error thrown by our routes to `{error, error_description}`; never a stack trace, never a 500 for bad input. */
+/**
+ * Maps every error thrown by our routes to `{error, error_description}`; never a stack trace, never a 500 for bad
+ * input, and `503 temporarily_unavailable` when the database can't be reached.
+ */
 export function errorMapper(logger: Logger) {
   return async function mapErrors(ctx: Context, next: Next): Promise<void> {
     try {
@@ -33,6 +37,13 @@ export function errorMapper(logger: Logger) {
         status = e.status;
         code = status === 413 ? 'request_too_large' : status === 415 ? 'unsupported_media_type' : 'invalid_request';
         description = e.expose ? e.message : 'bad request';
+      } else if (isDatabaseUnavailable(err)) {
+        // The database is stopped, restarting or unreachable: a retry can succeed.
+        status = 503;
+        code = 'temporarily_unavailable';
+        description = 'the database is unreachable; try again';
+        ctx.set('Retry-After', '1');
+        logger.warn({ err: { name: e.name, message: e.message }, path: ctx.path }, 'database unreachable; answered 503');
       } else {
         logger.error({ err: { name: e.name, message: e.message, stack: e.stack }, path: ctx.path }, 'unhandled error');
       }

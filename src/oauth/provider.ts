@@ -10,6 +10,7 @@ import { adapterFactory } from './adapter.js';
 import { AGENT_METADATA, type AgentClientFields } from './client-metadata.js';
 import { resourceServerFor, defaultResourceFor } from './resource-servers.js';
 import { bindToWorkloadKey } from './workload-bound-tokens.js';
+import { databaseOutageMiddleware, noteServerError } from './database-outage.js';
 
 export interface ProviderDeps {
   issuer: string;
@@ -107,6 +108,8 @@ export function buildProvider(deps: ProviderDeps): Provider {
 
   for (const g of deps.grants) provider.registerGrantType(g.name, g.handler as never, g.params, g.dupes);
   for (const mw of deps.middleware) provider.use(mw);
+  // Innermost, so the middleware above sees the 503 a database outage is answered with.
+  provider.use(databaseOutageMiddleware());
 
   // The provider's detailed reason for a refusal, kept for the decision record (never sent to the client).
   for (const event of ['grant.error', 'introspection.error', 'revocation.error']) {
@@ -116,6 +119,10 @@ export function buildProvider(deps: ProviderDeps): Provider {
   }
 
   provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
+    if (noteServerError(ctx, err)) {
+      deps.logger.warn({ err: { name: err.name, message: err.message }, route: ctx.oidc?.route }, 'database unreachable; answered 503');
+      return;
+    }
     deps.logger.error({ err: { name: err.name, message: err.message, stack: err.stack }, route: ctx.oidc?.route }, 'oauth server error');
   });
 

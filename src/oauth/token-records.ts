@@ -4,6 +4,8 @@ import type { EventsRepo } from '../storage/events-repo.js';
 import type { NewTokenRecord, TokensRepo } from '../storage/tokens-repo.js';
 import type { RecordWriter } from '../storage/record-writer.js';
 import { accessTokenRecord } from '../tokens/access-token.js';
+import { isDatabaseUnavailable } from '../storage/database-errors.js';
+import { failedOnDatabase } from './database-outage.js';
 
 interface Deps {
   tokens: TokensRepo;
@@ -59,10 +61,13 @@ export function tokenRecordsMiddleware(deps: Deps) {
         ctx.status = 503;
         ctx.set('Retry-After', '1');
         ctx.body = { error: 'temporarily_unavailable', error_description: 'the token could not be recorded; try again' };
-        await deps.events.record({ decision: 'refused', action: `token:${grantType ?? 'unknown'}`, client_id: clientId, reason: 'temporarily_unavailable', detail: 'record write failed' }).catch(() => {});
+        // With the database unreachable the event can't be written either; trying would only delay the answer.
+        if (!isDatabaseUnavailable(err)) {
+          await deps.events.record({ decision: 'refused', action: `token:${grantType ?? 'unknown'}`, client_id: clientId, reason: 'temporarily_unavailable', detail: 'record write failed' }).catch(() => {});
+        }
         return;
       }
-    } else if (ctx.status >= 400 && body && typeof body.error === 'string') {
+    } else if (ctx.status >= 400 && body && typeof body.error === 'string' && !failedOnDatabase(ctx)) {
       await deps.events.record({
         decision: 'refused',
         action: `token:${typeof grantType === 'string' ? grantType.slice(0, 200) : 'unknown'}`,
