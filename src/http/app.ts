@@ -5,6 +5,7 @@ import type { Database } from '../storage/database.js';
 import type { KeyManager } from '../keys/key-manager.js';
 import type { OAuthCore } from '../oauth/oauth-core.js';
 import { ApiError, errorMapper, notFound } from './errors.js';
+import { isDatabaseUnavailable } from '../storage/database-errors.js';
 import { requestLog } from './request-log.js';
 import type { ServerMetrics } from '../metrics/server-metrics.js';
 import { metricsRoutes, requestMetrics } from './metrics-routes.js';
@@ -74,9 +75,18 @@ export function createApp(parts: AppParts): Koa {
     ctx.body = { status: ok ? 'ready' : 'database unreachable' };
   });
   router.get('/jwks', async (ctx) => {
-    ctx.set('Cache-Control', 'public, max-age=60');
+    let jwks;
+    try {
+      jwks = await parts.keys.jwks();
+      ctx.set('Cache-Control', 'public, max-age=60');
+    } catch (err) {
+      // While the database can't be reached, verifiers still get the keys last read, for a short while.
+      jwks = isDatabaseUnavailable(err) ? parts.keys.lastJwks() : undefined;
+      if (!jwks) throw err;
+      ctx.set('Cache-Control', 'public, max-age=5');
+    }
     ctx.type = 'application/jwk-set+json';
-    ctx.body = await parts.keys.jwks();
+    ctx.body = jwks;
   });
 
   app.use(router.routes());
@@ -101,6 +111,8 @@ export function createApp(parts: AppParts): Koa {
     if (!methods) return next();
     if (!methods.includes(ctx.method)) throw methodNotAllowed(ctx, methods);
     await serveOAuth(ctx, next);
+    // Token, introspection and revocation answers, errors included, are never cached (RFC 6749 §5.1, §5.2).
+    if (ctx.method === 'POST' && !ctx.response.get('Cache-Control')) ctx.set('Cache-Control', 'no-store');
     // The provider answers only CORS preflights; any other OPTIONS gets the allowed methods, not an empty 404.
     if (ctx.method === 'OPTIONS' && ctx.status === 404 && ctx.body == null) {
       ctx.set('Allow', methods.join(', '));

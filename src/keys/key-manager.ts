@@ -37,6 +37,7 @@ export class KeyManager {
   private published = new Map<string, JWK>();
   private publishedAt = 0;
   private reading: Promise<void> | undefined;
+  private lastPublished: { keys: JWK[] } | undefined;
 
   constructor(
     private readonly db: Knex,
@@ -56,6 +57,8 @@ export class KeyManager {
       }
     });
     await this.load();
+    // The published set, read once now, can be served even if the database is unreachable later.
+    await this.jwks();
   }
 
   /** Reloads the active keys; returns true when they changed (for example after another server rotated). */
@@ -171,7 +174,13 @@ export class KeyManager {
   /** Public keys: pending and active keys, and retired keys with unexpired tokens. */
   async jwks(): Promise<{ keys: JWK[] }> {
     const rows = await this.repo.published(this.now());
-    return { keys: rows.map((r) => r.public_jwk as JWK) };
+    this.lastPublished = { keys: rows.map((r) => r.public_jwk as JWK) };
+    return this.lastPublished;
+  }
+
+  /** The key set as last read from the database, to publish while the database can't be reached. */
+  lastJwks(): { keys: JWK[] } | undefined {
+    return this.lastPublished;
   }
 
   async list(): Promise<PublicKeyInfo[]> {

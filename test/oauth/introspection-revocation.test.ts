@@ -31,6 +31,15 @@ describe('introspection (RFC 7662) and revocation (RFC 7009) of JWT access token
     await ts?.close();
   });
 
+  it('answers errors at introspection and revocation with Cache-Control: no-store', async () => {
+    for (const path of ['/token/introspection', '/token/revocation']) {
+      const res = await postForm(`${ts.url}${path}`, {}, auth('rs'));
+      expect(res.status, path).toBe(400);
+      expect(res.body.error, path).toBe('invalid_request');
+      expect(res.headers.get('cache-control'), path).toBe('no-store');
+    }
+  });
+
   it('introspects a live token with its claims', async () => {
     const tok = await token('caller', 'read write');
     const claims = decodeJwt(tok);
