@@ -4,6 +4,7 @@ import * as m002 from './002_workload_identity.js';
 import * as m003 from './003_token_exchange.js';
 import * as m004 from './004_biscuit.js';
 import * as m005 from './005_audit_order.js';
+import * as m006 from './006_workflows.js';
 
 interface Migration {
   name: string;
@@ -12,7 +13,7 @@ interface Migration {
 }
 
 /** Every migration, in order. A new migration is a new file here, never an edit of an applied one. */
-const migrations: Migration[] = [m001, m002, m003, m004, m005];
+const migrations: Migration[] = [m001, m002, m003, m004, m005, m006];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
   getMigrations: async () => migrations,

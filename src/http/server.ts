@@ -38,6 +38,9 @@ import { keysRoutes } from './admin/keys-routes.js';
 import { tokensRoutes } from './admin/tokens-routes.js';
 import { auditRoutes } from './admin/audit-routes.js';
 import { AuditRepo } from '../storage/audit-repo.js';
+import { WorkflowsRepo } from '../storage/workflows-repo.js';
+import { WorkflowIntents } from '../oauth/workflow-intent.js';
+import { workflowsRoutes } from './admin/workflows-routes.js';
 import { ServerMetrics } from '../metrics/server-metrics.js';
 
 export interface RunningServer {
@@ -86,6 +89,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const replay = new ReplayRepo(knex, now);
     const agentsCache = new AgentsCache(agents, config.agentCacheTtlMs);
     const externalJwts = new ExternalJwtVerifier(config.trustedIssuers, now);
+    const workflows = new WorkflowsRepo(knex);
+    const workflowIntents = new WorkflowIntents({ workflows, tokens });
     const issuedTokens = new IssuedTokenVerifier({ issuer: config.issuer, trustDomain: config.trustDomain, keys, tokens, agents, now });
     const oauth = new OAuthCore({
       issuer: config.issuer,
@@ -102,7 +107,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
           issuer: config.issuer, trustDomain: config.trustDomain, accessTokenTtl: config.accessTokenTtl, txnTokenTtl: config.txnTokenTtl,
           maxTxnTokensPerTxn: config.maxTxnTokensPerTxn, maxDelegationDepth: config.maxDelegationDepth, signingAlg: config.signingAlg,
           keys, verifier: issuedTokens, external: externalJwts, partners: config.partnerDomains.map((p) => p.issuer), now,
-          biscuitTtl: config.biscuitTtl, tokens, agents,
+          biscuitTtl: config.biscuitTtl, tokens, agents, workflowIntents,
         }),
         params: TOKEN_EXCHANGE_PARAMS,
         dupes: ['resource', 'audience'],
@@ -117,6 +122,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
         dupes: ['resource', 'audience'],
       }],
       logger,
+      workflowIntents,
       middleware: [
         tokenRecordsMiddleware({ tokens, records: new RecordWriter(knex, undefined, tokens), events, logger }),
         errorDetailMiddleware(),
@@ -162,7 +168,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       witClientAuth: witClientAuth({ authenticator, issuer: config.issuer, events }),
       publicRouters: [witRoutes(witIssuer, events), biscuitRevocationListRoutes(tokens, now)],
       adminAuth: requireAdmin(adminHash),
-      routers: [agentsRoutes(registry), keysRoutes(keys, events, config.keyActivationDelay, (activateAt) => scheduleActivation(activateAt)), tokensRoutes(tokens, events), biscuitAdminRoutes(tokens, events, now), auditRoutes(new AuditRepo(knex), logger)],
+      routers: [agentsRoutes(registry), keysRoutes(keys, events, config.keyActivationDelay, (activateAt) => scheduleActivation(activateAt)), tokensRoutes(tokens, events), biscuitAdminRoutes(tokens, events, now), auditRoutes(new AuditRepo(knex), logger),
+        workflowsRoutes({ workflows, events, trustDomain: config.trustDomain })],
       ...(metrics ? { metrics: { metrics, token: config.metricsToken } } : {}),
     });
 

@@ -27,7 +27,7 @@ export const SUBJECT_TOKEN_TYPES = [
 ] as const;
 
 // RFC 6749 §3.3 scope-token.
-const scopeToken = z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]{1,128}$/, 'each scope must be 1-128 printable characters without spaces, quotes or backslashes');
+export const scopeToken = z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]{1,128}$/, 'each scope must be 1-128 printable characters without spaces, quotes or backslashes');
 const AUDIENCE_SCHEMES = new Set(['https:', 'http:', 'urn:', 'spiffe:', 'wimse:']);
 const audience = z.string().max(2048).refine((v) => {
   const u = URL.parse(v);
@@ -69,7 +69,7 @@ function mutableFields(maxDepth: number) {
 }
 
 /** PostgreSQL can't store U+0000 in text or jsonb: no registration field may hold one, in any string or key. */
-function checkNoNul(input: unknown): void {
+export function checkNoNul(input: unknown): void {
   const pending = [input];
   while (pending.length) {
     const v = pending.pop();

@@ -12,3 +12,28 @@ declare module 'oidc-provider/lib/helpers/validate_dpop.js' {
 declare module 'oidc-provider/lib/helpers/sender_constraints.js' {
   export function checkDpopRequired(provider: unknown, ctx: unknown, dPoP: unknown): void;
 }
+
+// The built-in client-credentials grant, registered again with the workflow parameters (grants/client-credentials.ts).
+declare module 'oidc-provider/lib/actions/grants/client_credentials.js' {
+  export const handler: (provider: unknown, helpers: Record<string, unknown>, ctx: unknown) => Promise<void>;
+  export const parameters: Set<string>;
+}
+
+declare module 'oidc-provider/lib/helpers/grants.js' {
+  type Helper = (provider: unknown, ...args: never[]) => unknown;
+  export const consumeGrantSource: Helper;
+  export const findAccount: Helper;
+  export const findGrantSource: Helper;
+  export const validateGrant: Helper;
+  export const checkDpopRequired: Helper;
+  export const checkMtlsCert: Helper;
+  export const validateDpop: Helper;
+  export const checkDpopReplay: Helper;
+  export const applyAuthorizationDetails: Helper;
+  export const resolveAndApplyResource: Helper;
+  export const resolveRequestedResources: Helper;
+  export const validateClientScope: Helper;
+  export const applyRefreshTokenBindings: Helper;
+  export const shouldIssueRefreshToken: Helper;
+  export const buildTokenResponse: Helper;
+}

@@ -11,6 +11,8 @@ import { AGENT_METADATA, type AgentClientFields } from './client-metadata.js';
 import { resourceServerFor, defaultResourceFor } from './resource-servers.js';
 import { bindToWorkloadKey } from './workload-bound-tokens.js';
 import { databaseOutageMiddleware, noteServerError } from './database-outage.js';
+import { addWorkflowClaims, registerClientCredentials } from './grants/client-credentials.js';
+import type { WorkflowIntents } from './workflow-intent.js';
 
 export interface ProviderDeps {
   issuer: string;
@@ -26,6 +28,8 @@ export interface ProviderDeps {
   logger: Logger;
   /** Grants of ours on the token endpoint (token exchange). */
   grants: { name: string; handler: (ctx: KoaContextWithOIDC) => Promise<void>; params: string[]; dupes?: string[] }[];
+  /** Workflow steps named by client-credentials requests (intent-bound tokens). */
+  workflowIntents: WorkflowIntents;
   /** Middleware run around every provider request (records, our introspection, discovery). */
   middleware: ((ctx: KoaContextWithOIDC, next: () => Promise<void>) => Promise<void>)[];
 }
@@ -83,7 +87,12 @@ export function buildProvider(deps: ProviderDeps): Provider {
       },
     },
     formats: {
-      customizers: { jwt: bindToWorkloadKey },
+      customizers: {
+        jwt: async (ctx, token, jwt) => {
+          await bindToWorkloadKey(ctx, token, jwt);
+          addWorkflowClaims(ctx, jwt);
+        },
+      },
     },
     ttl: {
       ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? deps.accessTokenTtl,
@@ -106,6 +115,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
   // One-time identifiers (client assertion and DPoP proof jti) are claimed atomically.
   (provider.ReplayDetection as unknown as { unique: (iss: string, jti: string, exp: number) => Promise<boolean> }).unique = (iss, jti, exp) => deps.replay.claim(iss, jti, exp);
 
+  registerClientCredentials(provider, deps.workflowIntents);
   for (const g of deps.grants) provider.registerGrantType(g.name, g.handler as never, g.params, g.dupes);
   for (const mw of deps.middleware) provider.use(mw);
   // Innermost, so the middleware above sees the 503 a database outage is answered with.

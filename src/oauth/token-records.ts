@@ -6,6 +6,7 @@ import type { RecordWriter } from '../storage/record-writer.js';
 import { accessTokenRecord } from '../tokens/access-token.js';
 import { isDatabaseUnavailable } from '../storage/database-errors.js';
 import { failedOnDatabase } from './database-outage.js';
+import { stepRunGuard, workflowTags, type WorkflowIssuance } from './workflow-intent.js';
 
 interface Deps {
   tokens: TokensRepo;
@@ -21,6 +22,8 @@ export interface IssuanceContext {
   complete?: NewTokenRecord;
   /** Refuse the token if its transaction already holds this many tokens of its type. */
   maxPerTxn?: number;
+  /** The workflow step the token is issued for: checked again, atomically, as its record is inserted. */
+  workflow?: WorkflowIssuance;
 }
 
 function claimedClientId(ctx: KoaContextWithOIDC): string | null {
@@ -45,7 +48,15 @@ export function tokenRecordsMiddleware(deps: Deps) {
         const issuance = (ctx.state as { issuance?: IssuanceContext }).issuance;
         record = issuance?.complete ?? accessTokenRecord(body.access_token, issuance?.record);
         const issued = { action: `token:${grantType}`, client_id: clientId };
-        if (issuance?.maxPerTxn !== undefined && record.txn) {
+        if (issuance?.workflow) {
+          const refusal = await deps.tokens.insertGuarded(record, stepRunGuard(deps.tokens, issuance.workflow), issued);
+          if (refusal !== undefined) {
+            ctx.status = 400;
+            ctx.body = { error: 'invalid_request', error_description: refusal };
+            await deps.events.record({ decision: 'refused', action: `token:${grantType}`, client_id: clientId, reason: 'invalid_request', detail: refusal, ...workflowTags(ctx) });
+            return;
+          }
+        } else if (issuance?.maxPerTxn !== undefined && record.txn) {
           if (!(await deps.tokens.insertWithinTxnLimit(record, issuance.maxPerTxn, issued))) {
             const detail = `the transaction already has the maximum of ${issuance.maxPerTxn} Txn-Tokens`;
             ctx.status = 400;
@@ -74,6 +85,7 @@ export function tokenRecordsMiddleware(deps: Deps) {
         client_id: clientId,
         reason: body.error,
         detail: (ctx.state as { refusalDetail?: string }).refusalDetail ?? (typeof body.error_description === 'string' ? body.error_description : null),
+        ...workflowTags(ctx),
       }).catch((err: Error) => deps.logger.warn({ err: { message: err.message } }, 'decision event not recorded'));
     }
   };

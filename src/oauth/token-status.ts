@@ -27,11 +27,11 @@ export async function introspect(deps: Deps, token: string): Promise<Record<stri
   if (record.revoked_at || record.exp <= deps.now()) return { active: false };
   const agent = await deps.agents.find(record.client_id);
   if (agent?.status !== 'active') return { active: false };
-  const { iss, sub, aud, scope, client_id, jti, iat, exp, nbf, cnf, act, txn, agent_checksum, req_wl, tctx, rctx } = claims;
+  const { iss, sub, aud, scope, client_id, jti, iat, exp, nbf, cnf, act, txn, agent_checksum, intent, req_wl, tctx, rctx } = claims;
   const bearerUse = record.type === 'access_token' || record.type === 'wit';
   return {
     active: true,
-    iss, sub, aud, scope, client_id, jti, iat, exp, nbf, cnf, act, txn, agent_checksum, req_wl, tctx, rctx,
+    iss, sub, aud, scope, client_id, jti, iat, exp, nbf, cnf, act, txn, agent_checksum, intent, req_wl, tctx, rctx,
     token_type: !bearerUse ? 'N_A' : record.cnf_jkt ? 'DPoP' : 'Bearer',
     ...(found.typ ? { typ: found.typ } : {}),
   };

@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { storableText } from './text.js';
+import { hasNul, storableText } from './text.js';
 import { ignoreRecords, type RecordObserver } from './record-observer.js';
 
 export interface DecisionEvent {
@@ -9,6 +9,9 @@ export interface DecisionEvent {
   jti?: string | null;
   reason?: string | null;
   detail?: string | null;
+  /** For a refused workflow token request: the workflow and the transaction it named. */
+  workflow_id?: string | null;
+  workflow_txn?: string | null;
 }
 
 export interface StoredDecisionEvent extends Required<DecisionEvent> {
@@ -31,6 +34,7 @@ export class EventsRepo {
         jti: text(event.jti),
         reason: text(event.reason),
         detail: text(event.detail?.slice(0, 500)),
+        ...(event.workflow_id ? { workflow_id: text(event.workflow_id), workflow_txn: text(event.workflow_txn) } : {}),
       });
     } finally {
       this.observer.decisionRecorded(event);
@@ -43,6 +47,13 @@ export class EventsRepo {
     if (filter.decision) q.where({ decision: filter.decision });
     if (filter.after !== undefined) q.where('id', '<', filter.after);
     const rows = await q;
+    return rows.map((r) => ({ ...r, id: Number(r.id), at: new Date(r.at).toISOString() }));
+  }
+
+  /** Refusals of token requests for a workflow in a transaction, oldest first. */
+  async workflowRefusals(workflowId: string, txn: string, limit = 1000): Promise<StoredDecisionEvent[]> {
+    if (hasNul(workflowId) || hasNul(txn)) return [];
+    const rows = await this.db('decision_events').where({ decision: 'refused', workflow_id: workflowId, workflow_txn: txn }).orderBy('id').limit(limit);
     return rows.map((r) => ({ ...r, id: Number(r.id), at: new Date(r.at).toISOString() }));
   }
 }

@@ -19,6 +19,10 @@ export interface TokenRecord {
   cnf_jkt: string | null;
   /** For a Biscuit: the revocation id of its last block. */
   revocation_id?: string | null;
+  /** For an intent-bound token: the workflow, its version and the step it was issued for. */
+  workflow_id?: string | null;
+  workflow_version?: number | null;
+  workflow_step?: string | null;
   revoked_at: string | null;
   revoked_reason: string | null;
 }
@@ -36,7 +40,11 @@ export interface TokenFilter {
 function fromRow(row: Record<string, unknown>): TokenRecord {
   const r = row as unknown as TokenRecord;
   const revoked = row.revoked_at as Date | string | null;
-  return { ...r, revoked_at: revoked === null ? null : new Date(revoked).toISOString() };
+  return {
+    ...r,
+    revoked_at: revoked === null ? null : new Date(revoked).toISOString(),
+    ...(row.workflow_version !== undefined ? { workflow_version: row.workflow_version === null ? null : Number(row.workflow_version) } : {}),
+  };
 }
 
 export class TokensRepo {
@@ -161,14 +169,32 @@ export class TokensRepo {
    * insert run under a lock on the transaction id, so concurrent requests can't overshoot.
    */
   async insertWithinTxnLimit(record: NewTokenRecord, max: number, issued?: { action: string; client_id: string | null }): Promise<boolean> {
-    const inserted = await this.db.transaction(async (trx) => {
+    const refusal = await this.insertGuarded(record, async (trx) => ((await this.countInTxn(record.txn!, record.type, trx)) >= max ? 'limit' : undefined), issued);
+    return refusal === undefined;
+  }
+
+  /**
+   * Inserts the record unless `guard`, run in the same database transaction under a lock on the record's
+   * transaction id (`txn`), returns a reason to refuse it; then returns that reason. Check and insert are
+   * atomic: concurrent requests in one transaction see each other's records.
+   */
+  async insertGuarded(record: NewTokenRecord, guard: (trx: Knex) => Promise<string | undefined>, issued?: { action: string; client_id: string | null }): Promise<string | undefined> {
+    if (!record.txn) throw new Error('a guarded insert needs a record with a txn');
+    const refusal = await this.db.transaction(async (trx) => {
       await trx.raw('select pg_advisory_xact_lock(hashtext(?))', [`txn:${record.txn}`]);
-      if ((await this.countInTxn(record.txn!, record.type, trx)) >= max) return false;
+      const reason = await guard(trx);
+      if (reason !== undefined) return reason;
       await this.insertRow(record, trx, issued);
-      return true;
+      return undefined;
     });
-    if (inserted) this.observer.tokenRecorded(record.type);
-    return inserted;
+    if (refusal === undefined) this.observer.tokenRecorded(record.type);
+    return refusal;
+  }
+
+  /** The steps of a workflow version that have tokens in a transaction. */
+  async workflowStepsInTxn(txn: string, workflowId: string, version: number, trx: Knex = this.db): Promise<Set<string>> {
+    const rows = await trx('issued_tokens').where({ txn, workflow_id: workflowId, workflow_version: version }).distinct('workflow_step');
+    return new Set(rows.map((r: { workflow_step: string }) => r.workflow_step));
   }
 
   /** How many tokens of a type a transaction has. */

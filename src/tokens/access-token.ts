@@ -19,6 +19,15 @@ export interface AccessTokenClaims {
   cnf?: { jkt?: string };
   act?: unknown;
   txn?: string;
+  intent?: Intent;
+}
+
+/** The `intent` claim of a token issued for a workflow step (spec section 8). */
+export interface Intent {
+  workflow_id: string;
+  workflow_version: number;
+  workflow_step: string;
+  executed_by: string;
 }
 
 /** Reads the header and claims of a compact JWT this server signed; undefined when it is not a JWT. */
@@ -50,6 +59,7 @@ export function accessTokenRecord(token: string, extra: Partial<Pick<NewTokenRec
     exp: c.exp,
     token_hash: tokenHash(token),
     cnf_jkt: c.cnf?.jkt ?? null,
+    ...(c.intent ? { workflow_id: c.intent.workflow_id, workflow_version: c.intent.workflow_version, workflow_step: c.intent.workflow_step } : {}),
   };
 }
 
@@ -66,7 +76,7 @@ export interface ActClaim {
  */
 export async function mintAccessToken(opts: {
   issuer: string; subject: string; clientId: string; audience: string; scope?: string; now: number; exp: number;
-  signer: Signer; act?: ActClaim; jkt?: string; txn?: string; agentChecksum?: string; parentJti: string | null;
+  signer: Signer; act?: ActClaim; jkt?: string; txn?: string; agentChecksum?: string; intent?: Intent; parentJti: string | null;
 }): Promise<{ token: string; record: NewTokenRecord }> {
   const claims: AccessTokenClaims & { agent_checksum?: string } = {
     iss: opts.issuer,
@@ -81,6 +91,7 @@ export async function mintAccessToken(opts: {
     ...(opts.jkt ? { cnf: { jkt: opts.jkt } } : {}),
     ...(opts.txn ? { txn: opts.txn } : {}),
     ...(opts.agentChecksum ? { agent_checksum: opts.agentChecksum } : {}),
+    ...(opts.intent ? { intent: opts.intent } : {}),
   };
   const token = await signJwt(ACCESS_TOKEN_TYP, { ...claims }, opts.signer);
   return { token, record: accessTokenRecord(token, { parent_jti: opts.parentJti }) };

@@ -9,6 +9,7 @@ import { keysRoutes } from '../../src/http/admin/keys-routes.js';
 import { tokensRoutes } from '../../src/http/admin/tokens-routes.js';
 import { biscuitAdminRoutes } from '../../src/http/biscuit-routes.js';
 import { auditRoutes } from '../../src/http/admin/audit-routes.js';
+import { workflowsRoutes } from '../../src/http/admin/workflows-routes.js';
 import { GRANT_TYPES, SUBJECT_TOKEN_TYPES } from '../../src/identity/agent-registration.js';
 import { REQUESTED_TOKEN_TYPES, SUBJECT_TOKEN_TYPES_IN_USE } from '../../src/oauth/grants/token-exchange.js';
 
@@ -47,6 +48,9 @@ const ENDPOINTS: Record<string, string[]> = {
   '/admin/tokens/{jti}/lineage': ['get'],
   '/admin/tokens/{jti}/revoke': ['post'],
   '/admin/biscuits/revocations': ['post'],
+  '/admin/workflows': ['get', 'post'],
+  '/admin/workflows/{id}': ['get'],
+  '/admin/workflows/{id}/runs/{txn}': ['get'],
   '/admin/events': ['get'],
   '/admin/audit': ['get'],
 };
@@ -67,7 +71,7 @@ describe('openapi.yaml', () => {
 
   it('describes the routes the admin routers register', () => {
     const unused = {} as never;
-    const routers: Router[] = [agentsRoutes(unused), keysRoutes(unused, unused, 0, async () => {}), tokensRoutes(unused, unused), biscuitAdminRoutes(unused, unused, () => 0), auditRoutes(unused, unused)];
+    const routers: Router[] = [agentsRoutes(unused), keysRoutes(unused, unused, 0, async () => {}), tokensRoutes(unused, unused), biscuitAdminRoutes(unused, unused, () => 0), auditRoutes(unused, unused), workflowsRoutes(unused)];
     const registered = routers.flatMap((r) => r.stack.flatMap((layer) => layer.methods
       .filter((m) => m !== 'HEAD')
       .map((m) => `${m.toLowerCase()} ${String(layer.path).replace(/:(\w+)/g, '{$1}')}`)));
@@ -78,7 +82,7 @@ describe('openapi.yaml', () => {
   it('has the shared schemas and security schemes', () => {
     for (const name of [
       'Agent', 'AgentRegistration', 'AgentPatch', 'TokenExchangePolicy', 'TokenRecord', 'ActClaim', 'DecisionEvent', 'SigningKey', 'Jwks', 'Error',
-      'TokenRequest', 'TokenExchangeRequest', 'JwtBearerTokenRequest', 'TokenResponse', 'IntrospectionResponse', 'ServerMetadata', 'AuditLine',
+      'Workflow', 'WorkflowRegistration', 'WorkflowRun', 'IntentClaim', 'WorkflowTokenParams', 'TokenRequest', 'TokenExchangeRequest', 'JwtBearerTokenRequest', 'TokenResponse', 'IntrospectionResponse', 'ServerMetadata', 'AuditLine',
     ]) {
       expect(doc.components.schemas, name).toHaveProperty(name);
     }

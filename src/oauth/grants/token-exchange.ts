@@ -15,6 +15,9 @@ import { JWT_GRANT_TTL, mintJwtGrant } from '../../tokens/jwt-grant.js';
 import { single, type Client, type Params, type Subject } from './exchange-request.js';
 import { delegateBiscuitByExchange, mintBiscuitByExchange, type BiscuitExchangeDeps } from './biscuit-exchange.js';
 import { BISCUIT_TOKEN_TYPE } from '../../tokens/biscuit-blocks.js';
+import { readWorkflowRequest, stepScope, WORKFLOW_PARAMS, WorkflowRefusal } from '../../policy/workflows.js';
+import { toOAuthError as workflowError, type WorkflowIntents } from '../workflow-intent.js';
+import { witAuthStorage } from '../wit-client-auth.js';
 
 export { TOKEN_EXCHANGE_GRANT };
 export const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
@@ -24,6 +27,8 @@ export const TOKEN_EXCHANGE_PARAMS = [
   'audience', 'resource', 'scope', 'request_context', 'request_details',
   // Biscuit: the budget ceiling (integer cents) and a delegation's context.
   'budget', 'context',
+  // Intent-bound access tokens: the workflow step the token is for, and its transaction.
+  ...WORKFLOW_PARAMS,
 ];
 
 export const ID_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:id_token';
@@ -57,6 +62,8 @@ export interface TokenExchangeDeps extends BiscuitExchangeDeps {
   external: ExternalJwtVerifier;
   /** Partner authorization servers a JWT authorization grant may be issued for (PARTNER_DOMAINS). */
   partners: readonly string[];
+  /** Workflow steps named by token requests (intent-bound tokens). */
+  workflowIntents: WorkflowIntents;
   now: () => number;
 }
 
@@ -67,7 +74,7 @@ function toOAuthError(err: unknown): unknown {
     if (err.code === 'invalid_target') return new errors.InvalidTarget(err.message);
     return new errors.InvalidRequest(err.message);
   }
-  return err;
+  return workflowError(err);
 }
 
 /**
@@ -98,6 +105,9 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
   if (actorType && !actorToken) throw new errors.InvalidRequest('actor_token_type was given without actor_token');
   const requested = single(params, 'requested_token_type') ?? ACCESS_TOKEN_TYPE;
   if (!REQUESTED_TOKEN_TYPES.includes(requested)) throw new errors.InvalidRequest(`unsupported requested_token_type; supported: ${REQUESTED_TOKEN_TYPES.join(', ')}`);
+  if (requested !== ACCESS_TOKEN_TYPE && readWorkflowRequest(params)) {
+    throw new WorkflowRefusal('invalid_request', `workflow_id is accepted only for requested_token_type ${ACCESS_TOKEN_TYPE}`);
+  }
 
   // Own keys only: `toString` or `constructor` is no token type.
   if (!Object.hasOwn(SUBJECT_KINDS, subjectType) && subjectType !== BISCUIT_TOKEN_TYPE) throw new errors.InvalidRequest(`unsupported subject_token_type ${JSON.stringify(subjectType)}`);
@@ -179,8 +189,16 @@ async function issueJwtGrant(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, c
 }
 
 async function issueAccessToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, client: Client, params: Params, subject: Subject): Promise<void> {
+  const checksum = witAuthStorage.getStore()?.agentChecksum;
+  const workflow = await deps.workflowIntents.resolve(ctx, { clientId: client.clientId, ...(checksum ? { agentChecksum: checksum } : {}) }, subject.txn);
   const act = nextActChain(client, deps, subject);
-  const scope = narrowScope(single(params, 'scope'), heldScope(subject), client.agent_scopes ?? []);
+  let requestedScope = single(params, 'scope');
+  if (workflow) {
+    // Within the step's scopes; by default the step's scopes the subject and the requester both hold.
+    const held = (narrowScope(undefined, heldScope(subject), client.agent_scopes ?? []) ?? '').split(' ').filter(Boolean);
+    requestedScope = stepScope(workflow.step, requestedScope, held);
+  }
+  const scope = narrowScope(requestedScope, heldScope(subject), client.agent_scopes ?? []);
   const asked = [params.resource, params.audience].flat().filter((v): v is string => typeof v === 'string');
   const audience = chooseAudience(asked, client.agent_audiences ?? []);
   const now = deps.now();
@@ -192,10 +210,10 @@ async function issueAccessToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps
     issuer: deps.issuer, subject: subject.claims.sub as string, clientId: client.clientId, audience, now, exp,
     signer: await deps.keys.signer(deps.signingAlg), parentJti: subject.parentJti,
     ...(scope ? { scope } : {}), ...(act ? { act } : {}), ...(jkt ? { jkt } : {}),
-    ...(subject.txn ? { txn: subject.txn } : {}),
+    ...(workflow ? { txn: workflow.txn, intent: workflow.intent } : subject.txn ? { txn: subject.txn } : {}),
     ...(wit?.agentChecksum ? { agentChecksum: wit.agentChecksum } : {}),
   });
-  (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record };
+  (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record, ...(workflow ? { workflow } : {}) };
   ctx.body = {
     access_token: token,
     issued_token_type: ACCESS_TOKEN_TYPE,

@@ -1,0 +1,66 @@
+import Router from '@koa/router';
+import { z } from 'zod';
+import type { EventsRepo, StoredDecisionEvent } from '../../storage/events-repo.js';
+import type { StepRun, WorkflowRecord, WorkflowsRepo } from '../../storage/workflows-repo.js';
+import { MAX_WORKFLOW_VERSION, validateWorkflow } from '../../policy/workflow-definition.js';
+import { ApiError, notFound } from '../errors.js';
+import { jsonBody } from './json-body.js';
+import { limitParam, parseQuery, textParam } from './query.js';
+
+const versionParam = z.coerce.number().int().min(1).max(MAX_WORKFLOW_VERSION).optional();
+
+/** Each step of a workflow version with its status in a transaction, and the refusals recorded for it. */
+function describeRun(workflow: WorkflowRecord, txn: string, runs: StepRun[], refusals: StoredDecisionEvent[]) {
+  const mine = runs.filter((r) => r.workflow_version === workflow.version);
+  return {
+    workflow_id: workflow.id,
+    workflow_version: workflow.version,
+    txn,
+    steps: workflow.steps.map((step) => {
+      const issued = mine.filter((r) => r.workflow_step === step.id)
+        .map((r) => ({ client_id: r.client_id, jti: r.jti, iat: r.iat, revoked_at: r.revoked_at }));
+      return { id: step.id, agent: step.agent, tool: step.tool, depends_on: step.depends_on, status: issued.length ? 'issued' : 'not_issued', issued };
+    }),
+    refusals,
+  };
+}
+
+export function workflowsRoutes(deps: { workflows: WorkflowsRepo; events: EventsRepo; trustDomain: string }): Router {
+  const router = new Router();
+
+  router.post('/admin/workflows', jsonBody, async (ctx) => {
+    const wf = validateWorkflow(ctx.request.body, deps.trustDomain);
+    const created = await deps.workflows.register(wf);
+    if (!created) throw new ApiError(409, 'conflict', `workflow ${wf.id} already has a version ${wf.version}; register a new version`);
+    ctx.status = 201;
+    ctx.set('Location', `/admin/workflows/${encodeURIComponent(created.id)}?version=${created.version}`);
+    ctx.body = created;
+  });
+
+  router.get('/admin/workflows', async (ctx) => {
+    const q = parseQuery({ limit: limitParam, after: textParam.optional() }, ctx.query);
+    const workflows = await deps.workflows.listLatest(q.limit, q.after);
+    ctx.body = { workflows, ...(workflows.length === q.limit ? { next: workflows.at(-1)!.id } : {}) };
+  });
+
+  router.get('/admin/workflows/:id', async (ctx) => {
+    const q = parseQuery({ version: versionParam }, ctx.query);
+    const workflow = await deps.workflows.find(ctx.params.id!, q.version);
+    if (!workflow) throw notFound(q.version === undefined ? 'workflow' : 'workflow version');
+    ctx.body = { ...workflow, versions: await deps.workflows.versions(workflow.id) };
+  });
+
+  router.get('/admin/workflows/:id/runs/:txn', async (ctx) => {
+    const q = parseQuery({ version: versionParam }, ctx.query);
+    const id = ctx.params.id!;
+    const txn = ctx.params.txn!;
+    const runs = await deps.workflows.runs(id, txn);
+    // The version asked for, else the one that ran in this transaction, else the latest.
+    const version = q.version ?? (runs.length ? Math.max(...runs.map((r) => r.workflow_version)) : undefined);
+    const workflow = await deps.workflows.find(id, version);
+    if (!workflow) throw notFound(version === undefined ? 'workflow' : 'workflow version');
+    ctx.body = describeRun(workflow, txn, runs, await deps.events.workflowRefusals(id, txn));
+  });
+
+  return router;
+}
