@@ -1,18 +1,7 @@
-import { spawn } from 'node:child_process';
+import { cli } from '../support/cli.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_TOKEN, agentId, startTestServer, type TestServer } from '../support/test-server.js';
 
-/** Runs the agent-sts command (async, so the test server in this process keeps answering). */
-function cli(args: string[], env: Record<string, string> = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { env: { ...process.env, ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => { stdout += d; });
-    child.stderr.on('data', (d) => { stderr += d; });
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
 
 describe('agent-sts agents | keys | token | decode', () => {
   let ts: TestServer;

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { cli, type CliRun as Run } from '../support/cli.js';
 import type { JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentId, startTestServer, type TestServer } from '../support/test-server.js';
@@ -11,19 +11,7 @@ const TOOL = 'https://tools.example/mcp';
 const GRANTS = ['client_credentials', TOKEN_EXCHANGE];
 const ISO_DATE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
-interface Run { status: number | null; stdout: string; stderr: string }
 
-/** Runs the agent-sts command (async, so the test server in this process keeps answering). */
-function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { env: { ...process.env, ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => { stdout += d; });
-    child.stderr.on('data', (d) => { stderr += d; });
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
 
 /** stderr without the runtime notices some dependencies print: one line, no stack trace. */
 function oneLine(run: Run): string {

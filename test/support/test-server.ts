@@ -16,7 +16,7 @@ export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef0123456789abcdef';
 /** Postgres server to run against when the suite is given one; otherwise the embedded database. */
 export const POSTGRES_URL = process.env.DATABASE_URL || undefined;
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', reject);
