@@ -38,3 +38,14 @@ export class VerificationError extends Error {
     return params.length ? `${this.scheme} ${params.join(', ')}` : this.scheme;
   }
 }
+
+/** RFC 8935 §2.3 error codes for a refused Security Event Token. */
+export type SecurityEventErrorCode = 'invalid_request' | 'invalid_key' | 'invalid_issuer' | 'invalid_audience' | 'authentication_failed' | 'access_denied';
+
+/** A Security Event Token that was not accepted; `code` and `message` form the RFC 8935 error body. */
+export class SecurityEventError extends Error {
+  constructor(readonly code: SecurityEventErrorCode, description: string) {
+    super(description);
+    this.name = 'SecurityEventError';
+  }
+}

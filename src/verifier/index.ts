@@ -4,8 +4,12 @@
  */
 export { Verifier, targetUri } from './verifier.js';
 export type { Act, HttpRequestLike, VerifiedRequest, VerifiedToken, VerifierOptions } from './verifier.js';
-export { VerificationError } from './errors.js';
-export type { VerificationErrorCode } from './errors.js';
+export { SecurityEventError, VerificationError } from './errors.js';
+export type { SecurityEventErrorCode, VerificationErrorCode } from './errors.js';
+export { SsfReceiver, ssfConfigurationUrl, POLL_DELIVERY, PUSH_DELIVERY } from './ssf-receiver.js';
+export type { SsfReceiverOptions, StreamConfiguration } from './ssf-receiver.js';
+export { CREDENTIAL_CHANGE, RECEIVED_EVENTS, SESSION_REVOKED, TOKEN_CLAIMS_CHANGE } from './security-signals.js';
+export type { SecurityEvent, SubjectId } from './security-signals.js';
 export { MemoryReplayCache } from './replay-cache.js';
 export type { ReplayCache } from './replay-cache.js';
 export { expressGuard, guardRequest, koaGuard, protectedResourceMetadata, PROTECTED_RESOURCE_METADATA_PATH } from './middleware.js';

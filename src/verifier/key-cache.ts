@@ -59,6 +59,13 @@ export class KeyCache {
     return Date.now() - this.fetchedAt < this.opts.maxAgeMs ? this.keys.get(kid) : undefined;
   }
 
+  /** Forgets when the keys were fetched, so the next lookup refetches them (the issuer said they changed). */
+  invalidate(): void {
+    this.fetchedAt = 0;
+    this.missFetchedAt = 0;
+    this.unknown.clear();
+  }
+
   private refresh(): Promise<void> {
     this.inflight ??= (async () => {
       try {

@@ -3,7 +3,8 @@ import { calculateJwkThumbprint, type JWK } from 'jose';
 import { tokenHash } from '../tokens/token-hash.js';
 import { verifyWpt } from '../tokens/wpt.js';
 import { TokenVerificationError } from '../tokens/token-errors.js';
-import { VerificationError } from './errors.js';
+import { SecurityEventError, VerificationError } from './errors.js';
+import { SecuritySignals, type SecurityEvent, type SubjectId, type TokenFacts } from './security-signals.js';
 import { KeyCache } from './key-cache.js';
 import { MemoryReplayCache, type ReplayCache } from './replay-cache.js';
 import { RevocationList } from './revocation-list.js';
@@ -38,6 +39,11 @@ export interface VerifierOptions {
    * default 5 s; `revocationList: false` turns it off).
    */
   biscuit?: { policy?: { code: string; params?: Record<string, unknown> }; limits?: RunLimits; revocationList?: boolean; revocationMaxAgeMs?: number };
+  /**
+   * How long security events (CAEP, through `acceptSecurityEvent` or an `SsfReceiver`) are remembered:
+   * at least the longest lifetime of the tokens this resource accepts (default 24 h).
+   */
+  securityEventRetentionSeconds?: number;
   fetch?: typeof fetch;
 }
 
@@ -132,6 +138,17 @@ function actorsOf(act: unknown): { act?: Act; actors: string[] } {
   return actors.length ? { act: act as Act, actors } : { actors };
 }
 
+function tokenFacts(v: VerifiedToken): TokenFacts {
+  const parties = [v.subject, ...(v.clientId !== undefined ? [v.clientId] : []), ...v.actors];
+  return {
+    type: v.type, parties, scopes: v.scopes,
+    ...(typeof v.claims.jti === 'string' ? { jti: v.claims.jti } : {}),
+    ...(typeof v.claims.iat === 'number' ? { iat: v.claims.iat } : {}),
+    ...(v.clientId !== undefined ? { clientId: v.clientId } : {}),
+    ...(v.claims.aud !== undefined ? { aud: v.claims.aud as string | string[] } : {}),
+  };
+}
+
 /**
  * Verifies agent-sts tokens at a resource server, offline: access tokens (with DPoP for bound tokens),
  * Txn-Tokens and WIT + WPT pairs. Keys come from the issuer's JWKS, imported once and cached; a
@@ -145,10 +162,12 @@ export class Verifier {
   private introspectionEndpoint: string | undefined;
   private revocations: RevocationList | undefined;
   private setup: Promise<void> | undefined;
-  private readonly introspected = new Map<string, { active: boolean; until: number }>();
+  private readonly introspected = new Map<string, { active: boolean; until: number; jti?: string; parties: string[] }>();
+  private readonly signals: SecuritySignals;
 
   constructor(readonly options: VerifierOptions) {
     this.skew = options.clockTolerance ?? 5;
+    this.signals = new SecuritySignals(options.issuer, options.securityEventRetentionSeconds ?? 86_400);
     this.replay = options.replayCache ?? new MemoryReplayCache();
     this.fetchFn = options.fetch ?? fetch;
   }
@@ -179,6 +198,22 @@ export class Verifier {
   /** Verifies a compact JWS signed by the server and its registered claims. */
   private async verifyServerJwt(token: string, typ: string, what: string, audience: string | undefined, scheme: 'Bearer' | 'DPoP' = 'Bearer'): Promise<Record<string, unknown>> {
     const fail = (why: string) => new VerificationError('invalid_token', `${what}: ${why}`, scheme);
+    const claims = await this.verifyServerSignature(token, typ, fail);
+    const now = Math.floor(Date.now() / 1000);
+    if (claims.iss !== this.options.issuer) throw fail('issued by another issuer');
+    if (typeof claims.exp !== 'number' || claims.exp <= now - this.skew) throw fail('expired');
+    if (typeof claims.nbf === 'number' && claims.nbf > now + this.skew) throw fail('not yet valid');
+    if (typeof claims.iat === 'number' && claims.iat > now + this.skew) throw fail('issued in the future');
+    if (typeof claims.sub !== 'string') throw fail('no sub');
+    if (audience !== undefined) {
+      const aud = claims.aud;
+      if (!(aud === audience || (Array.isArray(aud) && aud.includes(audience)))) throw fail('meant for another audience');
+    }
+    return claims;
+  }
+
+  /** A compact JWS with exactly this `typ`, signed with one of the server's JWT keys: its claims. */
+  private async verifyServerSignature(token: string, typ: string, fail: (why: string) => Error): Promise<Record<string, unknown>> {
     const parts = token.split('.');
     if (parts.length !== 3 || !parts[0] || !parts[1] || !parts[2]) throw fail('malformed');
     let head: Record<string, unknown>;
@@ -204,16 +239,6 @@ export class Verifier {
       Buffer.from(parts[2], 'base64url'),
     );
     if (!ok) throw fail('signature is not valid');
-    const now = Math.floor(Date.now() / 1000);
-    if (claims.iss !== this.options.issuer) throw fail('issued by another issuer');
-    if (typeof claims.exp !== 'number' || claims.exp <= now - this.skew) throw fail('expired');
-    if (typeof claims.nbf === 'number' && claims.nbf > now + this.skew) throw fail('not yet valid');
-    if (typeof claims.iat === 'number' && claims.iat > now + this.skew) throw fail('issued in the future');
-    if (typeof claims.sub !== 'string') throw fail('no sub');
-    if (audience !== undefined) {
-      const aud = claims.aud;
-      if (!(aud === audience || (Array.isArray(aud) && aud.includes(audience)))) throw fail('meant for another audience');
-    }
     return claims;
   }
 
@@ -249,13 +274,14 @@ export class Verifier {
     const token = m[2]!;
     const claims = await this.verifyServerJwt(token, 'at+jwt', 'access token', this.options.audience, scheme);
     const verified = this.result('access_token', claims);
+    this.refuseSignalled(verified, scheme);
     if (verified.jkt) {
       if (scheme !== 'DPoP') throw new VerificationError('invalid_token', 'the access token is bound to a key: present it with the DPoP scheme and a proof', 'DPoP');
       await this.verifyDpopProof(input.dpop, { method: input.method, url: input.url, accessToken: token, jkt: verified.jkt });
     } else if (scheme === 'DPoP') {
       throw new VerificationError('invalid_token', 'the access token is not bound to a key: use the Bearer scheme', 'DPoP');
     }
-    if (this.options.introspection && !(await this.isActive(token, claims.exp as number))) {
+    if (this.options.introspection && !(await this.isActive(token, claims.exp as number, tokenFacts(verified)))) {
       throw new VerificationError('invalid_token', 'the access token has been revoked', scheme);
     }
     const missing = required.filter((s) => !verified.scopes.includes(s));
@@ -300,11 +326,11 @@ export class Verifier {
     const holders = [chain.authority.holder, ...chain.hops.map((h) => h.delegate)].reverse();
     let act: Act | undefined;
     for (const sub of [...holders].reverse()) act = { sub, ...(act ? { act } : {}) };
-    return {
+    return this.refuseSignalled({
       type: 'biscuit', subject: chain.authority.subject, clientId: chain.current.holder, actors: holders, ...(act ? { act } : {}),
       scopes: chain.current.rights, txn: chain.authority.txn, expiresAt: Math.floor(chain.current.expires.getTime() / 1000),
       claims: { iss: chain.authority.issuer, sub: chain.authority.subject, jti: chain.authority.tokenId, txn: chain.authority.txn }, chain,
-    };
+    });
   }
 
   /** RFC 9449 §4.3 checks of a DPoP proof for a request carrying `accessToken`. */
@@ -352,7 +378,7 @@ export class Verifier {
     if (!this.options.trustDomain) throw new VerificationError('invalid_request', 'this resource does not accept Txn-Tokens');
     const claims = await this.verifyServerJwt(token, 'txntoken+jwt', 'Txn-Token', this.options.trustDomain);
     if (typeof claims.txn !== 'string') throw new VerificationError('invalid_token', 'Txn-Token: no txn');
-    return this.result('txn_token', claims);
+    return this.refuseSignalled(this.result('txn_token', claims));
   }
 
   /** A WIT + WPT pair for this request: the WPT signed by the WIT's key, for this URL, used once, hashing the tokens riding along. */
@@ -370,8 +396,9 @@ export class Verifier {
       if (err instanceof TokenVerificationError) throw new VerificationError('invalid_token', err.message);
       throw err;
     }
+    const verified = this.refuseSignalled(this.result('wit', claims));
     if (!(await this.replay.claim(`wpt ${claims.sub as string} ${wpt.jti}`, wpt.exp))) throw new VerificationError('invalid_token', 'the WPT was already used');
-    return this.result('wit', claims);
+    return verified;
   }
 
   /**
@@ -409,7 +436,52 @@ export class Verifier {
     return out;
   }
 
-  private async isActive(token: string, exp: number): Promise<boolean> {
+  /** Refuses a verified token that a security event has revoked or narrowed since it was issued. */
+  private refuseSignalled(verified: VerifiedToken, scheme: 'Bearer' | 'DPoP' = 'Bearer'): VerifiedToken {
+    const why = this.signals.refusal(tokenFacts(verified));
+    if (why !== undefined) throw new VerificationError('invalid_token', `${verified.type === 'wit' ? 'WIT' : 'token'} refused: ${why}`, scheme);
+    return verified;
+  }
+
+  /**
+   * Verifies a Security Event Token (RFC 8417) from the issuer's Shared Signals transmitter, signed
+   * with one of its JWT keys, `typ: secevent+jwt`, one event, a `sub_id`; and acts on it: later
+   * verifications refuse the tokens it revokes, and cached keys and introspection answers for its
+   * subjects are dropped. `audience` is the stream's `aud` when the stream has one.
+   * Throws a SecurityEventError carrying the RFC 8935 error code.
+   */
+  async acceptSecurityEvent(set: string, opts: { audience?: string | string[] } = {}): Promise<SecurityEvent> {
+    const fail = (why: string) => new SecurityEventError(/key|signature|signed/.test(why) ? 'invalid_key' : 'invalid_request', `security event: ${why}`);
+    const claims = await this.verifyServerSignature(set, 'secevent+jwt', fail);
+    if (claims.iss !== this.options.issuer) throw new SecurityEventError('invalid_issuer', 'security event: issued by another issuer');
+    if (opts.audience !== undefined) {
+      const expected = Array.isArray(opts.audience) ? opts.audience : [opts.audience];
+      const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+      if (!aud.some((a) => expected.includes(a as string))) throw new SecurityEventError('invalid_audience', 'security event: meant for another audience');
+    }
+    const now = Math.floor(Date.now() / 1000);
+    if (typeof claims.jti !== 'string' || !claims.jti) throw fail('no jti');
+    if (typeof claims.iat !== 'number' || claims.iat > now + this.skew) throw fail('iat missing or in the future');
+    const events = claims.events;
+    if (!events || typeof events !== 'object' || Array.isArray(events)) throw fail('no events');
+    const types = Object.keys(events);
+    if (types.length !== 1) throw fail('must carry exactly one event');
+    const event = (events as Record<string, unknown>)[types[0]!];
+    if (!event || typeof event !== 'object' || Array.isArray(event)) throw fail('the event is not an object');
+    const subject = claims.sub_id as SubjectId | undefined;
+    if (!subject || typeof subject !== 'object' || typeof subject.format !== 'string') throw fail('no sub_id');
+    const accepted: SecurityEvent = { jti: claims.jti, iat: claims.iat, type: types[0]!, subject, event: event as Record<string, unknown> };
+    const effect = this.signals.apply(accepted, now);
+    if (effect.keys) this.keys?.invalidate();
+    if (effect.jtis.length || effect.agents.length) {
+      for (const [key, entry] of this.introspected) {
+        if ((entry.jti && effect.jtis.includes(entry.jti)) || entry.parties.some((p) => effect.agents.includes(p))) this.introspected.delete(key);
+      }
+    }
+    return accepted;
+  }
+
+  private async isActive(token: string, exp: number, facts: { jti?: string; parties: string[] }): Promise<boolean> {
     const key = createHash('sha256').update(token).digest('base64url');
     const now = Date.now();
     const cached = this.introspected.get(key);
@@ -426,7 +498,7 @@ export class Verifier {
     });
     if (!res.ok) throw new VerificationError('invalid_token', 'the token\'s status could not be checked');
     const active = ((await res.json()) as { active?: unknown }).active === true;
-    this.introspected.set(key, { active, until: Math.min(now + cacheSeconds * 1000, exp * 1000) });
+    this.introspected.set(key, { active, until: Math.min(now + cacheSeconds * 1000, exp * 1000), ...facts });
     if (this.introspected.size > 50_000) this.introspected.delete(this.introspected.keys().next().value!);
     return active;
   }
