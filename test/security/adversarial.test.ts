@@ -23,7 +23,7 @@ import { newAgentKey, postJson, witByJoinToken, wpt, type AgentKey } from '../su
 import { serverSigningKey } from '../support/forgery.js';
 import { authority, editBlocks, mint, privateJwk, publicOf, rawAppend, rawHop, rootKey } from '../support/biscuit.js';
 import { BISCUIT_TOKEN_TYPE, DEFAULT_RUN_LIMITS, biscuitKeyText, biscuitRootKeys, delegate, verifyBiscuit, type HopFacts } from '../../src/tokens/biscuit.js';
-import { expressGuard, koaGuard, Verifier } from '../../src/verifier/index.js';
+import { expressGuard, koaGuard, SecurityEventError, SESSION_REVOKED, TOKEN_CLAIMS_CHANGE, Verifier } from '../../src/verifier/index.js';
 import { createGuardProxy, IDENTITY_HEADERS, listenGuard } from '../../src/guard/guard-proxy.js';
 import { DEFAULT_POLICY } from '../../src/guard/scope-policy.js';
 import { createLogger } from '../../src/log/logger.js';
@@ -68,6 +68,7 @@ const C = {
   target: 'request target / Host outside the upstream (guard)',
   json: 'oversize and deeply nested JSON',
   form: 'malformed form bodies',
+  securityEvent: 'forged or misdirected security event (SET)',
 } as const;
 
 const INVALID_TOKEN = /^invalid_token \(401\)$/;
@@ -448,6 +449,88 @@ describe('adversarial suite: generated attacks, all refused; valid controls, all
         if (i === 0) ledger.control(C.typ, 'Biscuit as bearer', !ok.refused, ok.refused ? ok.by : '');
       }
       noFailures(C.typ);
+    });
+
+    it(`${C.securityEvent}: refused, with no effect on the tokens it names`, async () => {
+      // Its own verifier: accepted events have effects.
+      const v = new Verifier({ issuer: ts.issuer, audience: API });
+      const setOutcome = async (set: string): Promise<Outcome> => {
+        try {
+          await v.acceptSecurityEvent(set, { audience: API });
+          return { refused: false, detail: 'accepted' };
+        } catch (err) {
+          return err instanceof SecurityEventError ? { refused: true, by: `SecurityEventError:${err.code}` } : { refused: false, detail: `crash: ${String(err)}` };
+        }
+      };
+      const victims = await Promise.all(Array.from({ length: 4 }, () => sign(accessClaims())));
+      const victimJti = (i: number) => decodeJwt(victims[i % victims.length]!).jti as string;
+      const setClaims = (i: number, over: Record<string, unknown> = {}) => ({
+        iss: ts.issuer, jti: randomUUID(), iat: now(), aud: API, sub_id: { format: 'jwt_id', iss: ts.issuer, jti: victimJti(i) },
+        events: { [SESSION_REVOKED]: { event_timestamp: now(), initiating_entity: 'admin' } }, ...over,
+      });
+      const signSet = (claims: Record<string, unknown>, header: Record<string, unknown> = {}, alg: 'EdDSA' | 'ES256' = 'EdDSA', key?: KeyObject | CryptoKey) =>
+        sign(claims, { typ: 'secevent+jwt', ...header }, alg, key);
+      const mutation = fc.oneof(
+        fc.record({ kind: fc.constant('foreign key with our kid'), alg: fc.constantFrom<'EdDSA' | 'ES256'>('EdDSA', 'ES256') }),
+        fc.record({ kind: fc.constant('alg none'), alg: fc.constantFrom('none', 'None', 'NONE', ''), sig: fc.constantFrom('', 'AAAA') }),
+        fc.record({ kind: fc.constant('typ of another token'), typ: fc.constantFrom('at+jwt', 'txntoken+jwt', 'wit+jwt', 'JWT', 'secevent', 'absent') }),
+        fc.record({ kind: fc.constant('another issuer'), iss: fc.constantFrom('https://evil.example', `${ts.issuer}/`, ts.issuer.toUpperCase(), '') }),
+        fc.record({ kind: fc.constant('another audience'), aud: fc.constantFrom(OTHER, [OTHER], `${API}/`, []) }),
+        fc.record({ kind: fc.constant('events malformed'), events: fc.constantFrom<unknown>(undefined, {}, [], 'x', { [SESSION_REVOKED]: 'x' }, { [SESSION_REVOKED]: [] }, { [SESSION_REVOKED]: {}, [TOKEN_CLAIMS_CHANGE]: {} }) }),
+        fc.record({ kind: fc.constant('sub_id malformed'), sub_id: fc.constantFrom<unknown>(undefined, 'x', 1, {}, { format: 1 }, []) }),
+        fc.record({ kind: fc.constant('jti or iat malformed'), jti: fc.constantFrom<unknown>(undefined, '', 1), iat: fc.constantFrom<unknown>(undefined, 'now', 9_999_999_999) }),
+        fc.record({ kind: fc.constant('payload altered, signature kept'), victim: fc.nat({ max: 3 }) }),
+        fc.record({ kind: fc.constant('unknown kid'), kid: fc.string({ minLength: 1, maxLength: 12 }) }),
+        fc.record({ kind: fc.constant('HMAC with the public key'), alg: fc.constantFrom('HS256', 'HS384', 'HS512') }),
+      );
+      const expected: Record<string, RegExp> = {
+        'foreign key with our kid': /^SecurityEventError:invalid_key$/, 'alg none': /^SecurityEventError:invalid_request$/,
+        'typ of another token': /^SecurityEventError:invalid_request$/, 'another issuer': /^SecurityEventError:invalid_issuer$/,
+        'another audience': /^SecurityEventError:invalid_audience$/, 'events malformed': /^SecurityEventError:invalid_request$/,
+        'sub_id malformed': /^SecurityEventError:invalid_request$/, 'jti or iat malformed': /^SecurityEventError:invalid_request$/,
+        'payload altered, signature kept': /^SecurityEventError:invalid_key$/, 'unknown kid': /^SecurityEventError:invalid_key$/,
+        'HMAC with the public key': /^SecurityEventError:invalid_request$/,
+      };
+      const ed = jwks.keys.find((k) => k.kid === signers.EdDSA.kid)!;
+      const all = variants(fc.tuple(fc.nat({ max: 1000 }), mutation), 120, seedOf(C.securityEvent));
+      await pool(all, 8, async ([i, m]) => {
+        let set: string;
+        if (m.kind === 'foreign key with our kid') set = await signSet(setClaims(i), {}, m.alg, foreign[m.alg].privateKey);
+        else if (m.kind === 'alg none') set = `${b64({ alg: m.alg, typ: 'secevent+jwt', kid: signers.EdDSA.kid })}.${b64(setClaims(i))}.${m.sig}`;
+        else if (m.kind === 'typ of another token') set = await signSet(setClaims(i), { typ: m.typ === 'absent' ? undefined : m.typ });
+        else if (m.kind === 'another issuer') set = await signSet(setClaims(i, { iss: m.iss }));
+        else if (m.kind === 'another audience') set = await signSet(setClaims(i, { aud: m.aud }));
+        else if (m.kind === 'events malformed') set = await signSet(setClaims(i, { events: m.events }));
+        else if (m.kind === 'sub_id malformed') set = await signSet(setClaims(i, { sub_id: m.sub_id }));
+        else if (m.kind === 'jti or iat malformed') set = await signSet(setClaims(i, { jti: m.jti, iat: m.iat }));
+        else if (m.kind === 'payload altered, signature kept') {
+          const [h, , sig] = (await signSet(setClaims(i, { sub_id: { format: 'opaque', id: 'harmless' } }))).split('.');
+          set = `${h}.${b64(setClaims(m.victim))}.${sig}`;
+        } else if (m.kind === 'unknown kid') set = await signSet(setClaims(i), { kid: `${m.kid}-unknown` });
+        else {
+          const head = b64({ alg: m.alg, typ: 'secevent+jwt', kid: signers.EdDSA.kid });
+          const body = b64(setClaims(i));
+          const mac = createHmac(`sha${m.alg.slice(2)}`, Buffer.from(JSON.stringify(ed))).update(`${head}.${body}`).digest('base64url');
+          set = `${head}.${body}.${mac}`;
+        }
+        ledger.attack(C.securityEvent, 'acceptSecurityEvent', JSON.stringify([i, m]), await setOutcome(set), expected[m.kind]!);
+      });
+      // None of them took effect: the tokens they named still verify. A SET where a token goes is refused.
+      for (const [i, token] of victims.entries()) {
+        const o = await throughGuard(v, bearer(token));
+        ledger.control(C.securityEvent, `victim token ${i} still accepted`, !o.refused, o.refused ? o.by : '');
+        ledger.attack(C.typ, 'verifier', `SET as an access token ${i}`, await throughGuard(v, bearer(await signSet(setClaims(i, { sub: agentId('caller'), exp: now() + 60 })))), INVALID_TOKEN);
+      }
+      // Controls: genuine events, both algorithms, accepted; each then refuses the token it names.
+      for (let i = 0; i < 20; i++) {
+        const token = await sign(accessClaims());
+        const set = await signSet(setClaims(0, { sub_id: { format: 'jwt_id', iss: ts.issuer, jti: decodeJwt(token).jti } }), {}, i % 2 ? 'ES256' : 'EdDSA');
+        const o = await setOutcome(set);
+        ledger.control(C.securityEvent, `genuine event ${i}`, !o.refused, o.refused ? o.by : o.detail);
+        const after = await throughGuard(v, bearer(token));
+        ledger.control(C.securityEvent, `genuine event ${i} revokes its token`, after.refused, after.refused ? '' : 'still accepted');
+      }
+      noFailures(C.securityEvent);
     });
 
     it(`${C.bound} and ${C.replay} at the verifier`, async () => {
