@@ -12,6 +12,9 @@ commands:
   guard     run the guard proxy in front of an HTTP or MCP server:
             agent-sts guard --upstream URL --port N --issuer URL --resource URI
                             [--policy FILE] [--trust-domain DOMAIN] [--host ADDRESS]
+                            [--ssf --client-id ID]   (subscribe to the issuer's Shared Signals stream by poll, so
+                                      revoked tokens are refused at once; the client's secret from AGENT_STS_CLIENT_SECRET;
+                                      the client needs scope ssf.manage and the issuer as audience)
   agents    add --id ID [--scope S]... [--audience A]... [--auth-method M] [--json '{...}'] | list [--status S]
             | show ID | disable ID
   keys      list | rotate
@@ -110,6 +113,7 @@ async function guard(args: string[]): Promise<void> {
       options: {
         upstream: { type: 'string' }, port: { type: 'string' }, issuer: { type: 'string' }, resource: { type: 'string' },
         policy: { type: 'string' }, 'trust-domain': { type: 'string' }, host: { type: 'string', default: '127.0.0.1' },
+        ssf: { type: 'boolean', default: false }, 'client-id': { type: 'string' },
       },
       strict: true,
     }));
@@ -124,8 +128,10 @@ async function guard(args: string[]): Promise<void> {
   for (const name of ['upstream', 'issuer'] as const) {
     if (!URL.canParse(values[name]!)) fail(`guard: --${name} must be a URL`, 2);
   }
-  const [{ readFileSync }, { createLogger }, { Verifier }, { createGuardProxy, listenGuard }, { DEFAULT_POLICY, parsePolicy }] = await Promise.all([
-    import('node:fs'), import('../log/logger.js'), import('../verifier/verifier.js'), import('../guard/guard-proxy.js'), import('../guard/scope-policy.js'),
+  const clientSecret = process.env.AGENT_STS_CLIENT_SECRET;
+  if (values.ssf && (!values['client-id'] || !clientSecret)) fail('guard: --ssf needs --client-id and the client\'s secret in AGENT_STS_CLIENT_SECRET', 2);
+  const [{ readFileSync }, { createLogger }, { Verifier, SsfReceiver, clientCredentialsTokens }, { createGuardProxy, listenGuard }, { DEFAULT_POLICY, parsePolicy }] = await Promise.all([
+    import('node:fs'), import('../log/logger.js'), import('../verifier/index.js'), import('../guard/guard-proxy.js'), import('../guard/scope-policy.js'),
   ]);
   let policy = DEFAULT_POLICY;
   if (values.policy) {
@@ -137,9 +143,26 @@ async function guard(args: string[]): Promise<void> {
   }
   const logger = createLogger(process.env.LOG_LEVEL ?? 'info');
   const verifier = new Verifier({ issuer: values.issuer!.replace(/\/$/, ''), audience: values.resource!, ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}) });
-  const server = createGuardProxy({ upstream: values.upstream!, verifier, resource: values.resource!, issuer: values.issuer!.replace(/\/$/, ''), policy, logger });
+  const issuer = values.issuer!.replace(/\/$/, '');
+  let receiver: InstanceType<typeof SsfReceiver> | undefined;
+  if (values.ssf) {
+    const accessToken = clientCredentialsTokens({ issuer, clientId: values['client-id']!, clientSecret: clientSecret!, scope: 'ssf.manage', resource: issuer });
+    receiver = new SsfReceiver({
+      verifier, accessToken, delivery: { method: 'poll' }, description: `agent-sts guard for ${values.resource}`,
+      onEvent: (e) => logger.info({ event: e.type, subject: e.subject }, 'security event'),
+      onError: (err) => logger.warn({ err: (err as Error).message }, 'security event stream'),
+    });
+    try {
+      const stream = await receiver.start();
+      logger.info({ stream_id: stream.stream_id }, 'subscribed to the issuer\'s Shared Signals stream');
+    } catch (err) {
+      fail(`guard: --ssf: ${(err as Error).message}`);
+    }
+  }
+  const server = createGuardProxy({ upstream: values.upstream!, verifier, resource: values.resource!, issuer, policy, logger });
   const bound = await listenGuard(server, port, values.host);
   logger.info({ port: bound, upstream: values.upstream, issuer: values.issuer, resource: values.resource }, 'agent-sts guard listening');
-  process.on('SIGTERM', () => server.close(() => process.exit(0)));
-  process.on('SIGINT', () => server.close(() => process.exit(0)));
+  const shutdown = () => server.close(() => void (receiver?.stop() ?? Promise.resolve()).finally(() => process.exit(0)));
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
 }
