@@ -20,6 +20,7 @@ RUN npm run build
 # --- runtime: production dependencies and the compiled server only ---
 FROM node:20-bookworm-slim AS runtime
 ENV NODE_ENV=production \
+    MALLOC_ARENA_MAX=2 \
     HOST=0.0.0.0 \
     PORT=8080 \
     DATA_DIR=/app/data

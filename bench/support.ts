@@ -56,12 +56,15 @@ export interface AgentSts {
   register(registration: Record<string, unknown>): Promise<{ id: string; auth: string }>;
 }
 
-/** agent-sts in a child process on the given database, as bench/token-endpoint.ts measures it. */
+/**
+ * agent-sts in a child process on the given database, as bench/token-endpoint.ts measures it; with glibc's
+ * malloc limited to two arenas, as `npm start` and the container image run it.
+ */
 export async function startAgentSts(databaseUrl: string, env: Record<string, string> = {}, script = 'bench/agent-sts-server.ts'): Promise<AgentSts> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const child = await startChild(script, {
-    PORT: String(port), HOST: '127.0.0.1', ISSUER: url, DATABASE_URL: databaseUrl,
+    MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2', PORT: String(port), HOST: '127.0.0.1', ISSUER: url, DATABASE_URL: databaseUrl,
     AGENT_STS_ADMIN_TOKEN: ADMIN_TOKEN, LOG_LEVEL: 'silent', DATABASE_POOL_MAX: '16', ...env,
   });
   return {
