@@ -115,12 +115,15 @@ export class SsfRepo {
   }
 
   /**
-   * Writes an event to the outbox of every stream not disabled whose receiver asked for its type and has
-   * not removed one of its subjects. Runs in the caller's transaction. Returns how many rows were written.
+   * Writes an event to the outbox of every stream not disabled, of an active client, whose receiver asked
+   * for its type and has not removed one of its subjects. Runs in the caller's transaction. Returns how many rows were written.
    */
   async fanOut(trx: Knex, events: FanOutEvent[], jti: () => string, wanted: (stream: StreamRecord, eventType: string) => boolean): Promise<number> {
     if (!events.length) return 0;
-    const streams = (await trx('ssf_streams').whereNot({ status: 'disabled' }).orderBy('stream_id')).map(streamFromRow);
+    // Streams of receivers whose agent is disabled get no new events.
+    const streams = (await trx('ssf_streams').whereNot({ status: 'disabled' })
+      .whereExists((q) => q.select(trx.raw('1')).from('agents').whereRaw('agents.id = ssf_streams.client_id').andWhere('agents.status', 'active'))
+      .orderBy('stream_id')).map(streamFromRow);
     const rows: Record<string, unknown>[] = [];
     for (const e of events) {
       for (const s of streams) {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentId, startTestServer, type TestServer } from '../support/test-server.js';
+import { ADMIN_TOKEN, agentId, POSTGRES_URL, startTestServer, type TestServer } from '../support/test-server.js';
 import { registerSecretAgent, type SecretAgent } from '../support/agents.js';
 import { parsePrometheus, sampleValue } from '../support/prometheus.js';
 import { parseSet, poll, POLL, PUSH, PushReceiver, SESSION_REVOKED, ssfClient, STREAM_UPDATED, until, verifySet, type ReceivedSet, type SsfClient } from './support.js';
@@ -137,5 +137,42 @@ describe('Shared Signals outbox: durable, ordered, exactly once per stream', () 
     expect(new Set(receiver.received.map((r) => r.claims.jti)).size).toBe(8);
     await drainPoll();
     expect(await backlog()).toBe(0);
+  });
+});
+
+describe.skipIf(!POSTGRES_URL)('Shared Signals with two servers on one PostgreSQL database', () => {
+  let ts: TestServer;
+  let second: TestServer;
+  let receiver: PushReceiver;
+
+  beforeAll(async () => {
+    ts = await startTestServer(FAST_RETRIES);
+    // The second server serves the same issuer (as behind a load balancer) from another port.
+    second = await startTestServer({ ...FAST_RETRIES, ISSUER: ts.issuer }, ts.db);
+    receiver = await new PushReceiver().start();
+  });
+  afterAll(async () => {
+    await second?.stop();
+    await ts?.close();
+    await receiver?.stop();
+  });
+
+  it('delivers every event once, whichever server wrote it', async () => {
+    const pusher = await ssfClient(ts, 'push-receiver');
+    const stream = (await pusher.call('POST', '/ssf/streams', { delivery: { method: PUSH, endpoint_url: receiver.url }, events_requested: [SESSION_REVOKED] })).body;
+    expect(stream.stream_id).toBeTruthy();
+    const app = await registerSecretAgent(ts, { id: agentId('app'), scopes: ['orders:read'], audiences: [API] });
+    const servers = [ts.server.url, second.server.url];
+    const jtis = await Promise.all(Array.from({ length: 20 }, async (_, i) => {
+      const t = (await app.token({ grant_type: 'client_credentials' })).body.access_token as string;
+      const jti = jtiOf(t);
+      const res = await fetch(`${servers[i % 2]}/admin/tokens/${jti}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+      expect(res.status).toBe(200);
+      return jti;
+    }));
+    await until(() => receiver.received.length >= jtis.length, 5000, 'every event');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(receiver.received.map((r) => r.claims.sub_id.jti).sort()).toEqual([...jtis].sort());
+    expect(new Set(receiver.received.map((r) => r.claims.jti)).size).toBe(jtis.length);
   });
 });
