@@ -31,6 +31,9 @@ export const SSF_PATHS = {
 
 /** Default poll batch (RFC 8936 leaves it to the transmitter when `maxEvents` is absent). */
 const DEFAULT_MAX_EVENTS = 100;
+/** Delivered and refused events stay in the outbox this long (for inspection), then are deleted. */
+const KEEP_DONE_MS = 7 * 86_400_000;
+const PRUNE_EVERY_MS = 3_600_000;
 
 /**
  * The Shared Signals (SSF 1.0) transmitter: streams owned by the clients that create them, an outbox
@@ -41,6 +44,7 @@ export class Transmitter {
   private readonly push: PushWorker;
   private readonly waiters = new Set<() => void>();
   private stopped = false;
+  private pruner: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: {
     issuer: string; db: Knex; repo: SsfRepo; keys: KeyManager; signingAlg: SigningAlg; now: () => number; logger: Logger; opts: TransmitterOptions;
@@ -74,10 +78,15 @@ export class Transmitter {
 
   start(): void {
     this.push.wake();
+    const prune = () => void this.deps.repo.prune(new Date(Date.now() - KEEP_DONE_MS))
+      .catch((err: Error) => this.deps.logger.warn({ err: { message: err.message } }, 'pruning the events outbox failed'));
+    this.pruner = setInterval(prune, PRUNE_EVERY_MS);
+    this.pruner.unref();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    if (this.pruner) clearInterval(this.pruner);
     for (const w of this.waiters) w();
     await this.push.stop();
   }

@@ -216,6 +216,11 @@ export class SsfRepo {
     });
   }
 
+  /** Deletes delivered and refused events recorded before `before`; returns how many. */
+  async prune(before: Date): Promise<number> {
+    return this.db('ssf_outbox').whereNot({ state: 'pending' }).andWhere('created_at', '<', before).delete();
+  }
+
   /** Events not yet delivered (pending), over every stream: the outbox backlog. */
   async backlog(): Promise<number> {
     const row = await this.db('ssf_outbox').where({ state: 'pending' }).count<{ n: number | string }[]>('* as n').first();

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentId, enc, startTestServer, type TestServer } from '../support/test-server.js';
 import { AT, exchange, registerSecretAgent, TOKEN_EXCHANGE, type SecretAgent } from '../support/agents.js';
 import { agentKeyPair } from '../support/oauth-client.js';
+import { newAgentKey, tokenWithWit, witByJoinToken } from '../support/workload.js';
 import {
   call, CREDENTIAL_CHANGE, parseSet, poll, POLL, PUSH, PushReceiver, SESSION_REVOKED, ssfClient, STREAM_UPDATED, TOKEN_CLAIMS_CHANGE, until,
   VERIFICATION, verifySet, type SsfClient,
@@ -261,6 +262,46 @@ describe('Shared Signals transmitter', () => {
     const shownJti = JSON.parse(Buffer.from(shown.split('.')[1]!, 'base64url').toString()).jti as string;
     await ts.admin('POST', `/admin/tokens/${shownJti}/revoke`);
     await until(() => receiver.received.some((r) => r.claims.sub_id.jti === shownJti), 1000, 'event after add');
+  });
+
+  it('announces a revoked WIT as a revoked credential, with the tokens obtained with it', async () => {
+    const id = agentId('wit-agent');
+    expect((await ts.admin('POST', '/admin/agents', {
+      id, token_endpoint_auth_method: 'wit', scopes: ['a'], audiences: [API], attestors: [{ type: 'join_token' }],
+    })).status).toBe(201);
+    const key = await newAgentKey();
+    const wit = await witByJoinToken(ts, id, key);
+    const witJti = JSON.parse(Buffer.from(wit.split('.')[1]!, 'base64url').toString()).jti as string;
+    const at = (await tokenWithWit(ts, id, wit, key)).body.access_token as string;
+    const atJti = JSON.parse(Buffer.from(at.split('.')[1]!, 'base64url').toString()).jti as string;
+    expect((await ts.admin('POST', `/admin/tokens/${witJti}/revoke`)).status).toBe(200);
+    const got = await until(() => {
+      const r = receiver.received.filter((x) => [witJti, atJti].includes(x.claims.sub_id.jti!) || (x.type === CREDENTIAL_CHANGE && x.claims.sub_id.uri === id));
+      return r.length === 3 && r;
+    }, 1000, 'WIT revocation events');
+    expect(got.map((r) => [r.type, r.claims.sub_id.jti ?? r.claims.sub_id.uri])).toEqual([
+      [SESSION_REVOKED, witJti], [SESSION_REVOKED, atJti], [CREDENTIAL_CHANGE, id],
+    ]);
+    expect(got[2]!.claims.events[CREDENTIAL_CHANGE]).toMatchObject({ change_type: 'revoke', credential_type: 'app' });
+  });
+
+  it('writes no new events for the streams of a disabled receiver', async () => {
+    const other = await new PushReceiver().start();
+    try {
+      const doomed = await ssfClient(ts, 'doomed-receiver');
+      expect((await doomed.call('POST', '/ssf/streams', { delivery: { method: PUSH, endpoint_url: other.url } })).status).toBe(201);
+      expect((await ts.admin('DELETE', `/admin/agents/${enc(doomed.agent.id)}`)).status).toBe(200);
+      const t = (await app.token({ grant_type: 'client_credentials' })).body.access_token as string;
+      const jti = JSON.parse(Buffer.from(t.split('.')[1]!, 'base64url').toString()).jti as string;
+      await ts.admin('POST', `/admin/tokens/${jti}/revoke`);
+      await until(() => receiver.received.some((r) => r.claims.sub_id.jti === jti), 1000, 'the event at the live receiver');
+      await new Promise((r) => setTimeout(r, 200));
+      expect(other.received.some((r) => r.claims.sub_id.jti === jti)).toBe(false);
+      // Its token no longer manages anything.
+      expect((await doomed.call('GET', '/ssf/streams')).status).toBe(401);
+    } finally {
+      await other.stop();
+    }
   });
 
   it('updates, replaces and deletes streams; status changes are announced', async () => {
