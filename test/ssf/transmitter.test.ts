@@ -3,6 +3,7 @@ import { agentId, enc, startTestServer, type TestServer } from '../support/test-
 import { AT, exchange, registerSecretAgent, TOKEN_EXCHANGE, type SecretAgent } from '../support/agents.js';
 import { agentKeyPair } from '../support/oauth-client.js';
 import { newAgentKey, tokenWithWit, witByJoinToken } from '../support/workload.js';
+import { privateJwk, publicOf } from '../support/biscuit.js';
 import {
   call, CREDENTIAL_CHANGE, parseSet, poll, POLL, PUSH, PushReceiver, SESSION_REVOKED, ssfClient, STREAM_UPDATED, TOKEN_CLAIMS_CHANGE, until,
   VERIFICATION, verifySet, type SsfClient,
@@ -283,6 +284,23 @@ describe('Shared Signals transmitter', () => {
       [SESSION_REVOKED, witJti], [SESSION_REVOKED, atJti], [CREDENTIAL_CHANGE, id],
     ]);
     expect(got[2]!.claims.events[CREDENTIAL_CHANGE]).toMatchObject({ change_type: 'revoke', credential_type: 'app' });
+  });
+
+  it('announces a Biscuit revoked by its revocation id when its record is known', async () => {
+    const key = await privateJwk();
+    const minter = await registerSecretAgent(ts, {
+      id: agentId('biscuit-minter'), grant_types: ['client_credentials', TOKEN_EXCHANGE], scopes: ['orders:read'], audiences: [API],
+      jwks: { keys: [{ ...publicOf(key), alg: 'EdDSA' }] }, token_exchange: { may_act_for_others: true },
+    });
+    const subject = (await app.token({ grant_type: 'client_credentials' })).body.access_token as string;
+    const minted = await exchange(minter, { subject_token: subject, subject_token_type: AT, requested_token_type: 'urn:agent-sts:params:oauth:token-type:biscuit', scope: 'orders:read' });
+    expect(minted.status, JSON.stringify(minted.body)).toBe(200);
+    const records = (await ts.admin('GET', `/admin/tokens?type=biscuit&client_id=${enc(minter.id)}`)).body.tokens as { jti: string; revocation_id: string }[];
+    expect(records).toHaveLength(1);
+    expect((await ts.admin('POST', '/admin/biscuits/revocations', { revocation_id: records[0]!.revocation_id })).status).toBe(200);
+    const got = await until(() => receiver.of(SESSION_REVOKED).find((r) => r.claims.sub_id.jti === records[0]!.jti), 1000, 'Biscuit revocation event');
+    expect(got.claims.sub_id).toEqual({ format: 'jwt_id', iss: ts.issuer, jti: records[0]!.jti });
+    expect(got.claims.events[SESSION_REVOKED]).toMatchObject({ initiating_entity: 'admin' });
   });
 
   it('writes no new events for the streams of a disabled receiver', async () => {
