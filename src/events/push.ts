@@ -19,8 +19,6 @@ export interface PushOptions {
 
 type Outcome = { ok: true } | { ok: false; permanent: boolean; error: string };
 
-/** How long one server may hold a stream before another may take it over (ms). */
-const LEASE_MS = 60_000;
 const BATCH = 20;
 
 /**
@@ -35,6 +33,8 @@ export class PushWorker {
   private again = false;
   private stopped = false;
   private timer: NodeJS.Timeout | undefined;
+  /** How long this server holds a stream before another may take it over (a server that died holding it). */
+  private readonly leaseMs: number;
 
   constructor(private readonly deps: {
     repo: SsfRepo;
@@ -44,7 +44,11 @@ export class PushWorker {
     /** Checks a push endpoint against the configured rules; a reason when it may not be used. */
     endpointRefused: (url: string) => string | undefined;
     pause: (stream: StreamRecord, reason: string) => Promise<void>;
-  }) {}
+    /** The stream's authorization header in clear. */
+    authorization: (stream: StreamRecord) => string | null;
+  }) {
+    this.leaseMs = 2 * deps.opts.timeoutMs + 10_000;
+  }
 
   /** Looks for due events now (called once a transaction writing events has committed). */
   wake(): void {
@@ -87,7 +91,7 @@ export class PushWorker {
   private async loop(): Promise<void> {
     for (;;) {
       this.again = false;
-      const streams = await this.deps.repo.claimDueStreams(PUSH_METHOD, this.owner, Date.now(), LEASE_MS);
+      const streams = await this.deps.repo.claimDueStreams(PUSH_METHOD, this.owner, Date.now(), this.leaseMs);
       await Promise.all(streams.map((s) => this.deliverStream(s)));
       if (this.stopped || (!streams.length && !this.again)) return;
     }
@@ -102,7 +106,7 @@ export class PushWorker {
         const rows = await repo.pending(stream.stream_id, BATCH);
         if (!rows.length) return;
         for (const row of rows) {
-          if (this.stopped || !(await repo.renewLease(stream.stream_id, this.owner, Date.now() + LEASE_MS))) return;
+          if (this.stopped || !(await repo.renewLease(stream.stream_id, this.owner, Date.now() + this.leaseMs))) return;
           const outcome = await this.post(stream, row);
           if (outcome.ok) {
             await repo.markDelivered(row.id);
@@ -137,10 +141,12 @@ export class PushWorker {
     const refused = this.deps.endpointRefused(url);
     if (refused) return { ok: false, permanent: false, error: refused };
     let set: string;
+    let authorization: string | null;
     try {
+      authorization = this.deps.authorization(stream);
       set = await this.deps.sign(stream, row);
     } catch (err) {
-      return { ok: false, permanent: false, error: `signing failed: ${(err as Error).message}` };
+      return { ok: false, permanent: false, error: `cannot prepare the request: ${(err as Error).message}` };
     }
     try {
       const res = await fetch(url, {
@@ -148,7 +154,7 @@ export class PushWorker {
         headers: {
           'content-type': SET_MEDIA_TYPE,
           accept: 'application/json',
-          ...(stream.authorization_header ? { authorization: stream.authorization_header } : {}),
+          ...(authorization ? { authorization } : {}),
         },
         body: set,
         redirect: 'manual',

@@ -17,7 +17,8 @@ export class StreamError extends Error {
 /** Which push endpoints may be used: `http` allows plain http to `localhost` (loopback) only, to any host, or never. */
 export type HttpPolicy = 'localhost' | 'true' | 'false';
 
-const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
+const LOOPBACK = new Set(['localhost', '[::1]']);
+const IPV4_LOOPBACK = /^127(\.\d{1,3}){3}$/;
 
 /** Why a push endpoint URL may not be used, or undefined when it may. */
 export function pushEndpointRefusal(url: string, allowHttp: HttpPolicy): string | undefined {
@@ -28,7 +29,7 @@ export function pushEndpointRefusal(url: string, allowHttp: HttpPolicy): string 
   if (u.hash) return 'endpoint_url must not have a fragment';
   if (u.protocol === 'http:') {
     if (allowHttp === 'false') return 'endpoint_url must be https';
-    if (allowHttp === 'localhost' && !LOOPBACK.has(u.hostname) && !u.hostname.startsWith('127.')) return 'endpoint_url must be https (plain http is allowed for loopback addresses only)';
+    if (allowHttp === 'localhost' && !LOOPBACK.has(u.hostname) && !IPV4_LOOPBACK.test(u.hostname)) return 'endpoint_url must be https (plain http is allowed for loopback addresses only)';
   }
   return undefined;
 }
@@ -104,8 +105,8 @@ export function maskAuthorization(value: string): string {
   return space > 0 ? `${value.slice(0, space)} ****` : '****';
 }
 
-/** The stream configuration as SSF shows it. */
-export function streamView(s: StreamRecord, issuer: string, pollUrl: (id: string) => string): Record<string, unknown> {
+/** The stream configuration as SSF shows it (`authorization` is the stream's authorization header in clear). */
+export function streamView(s: StreamRecord, authorization: string | null, issuer: string, pollUrl: (id: string) => string): Record<string, unknown> {
   return {
     stream_id: s.stream_id,
     iss: issuer,
@@ -113,7 +114,7 @@ export function streamView(s: StreamRecord, issuer: string, pollUrl: (id: string
     delivery: {
       method: s.delivery_method,
       endpoint_url: s.delivery_method === POLL_METHOD ? pollUrl(s.stream_id) : s.endpoint_url,
-      ...(s.authorization_header ? { authorization_header: maskAuthorization(s.authorization_header) } : {}),
+      ...(authorization ? { authorization_header: maskAuthorization(authorization) } : {}),
     },
     events_supported: EVENTS_SUPPORTED,
     events_requested: s.events_requested,

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { KeyManager, SigningAlg } from '../keys/key-manager.js';
+import { decryptPrivateKey, encryptPrivateKey } from '../keys/key-encryption.js';
 import type { Logger } from '../log/logger.js';
 import type { OutboxRow, SsfRepo, StreamRecord, StreamStatus } from '../storage/ssf-repo.js';
 import { REQUESTABLE_EVENTS, STREAM_UPDATED, VERIFICATION, signSecurityEvent, streamSubject, subjectKey } from '../tokens/security-event.js';
@@ -17,7 +18,13 @@ export interface TransmitterOptions {
   /** Longest a poll request without `returnImmediately` waits for events (ms). */
   pollMaxWaitMs: number;
   maxStreamsPerClient: number;
+  /** Encrypts push authorization headers at rest (AES-256-GCM) when set: `AGENT_STS_KEY_ENCRYPTION_KEY`. */
+  encryptionKey?: Buffer | undefined;
+  /** The only server using its database (the embedded one): leases left by an earlier run are dropped at start. */
+  exclusiveDatabase?: boolean;
 }
+
+const SEALED = 'aes256gcm-v1.';
 
 export const SSF_PATHS = {
   configuration: '/.well-known/ssf-configuration',
@@ -55,7 +62,22 @@ export class Transmitter {
       sign: (stream, row) => this.sign(stream, row),
       endpointRefused: (url) => pushEndpointRefusal(url, deps.opts.allowHttp),
       pause: (stream, reason) => this.changeStatus(stream, 'paused', reason, true).then(() => {}),
+      authorization: (stream) => this.openHeader(stream),
     });
+  }
+
+  /** The authorization header as stored: encrypted, bound to its stream, when an encryption key is set. */
+  private sealHeader(streamId: string, value: string | null): string | null {
+    const key = this.deps.opts.encryptionKey;
+    return value === null || !key ? value : encryptPrivateKey(value, key, `ssf-stream:${streamId}`);
+  }
+
+  private openHeader(stream: StreamRecord): string | null {
+    const stored = stream.authorization_header;
+    if (stored === null || !stored.startsWith(SEALED)) return stored;
+    const key = this.deps.opts.encryptionKey;
+    if (!key) throw new Error('the authorization header is encrypted: set AGENT_STS_KEY_ENCRYPTION_KEY to the key it was encrypted with');
+    return decryptPrivateKey(stored, key, `ssf-stream:${stream.stream_id}`);
   }
 
   /** The SSF transmitter configuration metadata (`/.well-known/ssf-configuration`). */
@@ -76,7 +98,8 @@ export class Transmitter {
     };
   }
 
-  start(): void {
+  async start(): Promise<void> {
+    if (this.deps.opts.exclusiveDatabase) await this.deps.repo.releaseAllLeases();
     this.push.wake();
     const prune = () => void this.deps.repo.prune(new Date(Date.now() - KEEP_DONE_MS))
       .catch((err: Error) => this.deps.logger.warn({ err: { message: err.message } }, 'pruning the events outbox failed'));
@@ -98,7 +121,15 @@ export class Transmitter {
   }
 
   private pollUrl = (id: string) => `${this.deps.issuer}${SSF_PATHS.poll}/${encodeURIComponent(id)}`;
-  private view = (s: StreamRecord) => streamView(s, this.deps.issuer, this.pollUrl);
+  private view = (s: StreamRecord) => {
+    let authorization: string | null;
+    try {
+      authorization = this.openHeader(s);
+    } catch {
+      authorization = '****';
+    }
+    return streamView(s, authorization, this.deps.issuer, this.pollUrl);
+  };
 
   private async sign(stream: StreamRecord, row: OutboxRow): Promise<string> {
     return signSecurityEvent({
@@ -107,7 +138,7 @@ export class Transmitter {
   }
 
   /** The delivery a request asks for, checked. */
-  private delivery(d: { method: string; endpoint_url?: string | undefined; authorization_header?: string | undefined } | undefined, current?: StreamRecord) {
+  private delivery(d: { method: string; endpoint_url?: string | undefined; authorization_header?: string | undefined } | undefined, current?: StreamRecord, newId?: string) {
     const method = d?.method ?? POLL_METHOD;
     if (method === POLL_METHOD) {
       // The poll endpoint is the transmitter's; a receiver may send back the one it was given.
@@ -122,8 +153,19 @@ export class Transmitter {
     if (refused) throw new StreamError(400, 'invalid_request', `delivery.${refused}`);
     let auth = d.authorization_header ?? null;
     // The masked value a receiver read back keeps the stored secret.
-    if (auth !== null && current?.authorization_header && auth === maskAuthorization(current.authorization_header)) auth = current.authorization_header;
-    return { delivery_method: PUSH_METHOD, endpoint_url: d.endpoint_url, authorization_header: auth };
+    if (auth !== null && current?.authorization_header) {
+      const clear = this.openHeaderOrUndefined(current);
+      if (clear !== undefined && auth === maskAuthorization(clear ?? '')) return { delivery_method: PUSH_METHOD, endpoint_url: d.endpoint_url, authorization_header: current.authorization_header };
+    }
+    return { delivery_method: PUSH_METHOD, endpoint_url: d.endpoint_url, authorization_header: auth === null ? null : this.sealHeader(current?.stream_id ?? newId!, auth) };
+  }
+
+  private openHeaderOrUndefined(s: StreamRecord): string | null | undefined {
+    try {
+      return this.openHeader(s);
+    } catch {
+      return undefined;
+    }
   }
 
   private async owned(clientId: string, streamId: string): Promise<StreamRecord> {
@@ -135,12 +177,13 @@ export class Transmitter {
 
   async create(clientId: string, body: unknown): Promise<Record<string, unknown>> {
     const req = parse(createSchema, body);
-    const delivery = this.delivery(req.delivery);
+    const streamId = randomBytes(16).toString('base64url');
+    const delivery = this.delivery(req.delivery, undefined, streamId);
     if ((await this.deps.repo.countStreamsOf(clientId)) >= this.deps.opts.maxStreamsPerClient) {
       throw new StreamError(409, 'conflict', `this client already has ${this.deps.opts.maxStreamsPerClient} streams, the most it may have`);
     }
     const stream = await this.deps.repo.createStream({
-      stream_id: randomBytes(16).toString('base64url'),
+      stream_id: streamId,
       client_id: clientId,
       aud: clientId,
       ...delivery,
@@ -235,6 +278,8 @@ export class Transmitter {
   async verify(clientId: string, body: unknown): Promise<void> {
     const req = parse(verifySchema, body);
     const stream = await this.owned(clientId, req.stream_id);
+    // A disabled stream holds no events.
+    if (stream.status === 'disabled') return;
     const at = this.deps.now();
     await this.deps.db.transaction(async (trx) => {
       await this.deps.repo.enqueue(trx, stream.stream_id, {

@@ -93,6 +93,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
           timeoutMs: config.ssf.pushTimeoutMs, sweepMs: 2000,
         },
         allowHttp: config.ssf.pushAllowHttp, pollMaxWaitMs: config.ssf.pollMaxWaitMs, maxStreamsPerClient: config.ssf.maxStreamsPerClient,
+        encryptionKey: config.keyEncryptionKey, exclusiveDatabase: db.kind === 'embedded',
       },
     });
     const signals = transmitter.signals;
@@ -206,7 +207,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     }
 
     // Events left in the outbox (a restart, a receiver that was down) are delivered from now on.
-    transmitter.start();
+    await transmitter.start();
     logger.info({ issuer: config.issuer, port, database: db.kind, trust_domain: config.trustDomain }, 'agent-sts listening');
     const srv = server;
     const ssfTransmitter = transmitter;

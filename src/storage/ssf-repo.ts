@@ -163,6 +163,11 @@ export class SsfRepo {
     return n > 0;
   }
 
+  /** Drops every lease (a server that is the only one using its database, at start). */
+  async releaseAllLeases(): Promise<void> {
+    await this.db('ssf_streams').whereNotNull('lease_owner').update({ lease_owner: null, lease_until: null });
+  }
+
   async releaseLease(streamId: string, owner: string): Promise<void> {
     await this.db('ssf_streams').where({ stream_id: streamId, lease_owner: owner }).update({ lease_owner: null, lease_until: null });
   }

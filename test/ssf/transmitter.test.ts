@@ -22,7 +22,8 @@ describe('Shared Signals transmitter', () => {
   let orchestrator: SecretAgent;
 
   beforeAll(async () => {
-    ts = await startTestServer();
+    // Push authorization headers are encrypted at rest with the key encryption key.
+    ts = await startTestServer({ AGENT_STS_KEY_ENCRYPTION_KEY: '11'.repeat(32) });
     receiver = await new PushReceiver().start();
     pusher = await ssfClient(ts, 'push-receiver');
     poller = await ssfClient(ts, 'poll-receiver');
@@ -81,6 +82,9 @@ describe('Shared Signals transmitter', () => {
     const all = await pusher.call('GET', '/ssf/streams');
     expect(all.body).toEqual([pushStream]);
     expect(JSON.stringify(ts.logs)).not.toContain('receiver-secret');
+    const stored = await ts.server.db.knex('ssf_streams').where({ stream_id: pushStream.stream_id }).first('authorization_header');
+    expect(stored.authorization_header).toMatch(/^aes256gcm-v1\./);
+    expect(stored.authorization_header).not.toContain('receiver-secret');
     // Another client's stream does not exist for this one.
     for (const [method, path, body] of [
       ['GET', `/ssf/streams?stream_id=${pushStream.stream_id}`], ['PATCH', '/ssf/streams', { stream_id: pushStream.stream_id, description: 'x' }],
@@ -140,6 +144,9 @@ describe('Shared Signals transmitter', () => {
       { delivery: { method: PUSH } },
       { delivery: { method: PUSH, endpoint_url: 'ftp://example.com/x' } },
       { delivery: { method: PUSH, endpoint_url: 'http://receiver.example/events' } },
+      { delivery: { method: PUSH, endpoint_url: 'http://127.attacker.example/events' } },
+      { delivery: { method: PUSH, endpoint_url: 'https://user:pass@receiver.example/events' } },
+      { delivery: { method: PUSH, endpoint_url: 'https://receiver.example/events', authorization_header: 'Bearer a\r\nX-Injected: 1' } },
       { delivery: { method: POLL, endpoint_url: 'https://receiver.example/poll' } },
       { delivery: { method: POLL }, surprise: true },
       { events_requested: 'all' },
