@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { agentId, enc, startTestServer, type TestServer } from '../support/test-server.js';
 import { AT, exchange, registerSecretAgent, TOKEN_EXCHANGE, type SecretAgent } from '../support/agents.js';
 import { agentKeyPair } from '../support/oauth-client.js';
@@ -358,5 +359,23 @@ describe('Shared Signals transmitter', () => {
     const extra = await poller.call('POST', '/ssf/streams', { delivery: { method: POLL } });
     expect((await poller.call('DELETE', `/ssf/streams?stream_id=${extra.body.stream_id}`)).status).toBe(204);
     expect((await poller.call('GET', `/ssf/streams?stream_id=${extra.body.stream_id}`)).status).toBe(404);
+  });
+
+  it('answers any JSON body with a 2xx or a 4xx JSON error, never a 500', { timeout: 60_000 }, async () => {
+    const paths = ['/ssf/streams', '/ssf/status', '/ssf/subjects/add', '/ssf/subjects/remove', '/ssf/verify', `/ssf/poll/${pollStream.stream_id}`];
+    const member = fc.oneof(fc.constant(pollStream.stream_id as string), fc.string(), fc.constant(PUSH), fc.constant(POLL), fc.constant('http://127.0.0.1:1/x'));
+    const body = fc.oneof(
+      fc.jsonValue(),
+      fc.record({ stream_id: member, delivery: fc.record({ method: member, endpoint_url: member }, { requiredKeys: [] }), status: member, subject: fc.jsonValue(), maxEvents: fc.integer(), ack: fc.array(fc.string()), setErrs: fc.jsonValue() }, { requiredKeys: [] }),
+    );
+    const statuses = new Set<number>();
+    await fc.assert(fc.asyncProperty(fc.constantFrom(...paths), fc.constantFrom('POST', 'PATCH', 'PUT'), body, async (path, method, b) => {
+      const res = await poller.call(path === '/ssf/streams' ? method : 'POST', path, path.startsWith('/ssf/poll') && typeof b === 'object' && b !== null && !Array.isArray(b) ? { ...b, returnImmediately: true } : b);
+      statuses.add(res.status);
+      expect(res.status, JSON.stringify({ path, b, body: res.body })).toBeLessThan(500);
+      if (res.status >= 400) expect(typeof res.body.error).toBe('string');
+    }), { numRuns: 150 });
+    expect([...statuses].sort()).toEqual(expect.arrayContaining([200, 400]));
+    expect(statuses.has(401)).toBe(false);
   });
 });
