@@ -184,7 +184,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const app = createApp({
       logger, db, keys, oauth, trustProxy: config.trustProxy,
       witClientAuth: witClientAuth({ authenticator, issuer: config.issuer, events }),
-      publicRouters: [witRoutes(witIssuer, events), biscuitRevocationListRoutes(tokens, now), ssfRoutes(transmitter, ssfBearer(issuedTokens, config.issuer))],
+      publicRouters: [witRoutes(witIssuer, events), biscuitRevocationListRoutes(tokens, now), ssfRoutes(transmitter, ssfBearer(issuedTokens, config.issuer, events))],
       adminAuth: requireAdmin(adminHash),
       routers: [agentsRoutes(registry), keysRoutes(keys, events, config.keyActivationDelay, (activateAt) => scheduleActivation(activateAt), { issuer: config.issuer, signals }), tokensRoutes(tokens, events), biscuitAdminRoutes(tokens, events, now), auditRoutes(new AuditRepo(knex), logger),
         workflowsRoutes({ workflows, events, trustDomain: config.trustDomain })],

@@ -1,6 +1,7 @@
 import Router from '@koa/router';
 import type { Context, Next } from 'koa';
 import type { IssuedTokenVerifier } from '../oauth/grants/issued-tokens.js';
+import type { EventsRepo } from '../storage/events-repo.js';
 import { TokenVerificationError } from '../tokens/token-errors.js';
 import { SSF_PATHS, type Transmitter } from '../events/transmitter.js';
 import { StreamError } from '../events/stream-config.js';
@@ -15,10 +16,13 @@ const quoted = (v: string) => v.replace(/[\\"]/g, '');
 /**
  * RFC 6750 bearer authentication for the SSF API: one of our access tokens (recorded, unrevoked,
  * unexpired, its agent active), issued for `audience` (the issuer URL), with the `ssf.manage` scope.
- * The client it was issued to owns the streams it creates.
+ * The client it was issued to owns the streams it creates. Every refusal is recorded (action `ssf`).
  */
-export function ssfBearer(verifier: IssuedTokenVerifier, audience: string) {
-  const challenge = (ctx: Context, status: 401 | 403, error: string | undefined, description: string): ApiError => {
+export function ssfBearer(verifier: IssuedTokenVerifier, audience: string, events: EventsRepo) {
+  const refused = (clientId: string | null, reason: string, detail: string) =>
+    events.record({ decision: 'refused', action: 'ssf', client_id: clientId, reason, detail }).catch(() => {});
+  const challenge = async (ctx: Context, status: 401 | 403, error: string | undefined, description: string, clientId: string | null = null): Promise<ApiError> => {
+    await refused(clientId, error ?? 'invalid_token', description);
     ctx.set('WWW-Authenticate', `Bearer realm="${quoted(audience)}", scope="${SSF_SCOPE}"${error ? `, error="${error}", error_description="${quoted(description)}"` : ''}`);
     return new ApiError(status, error ?? 'invalid_request', description);
   };
@@ -26,7 +30,7 @@ export function ssfBearer(verifier: IssuedTokenVerifier, audience: string) {
     const m = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(ctx.get('authorization'));
     if (!m) {
       const given = !!ctx.get('authorization');
-      throw challenge(ctx, 401, given ? 'invalid_request' : undefined, given ? 'send the access token as Authorization: Bearer <token>' : `an access token with the ${SSF_SCOPE} scope is required`);
+      throw await challenge(ctx, 401, given ? 'invalid_request' : undefined, given ? 'send the access token as Authorization: Bearer <token>' : `an access token with the ${SSF_SCOPE} scope is required`);
     }
     let claims: Record<string, unknown>;
     let clientId: string;
@@ -35,20 +39,24 @@ export function ssfBearer(verifier: IssuedTokenVerifier, audience: string) {
       claims = issued.claims;
       clientId = issued.record.client_id;
     } catch (err) {
-      if (err instanceof TokenVerificationError) throw challenge(ctx, 401, 'invalid_token', err.message);
+      if (err instanceof TokenVerificationError) throw await challenge(ctx, 401, 'invalid_token', err.message);
       throw err;
     }
     const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
-    if (!aud.includes(audience)) throw challenge(ctx, 401, 'invalid_token', `the access token is not for this API: its audience must be ${audience}`);
-    if (claims.cnf !== undefined) throw challenge(ctx, 401, 'invalid_token', 'sender-constrained (DPoP or WIT-bound) tokens are not accepted here: use a bearer token');
+    if (!aud.includes(audience)) throw await challenge(ctx, 401, 'invalid_token', `the access token is not for this API: its audience must be ${audience}`, clientId);
+    if (claims.cnf !== undefined) throw await challenge(ctx, 401, 'invalid_token', 'sender-constrained (DPoP or WIT-bound) tokens are not accepted here: use a bearer token', clientId);
     const scopes = typeof claims.scope === 'string' ? claims.scope.split(' ') : [];
-    if (!scopes.includes(SSF_SCOPE)) throw challenge(ctx, 403, 'insufficient_scope', `the access token needs the ${SSF_SCOPE} scope`);
+    if (!scopes.includes(SSF_SCOPE)) throw await challenge(ctx, 403, 'insufficient_scope', `the access token needs the ${SSF_SCOPE} scope`, clientId);
     ctx.state.ssfClient = clientId;
     ctx.set('Cache-Control', 'no-store');
     try {
       await next();
     } catch (err) {
-      if (err instanceof StreamError) throw new ApiError(err.status, err.code, err.message);
+      if (err instanceof StreamError) {
+        await refused(clientId, err.code, err.message);
+        throw new ApiError(err.status, err.code, err.message);
+      }
+      if (err instanceof ApiError && err.status < 500) await refused(clientId, err.code, err.message);
       throw err;
     }
   };

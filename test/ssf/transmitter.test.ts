@@ -98,6 +98,9 @@ describe('Shared Signals transmitter', () => {
     }
     const stolen = await call(ts, 'POST', `/ssf/poll/${pollStream.stream_id}`, pusher.token, { returnImmediately: true });
     expect(stolen.status).toBe(404);
+    // Refusals are recorded with the client that made them.
+    const refusals = (await ts.admin('GET', `/admin/events?decision=refused&client_id=${enc(poller.agent.id)}`)).body.events as { action: string; reason: string }[];
+    expect(refusals.filter((e) => e.action === 'ssf' && e.reason === 'not_found').length).toBeGreaterThanOrEqual(7);
   });
 
   it('refuses stream management without the right token', async () => {
@@ -374,7 +377,7 @@ describe('Shared Signals transmitter', () => {
       statuses.add(res.status);
       expect(res.status, JSON.stringify({ path, b, body: res.body })).toBeLessThan(500);
       if (res.status >= 400) expect(typeof res.body.error).toBe('string');
-    }), { numRuns: 150 });
+    }), { numRuns: 150, examples: [[`/ssf/poll/${pollStream.stream_id}`, 'POST', { maxEvents: 0 }], ['/ssf/status', 'POST', { stream_id: 'nope', status: 'enabled' }]] });
     expect([...statuses].sort()).toEqual(expect.arrayContaining([200, 400]));
     expect(statuses.has(401)).toBe(false);
   });
