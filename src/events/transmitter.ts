@@ -41,6 +41,8 @@ const DEFAULT_MAX_EVENTS = 100;
 /** Delivered and refused events stay in the outbox this long (for inspection), then are deleted. */
 const KEEP_DONE_MS = 7 * 86_400_000;
 const PRUNE_EVERY_MS = 3_600_000;
+/** A waiting poll looks at the outbox at least this often (ms). */
+const POLL_RECHECK_MS = 1000;
 
 /**
  * The Shared Signals (SSF 1.0) transmitter: streams owned by the clients that create them, an outbox
@@ -305,7 +307,8 @@ export class Transmitter {
     for (;;) {
       rows = max > 0 && stream.status === 'enabled' ? await this.deps.repo.pending(stream.stream_id, max + 1) : [];
       if (rows.length || max === 0 || req.returnImmediately || this.stopped || Date.now() >= deadline) break;
-      await this.waitForEvents(deadline - Date.now());
+      // Woken when this server commits an event; events committed by other servers are seen within a second.
+      await this.waitForEvents(Math.min(deadline - Date.now(), POLL_RECHECK_MS));
       const again = await this.deps.repo.findStream(stream.stream_id);
       if (!again) break;
       stream = again;

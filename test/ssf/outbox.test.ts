@@ -174,5 +174,18 @@ describe.skipIf(!POSTGRES_URL)('Shared Signals with two servers on one PostgreSQ
     await new Promise((r) => setTimeout(r, 500));
     expect(receiver.received.map((r) => r.claims.sub_id.jti).sort()).toEqual([...jtis].sort());
     expect(new Set(receiver.received.map((r) => r.claims.jti)).size).toBe(jtis.length);
+
+    // A long poll waiting at one server returns soon after the other server commits an event.
+    const poller = await ssfClient(ts, 'poll-receiver');
+    const pollStream = (await poller.call('POST', '/ssf/streams', { delivery: { method: POLL }, events_requested: [SESSION_REVOKED] })).body;
+    const pollAtSecond = `${second.server.url}/ssf/poll/${pollStream.stream_id}`;
+    const waiting = poll(ts, poller, pollAtSecond, { maxEvents: 10 });
+    await new Promise((r) => setTimeout(r, 300));
+    const t = (await app.token({ grant_type: 'client_credentials' })).body.access_token as string;
+    const start = Date.now();
+    expect((await ts.admin('POST', `/admin/tokens/${jtiOf(t)}/revoke`)).status).toBe(200);
+    const got = await waiting;
+    expect(Date.now() - start).toBeLessThan(1500);
+    expect(Object.values(got.sets).map((x) => parseSet(x).claims.sub_id.jti)).toEqual([jtiOf(t)]);
   });
 });
