@@ -121,7 +121,9 @@ export class PushWorker {
           const now = Date.now();
           const failingSince = await repo.markRetry(row.id, now, outcome.error);
           if (now - failingSince >= this.deps.opts.pauseAfterMs) {
-            const reason = `the receiver failed to accept events for ${Math.round((now - failingSince) / 1000)} s: ${outcome.error}`;
+            // The receiver sees its HTTP status, not which network error it was (no probing of hosts through it).
+            const shown = outcome.error.startsWith('HTTP ') ? outcome.error : 'the receiver could not be reached';
+            const reason = `the receiver failed to accept events for ${Math.round((now - failingSince) / 1000)} s: ${shown}`;
             this.deps.logger.warn({ stream_id: stream.stream_id, error: outcome.error }, 'push receiver unreachable: stream paused');
             await this.deps.pause(stream, reason.slice(0, 300));
             return;
