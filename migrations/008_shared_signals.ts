@@ -30,8 +30,9 @@ export async function up(knex: Knex): Promise<void> {
     t.text('stream_id').notNullable().references('stream_id').inTable('ssf_streams').onDelete('CASCADE');
     t.text('jti').notNullable();
     t.text('event_type').notNullable();
-    t.jsonb('sub_id').notNullable();
-    t.jsonb('event').notNullable();
+    // json, not jsonb: the members keep the order they were written in (`format` first in a subject identifier).
+    t.json('sub_id').notNullable();
+    t.json('event').notNullable();
     t.bigInteger('iat').notNullable();
     t.text('state').notNullable().defaultTo('pending');
     t.integer('attempts').notNullable().defaultTo(0);

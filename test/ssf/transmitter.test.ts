@@ -180,6 +180,7 @@ describe('Shared Signals transmitter', () => {
     const jwks = await (await fetch(`${ts.issuer}/jwks`)).json() as { keys: { kid: string }[] };
     expect(jwks.keys.map((k: { kid: string }) => k.kid)).toContain(protectedHeader.kid);
     expect(payload.sub_id).toEqual({ format: 'jwt_id', iss: ts.issuer, jti });
+    expect(Object.keys(payload.sub_id)).toEqual(['format', 'iss', 'jti']);
     expect(payload.events[SESSION_REVOKED]).toMatchObject({ initiating_entity: 'admin', reason_admin: { en: 'revoked by admin' } });
     expect(Number.isInteger(payload.events[SESSION_REVOKED]!.event_timestamp)).toBe(true);
     expect(pushed.authorization).toBe('Bearer receiver-secret-0123456789');
