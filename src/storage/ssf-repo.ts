@@ -91,6 +91,8 @@ export class SsfRepo {
 
   async updateStream(streamId: string, fields: Partial<StreamFields & Pick<StreamRecord, 'excluded_subjects'>>, trx: Knex = this.db): Promise<StreamRecord | undefined> {
     const row: Record<string, unknown> = { ...fields, updated_at: trx.fn.now() };
+    // A new delivery is tried at once, not after the back-off of the old one.
+    if (fields.delivery_method !== undefined || fields.endpoint_url !== undefined) row.retry_at = 0;
     if (fields.events_requested) row.events_requested = JSON.stringify(fields.events_requested);
     if (fields.excluded_subjects) row.excluded_subjects = JSON.stringify(fields.excluded_subjects);
     const rows = await trx('ssf_streams').where({ stream_id: streamId }).update(row).returning('*');
