@@ -51,6 +51,16 @@ export interface Config {
   metricsEnabled: boolean;
   /** When set, `/metrics` requires `Authorization: Bearer <this>`. */
   metricsToken: string | undefined;
+  /** Shared Signals transmitter: push retries, pausing, push endpoint rules, long polls. */
+  ssf: {
+    pushRetryMinMs: number;
+    pushRetryMaxMs: number;
+    pushPauseAfterSeconds: number;
+    pushTimeoutMs: number;
+    pushAllowHttp: 'localhost' | 'true' | 'false';
+    pollMaxWaitMs: number;
+    maxStreamsPerClient: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -141,6 +151,13 @@ const schema = z.object({
     .transform((v) => (v === '' ? undefined : v))
     .refine((v) => v === undefined || v.length >= 32, 'must be at least 32 characters')
     .refine((v) => v === undefined || /^[\x21-\x7E]+$/.test(v), 'must be printable ASCII without spaces'),
+  SSF_PUSH_RETRY_MIN_MS: z.coerce.number().int('must be a whole number').min(10, 'must be at least 10').max(600_000, 'must be at most 600000').default(1000),
+  SSF_PUSH_RETRY_MAX_MS: z.coerce.number().int('must be a whole number').min(10, 'must be at least 10').max(86_400_000, 'must be at most 86400000').default(300_000),
+  SSF_PUSH_PAUSE_AFTER: positiveInt(30 * 86_400).default(86_400),
+  SSF_PUSH_TIMEOUT_MS: z.coerce.number().int('must be a whole number').min(100, 'must be at least 100').max(60_000, 'must be at most 60000').default(10_000),
+  SSF_PUSH_ALLOW_HTTP: z.enum(['localhost', 'true', 'false'], { error: 'must be localhost, true or false' }).default('localhost'),
+  SSF_POLL_MAX_WAIT_MS: z.coerce.number().int('must be a whole number').min(0, 'must be 0 or more').max(25_000, 'must be at most 25000').default(20_000),
+  SSF_MAX_STREAMS_PER_CLIENT: positiveInt(1000).default(10),
 });
 
 function decodeKey(value: string): Buffer | undefined {
@@ -183,5 +200,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     trustProxy: v.TRUST_PROXY === 'true',
     metricsEnabled: v.METRICS_ENABLED === 'true',
     metricsToken: v.METRICS_TOKEN,
+    ssf: {
+      pushRetryMinMs: v.SSF_PUSH_RETRY_MIN_MS,
+      pushRetryMaxMs: Math.max(v.SSF_PUSH_RETRY_MIN_MS, v.SSF_PUSH_RETRY_MAX_MS),
+      pushPauseAfterSeconds: v.SSF_PUSH_PAUSE_AFTER,
+      pushTimeoutMs: v.SSF_PUSH_TIMEOUT_MS,
+      pushAllowHttp: v.SSF_PUSH_ALLOW_HTTP,
+      pollMaxWaitMs: v.SSF_POLL_MAX_WAIT_MS,
+      maxStreamsPerClient: v.SSF_MAX_STREAMS_PER_CLIENT,
+    },
   };
 }

@@ -42,6 +42,9 @@ import { WorkflowsRepo } from '../storage/workflows-repo.js';
 import { WorkflowIntents } from '../oauth/workflow-intent.js';
 import { workflowsRoutes } from './admin/workflows-routes.js';
 import { ServerMetrics } from '../metrics/server-metrics.js';
+import { SsfRepo } from '../storage/ssf-repo.js';
+import { Transmitter } from '../events/transmitter.js';
+import { ssfBearer, ssfRoutes } from './ssf-routes.js';
 
 export interface RunningServer {
   url: string;
@@ -69,18 +72,33 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.databasePoolMax });
   let server: Server | undefined;
   let timer: NodeJS.Timeout | undefined;
+  let transmitter: Transmitter | undefined;
   try {
     const applied = await db.migrate();
     if (applied.length) logger.info({ migrations: applied }, 'migrations applied');
     const knex = db.knex;
     const agents = new AgentsRepo(knex);
+    const ssf = new SsfRepo(knex);
     const metrics = config.metricsEnabled
-      ? new ServerMetrics({ db, grantTypes: ['client_credentials', TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT, 'unknown'] })
+      ? new ServerMetrics({ db, grantTypes: ['client_credentials', TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT, 'unknown'], outboxBacklog: () => ssf.backlog() })
       : undefined;
-    const tokens = new TokensRepo(knex, metrics);
-    const events = new EventsRepo(knex, metrics);
     const keys = new KeyManager(knex, config.keyEncryptionKey, now);
     await keys.init();
+    // The Shared Signals transmitter: revocations and agent changes write security events to its outbox.
+    transmitter = new Transmitter({
+      issuer: config.issuer, db: knex, repo: ssf, keys, signingAlg: config.signingAlg, now, logger,
+      opts: {
+        push: {
+          retryMinMs: config.ssf.pushRetryMinMs, retryMaxMs: config.ssf.pushRetryMaxMs, pauseAfterMs: config.ssf.pushPauseAfterSeconds * 1000,
+          timeoutMs: config.ssf.pushTimeoutMs, sweepMs: 2000,
+        },
+        allowHttp: config.ssf.pushAllowHttp, pollMaxWaitMs: config.ssf.pollMaxWaitMs, maxStreamsPerClient: config.ssf.maxStreamsPerClient,
+        encryptionKey: config.keyEncryptionKey, exclusiveDatabase: db.kind === 'embedded',
+      },
+    });
+    const signals = transmitter.signals;
+    const tokens = new TokensRepo(knex, metrics, signals);
+    const events = new EventsRepo(knex, metrics);
     // Biscuit's wasm module is compiled and warmed up now, not at the first Biscuit request.
     await loadBiscuit();
 
@@ -156,7 +174,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
 
     const registry = new AgentRegistry(knex, {
       trustDomain: config.trustDomain, maxDelegationDepth: config.maxDelegationDepth, trustedIssuers: config.trustedIssuers.map((i) => i.issuer),
-    }, now, config.joinTokenTtl, (id) => agentsCache.invalidate(id));
+    }, now, config.joinTokenTtl, (id) => agentsCache.invalidate(id), signals);
 
     const authenticator = new WorkloadAuthenticator({ issuer: config.issuer, keys, tokens, agents, replay, now });
     const witIssuer = new WitIssuer({
@@ -166,9 +184,9 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const app = createApp({
       logger, db, keys, oauth, trustProxy: config.trustProxy,
       witClientAuth: witClientAuth({ authenticator, issuer: config.issuer, events }),
-      publicRouters: [witRoutes(witIssuer, events), biscuitRevocationListRoutes(tokens, now)],
+      publicRouters: [witRoutes(witIssuer, events), biscuitRevocationListRoutes(tokens, now), ssfRoutes(transmitter, ssfBearer(issuedTokens, config.issuer, events))],
       adminAuth: requireAdmin(adminHash),
-      routers: [agentsRoutes(registry), keysRoutes(keys, events, config.keyActivationDelay, (activateAt) => scheduleActivation(activateAt)), tokensRoutes(tokens, events), biscuitAdminRoutes(tokens, events, now), auditRoutes(new AuditRepo(knex), logger),
+      routers: [agentsRoutes(registry), keysRoutes(keys, events, config.keyActivationDelay, (activateAt) => scheduleActivation(activateAt), { issuer: config.issuer, signals }), tokensRoutes(tokens, events), biscuitAdminRoutes(tokens, events, now), auditRoutes(new AuditRepo(knex), logger),
         workflowsRoutes({ workflows, events, trustDomain: config.trustDomain })],
       ...(metrics ? { metrics: { metrics, token: config.metricsToken } } : {}),
     });
@@ -188,8 +206,11 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       timer.unref();
     }
 
+    // Events left in the outbox (a restart, a receiver that was down) are delivered from now on.
+    await transmitter.start();
     logger.info({ issuer: config.issuer, port, database: db.kind, trust_domain: config.trustDomain }, 'agent-sts listening');
     const srv = server;
+    const ssfTransmitter = transmitter;
     return {
       url: `http://127.0.0.1:${port}`,
       port,
@@ -199,6 +220,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       async close() {
         if (timer) clearInterval(timer);
         for (const t of pendingActivations) clearTimeout(t);
+        await ssfTransmitter.stop();
         await new Promise<void>((resolve) => {
           srv.close(() => resolve());
           srv.closeAllConnections();
@@ -208,6 +230,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     };
   } catch (err) {
     if (timer) clearInterval(timer);
+    await transmitter?.stop();
     server?.close();
     await db.close();
     throw err;

@@ -6,6 +6,7 @@ import { RegistrationError, SECRET_METHODS, validateAgentChanges, validateNewAge
 import { generateClientSecret, hashClientSecret } from './client-secret.js';
 import { JoinTokensRepo } from '../storage/join-tokens-repo.js';
 import { createJoinToken } from './attestors/join-token.js';
+import { noSignals, type SecuritySignals } from '../storage/security-signals.js';
 
 export class AgentExistsError extends Error {
   constructor(id: string) {
@@ -33,6 +34,8 @@ export class AgentRegistry {
     private readonly joinTokenTtl = 600,
     /** Told after an agent changed, so caches drop it. */
     private readonly changed: (id: string) => void = () => {},
+    /** Told of revocations and credential and claim changes in their transactions (Shared Signals). */
+    private readonly signals: SecuritySignals = noSignals,
   ) {
     this.agents = new AgentsRepo(db);
   }
@@ -68,6 +71,10 @@ export class AgentRegistry {
     const updated = await this.db.transaction(async (trx) => {
       const row = await this.agents.update(id, changes, trx);
       await new EventsRepo(trx).record({ decision: 'admin', action: 'agent.update', client_id: id, detail: Object.keys(changes).join(',') });
+      if (row && (changes.scopes !== undefined || changes.audiences !== undefined)) {
+        await this.signals.claimsChanged(trx, id, { scope: row.scopes.join(' '), aud: row.audiences });
+      }
+      if (row && changes.jwks !== undefined) await this.signals.credentialChanged(trx, id, 'update', 'the agent\'s keys changed');
       return row;
     });
     this.changed(id);
@@ -85,6 +92,7 @@ export class AgentRegistry {
     const updated = await this.db.transaction(async (trx) => {
       const row = await this.agents.update(id, { client_secret_hash: hash }, trx);
       await new EventsRepo(trx).record({ decision: 'admin', action: 'agent.rotate_secret', client_id: id });
+      await this.signals.credentialChanged(trx, id, 'update', 'the agent\'s client secret was rotated');
       return row!;
     });
     this.changed(id);
@@ -117,7 +125,8 @@ export class AgentRegistry {
         const existing = await this.agents.find(id, trx);
         return existing && { agent: agentView(existing), revoked: [] };
       }
-      const revoked = await new TokensRepo(trx).revokeAllFor(id, 'agent disabled', this.now(), trx);
+      const revoked = await new TokensRepo(trx, undefined, this.signals).revokeAllFor(id, 'agent disabled', this.now(), trx);
+      await this.signals.agentRevoked(trx, id, 'agent disabled');
       const events = new EventsRepo(trx);
       await events.record({ decision: 'admin', action: 'agent.disable', client_id: id, detail: `${revoked.length} tokens revoked` });
       for (const jti of revoked) await events.record({ decision: 'revoked', action: 'agent.disable', client_id: id, jti, reason: 'agent disabled' });

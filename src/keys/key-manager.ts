@@ -140,14 +140,17 @@ export class KeyManager {
    * they start signing `delaySeconds` later (at once when 0), when they replace the keys of their algorithm,
    * which stay published while tokens they signed are alive. A rotation while keys are still pending
    * replaces the pending keys. The caller then calls {@link activateDue} (now, and at `activateAt`).
+   * `inTransaction` runs in the rotation's transaction.
    */
-  async rotate(delaySeconds = 0): Promise<{ created: string[]; activateAt: number }> {
+  async rotate(delaySeconds = 0, inTransaction?: (trx: Knex) => Promise<void>): Promise<{ created: string[]; activateAt: number }> {
     const created: string[] = [];
     const activateAt = this.now() + delaySeconds;
     await this.db.transaction(async (trx) => {
       await this.repo.lock(trx);
       await this.repo.retire((await this.repo.pending(trx)).map((k) => k.kid), trx);
       for (const kind of KEY_KINDS) created.push(await this.createKey(kind, trx, activateAt));
+      // Written with the new keys (a security event announcing them), committed or rolled back with them.
+      if (inTransaction) await inTransaction(trx);
     });
     this.publishedAt = 0;
     return { created, activateAt };

@@ -37,7 +37,7 @@ export class ServerMetrics implements RecordObserver {
   private readonly action: ActionLabel;
   private readonly route = new BoundedLabel({ max: 128, pattern: /^(\/[\x21-\x7E]{0,200}|unmatched)$/ });
 
-  constructor(opts: { db: Database; grantTypes: readonly string[] }) {
+  constructor(opts: { db: Database; grantTypes: readonly string[]; outboxBacklog?: () => Promise<number> }) {
     const registers = [this.registry];
     this.action = new ActionLabel(new Set(opts.grantTypes));
     this.tokensIssued = new Counter({
@@ -71,11 +71,19 @@ export class ServerMetrics implements RecordObserver {
     poolGauge('agent_sts_db_pool_max_connections', 'Size of the database connection pool (1 for the embedded database).', (p) => p.max);
     new Gauge({ name: 'agent_sts_db_info', help: 'The database in use: postgres or embedded (PGlite, one connection).', labelNames: ['kind'], registers })
       .set({ kind: opts.db.kind }, 1);
+    const backlog = opts.outboxBacklog;
     new Gauge({
       name: 'agent_sts_outbox_backlog',
-      help: 'Security events waiting in the events outbox for delivery. This version has no events outbox: always 0.',
+      help: 'Security events (Shared Signals SETs) in the outbox not yet delivered to or acknowledged by their stream\'s receiver, over all streams.',
       registers,
-    }).set(0);
+      async collect() {
+        // While the database can't be reached the last value stays.
+        if (!backlog) return;
+        try {
+          this.set(await backlog());
+        } catch { /* unchanged */ }
+      },
+    });
   }
 
   tokenRecorded(type: string): void {

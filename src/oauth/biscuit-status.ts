@@ -66,7 +66,7 @@ export async function revokeBiscuit(deps: Deps, token: string, clientId: string)
   const last = chain.revocationIds.at(-1)!;
   const record = (await deps.tokens.findByRevocationIds([last]))[0];
   const revoked = record
-    ? await deps.tokens.revokeWithDescendants(record.jti, 'revoked by client')
+    ? await deps.tokens.revokeWithDescendants(record.jti, 'revoked by client', undefined, 'user')
     : (await deps.tokens.revokeBiscuitId(last, Math.floor(chain.current.expires.getTime() / 1000), 'revoked by client'), []);
   const parent = record ?? await recordedAncestor(deps.tokens, chain);
   for (const jti of revoked.length ? revoked : [parent?.jti ?? null]) {

@@ -78,7 +78,7 @@ export function tokenStatusMiddleware(deps: Deps) {
       return;
     }
     if (found) {
-      const revoked = await deps.tokens.revokeWithDescendants(found.record.jti, 'revoked by client');
+      const revoked = await deps.tokens.revokeWithDescendants(found.record.jti, 'revoked by client', undefined, 'user');
       for (const jti of revoked) await deps.events.record({ decision: 'revoked', action: 'revocation', client_id: client.clientId, jti, reason: 'revoked by client' });
     }
     ctx.status = 200;

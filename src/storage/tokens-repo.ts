@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import { hasNul } from './text.js';
 import { ignoreRecords, type RecordObserver } from './record-observer.js';
+import { inTransaction, noSignals, type InitiatingEntity, type RevokedToken, type SecuritySignals } from './security-signals.js';
 
 export interface TokenRecord {
   jti: string;
@@ -48,7 +49,12 @@ function fromRow(row: Record<string, unknown>): TokenRecord {
 }
 
 export class TokensRepo {
-  constructor(private readonly db: Knex, private readonly observer: RecordObserver = ignoreRecords) {}
+  constructor(
+    private readonly db: Knex,
+    private readonly observer: RecordObserver = ignoreRecords,
+    /** Told of every revocation inside its transaction (security events for Shared Signals receivers). */
+    private readonly signals: SecuritySignals = noSignals,
+  ) {}
 
   /**
    * Inserts a token record; with `issued`, also its `issued` decision event, in the same statement
@@ -136,32 +142,35 @@ export class TokensRepo {
     return { ancestors: strip(ancestors.rows), descendants: strip(descendants.rows) };
   }
 
-  /** Revokes a token and every token exchanged from it; returns the jtis newly revoked. */
-  async revokeWithDescendants(jti: string, reason: string, trx: Knex = this.db): Promise<string[]> {
-    const result = await trx.raw(
-      `with recursive tree as (
-         select jti, 0 as depth from issued_tokens where jti = ?
-         union all
-         select c.jti, tree.depth + 1 from issued_tokens c join tree on c.parent_jti = tree.jti where tree.depth < 64
-       )
-       update issued_tokens set revoked_at = now(), revoked_reason = ?
-       where jti in (select jti from tree) and revoked_at is null
-       returning jti`, [jti, reason]);
-    return result.rows.map((r: { jti: string }) => r.jti);
+  /**
+   * Revokes a token and every token exchanged from it; returns the jtis newly revoked. The security
+   * signals are told in the same transaction (`by` initiated it; descendants are revoked by policy).
+   */
+  async revokeWithDescendants(jti: string, reason: string, trx: Knex = this.db, by: InitiatingEntity = 'admin'): Promise<string[]> {
+    return this.revokeTree(trx, 'select jti, 0 as depth from issued_tokens where jti = ?', [jti], reason, by);
   }
 
   /** Revokes every live token issued to or for an agent, and their descendants. */
-  async revokeAllFor(agentId: string, reason: string, nowSec: number, trx: Knex = this.db): Promise<string[]> {
-    const result = await trx.raw(
-      `with recursive tree as (
-         select jti, 0 as depth from issued_tokens where (client_id = ? or sub = ?) and exp > ?
-         union all
-         select c.jti, tree.depth + 1 from issued_tokens c join tree on c.parent_jti = tree.jti where tree.depth < 64
-       )
-       update issued_tokens set revoked_at = now(), revoked_reason = ?
-       where jti in (select jti from tree) and revoked_at is null
-       returning jti`, [agentId, agentId, nowSec, reason]);
-    return result.rows.map((r: { jti: string }) => r.jti);
+  async revokeAllFor(agentId: string, reason: string, nowSec: number, trx: Knex = this.db, by: InitiatingEntity = 'admin'): Promise<string[]> {
+    return this.revokeTree(trx, 'select jti, 0 as depth from issued_tokens where (client_id = ? or sub = ?) and exp > ?', [agentId, agentId, nowSec], reason, by);
+  }
+
+  private async revokeTree(trx: Knex, roots: string, bindings: unknown[], reason: string, by: InitiatingEntity): Promise<string[]> {
+    return inTransaction(this.db, trx, async (t) => {
+      const result = await t.raw(
+        `with recursive tree as (
+           ${roots}
+           union all
+           select c.jti, tree.depth + 1 from issued_tokens c join tree on c.parent_jti = tree.jti where tree.depth < 64
+         ), firsts as (select jti, min(depth) as depth from tree group by jti)
+         update issued_tokens i set revoked_at = now(), revoked_reason = ?
+         from firsts where i.jti = firsts.jti and i.revoked_at is null
+         returning i.jti, i.type, i.client_id, i.sub, firsts.depth`, [...bindings as Knex.ValueDict[], reason]);
+      const rows = result.rows.map((r: RevokedToken) => ({ ...r, depth: Number(r.depth) })) as RevokedToken[];
+      rows.sort((a, b) => a.depth - b.depth);
+      if (rows.length) await this.signals.tokensRevoked(t, rows, { initiating_entity: by, reason });
+      return rows.map((r) => r.jti);
+    });
   }
 
   /**

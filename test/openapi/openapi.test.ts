@@ -10,6 +10,7 @@ import { tokensRoutes } from '../../src/http/admin/tokens-routes.js';
 import { biscuitAdminRoutes } from '../../src/http/biscuit-routes.js';
 import { auditRoutes } from '../../src/http/admin/audit-routes.js';
 import { workflowsRoutes } from '../../src/http/admin/workflows-routes.js';
+import { ssfRoutes } from '../../src/http/ssf-routes.js';
 import { GRANT_TYPES, SUBJECT_TOKEN_TYPES } from '../../src/identity/agent-registration.js';
 import { REQUESTED_TOKEN_TYPES, SUBJECT_TOKEN_TYPES_IN_USE } from '../../src/oauth/grants/token-exchange.js';
 
@@ -53,6 +54,13 @@ const ENDPOINTS: Record<string, string[]> = {
   '/admin/workflows/{id}/runs/{txn}': ['get'],
   '/admin/events': ['get'],
   '/admin/audit': ['get'],
+  '/.well-known/ssf-configuration': ['get'],
+  '/ssf/streams': ['delete', 'get', 'patch', 'post', 'put'],
+  '/ssf/status': ['get', 'post'],
+  '/ssf/subjects/add': ['post'],
+  '/ssf/subjects/remove': ['post'],
+  '/ssf/verify': ['post'],
+  '/ssf/poll/{stream_id}': ['post'],
 };
 
 const methodsOf = (path: string) => Object.keys(doc.paths[path] ?? {}).filter((k) => HTTP_METHODS.includes(k)).sort();
@@ -76,6 +84,15 @@ describe('openapi.yaml', () => {
       .filter((m) => m !== 'HEAD')
       .map((m) => `${m.toLowerCase()} ${String(layer.path).replace(/:(\w+)/g, '{$1}')}`)));
     const documented = Object.keys(ENDPOINTS).filter((p) => p.startsWith('/admin/')).flatMap((p) => methodsOf(p).map((m) => `${m} ${p}`));
+    expect(registered.sort()).toEqual(documented.sort());
+  });
+
+  it('describes the routes the Shared Signals router registers', () => {
+    const unused = {} as never;
+    const registered = ssfRoutes(unused, (async () => {}) as never).stack.flatMap((layer) => layer.methods
+      .filter((m) => m !== 'HEAD')
+      .map((m) => `${m.toLowerCase()} ${String(layer.path).replace(/:(\w+)/g, '{$1}')}`));
+    const documented = Object.keys(ENDPOINTS).filter((p) => p.startsWith('/ssf/') || p === '/.well-known/ssf-configuration').flatMap((p) => methodsOf(p).map((m) => `${m} ${p}`));
     expect(registered.sort()).toEqual(documented.sort());
   });
 

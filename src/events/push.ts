@@ -1,0 +1,183 @@
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../log/logger.js';
+import type { OutboxRow, SsfRepo, StreamRecord } from '../storage/ssf-repo.js';
+import { SET_MEDIA_TYPE } from '../tokens/security-event.js';
+
+export const PUSH_METHOD = 'urn:ietf:rfc:8935';
+
+export interface PushOptions {
+  /** First retry delay after a failed delivery (ms); doubles per attempt up to `retryMaxMs`. */
+  retryMinMs: number;
+  retryMaxMs: number;
+  /** A stream whose receiver fails this long (ms) is paused. */
+  pauseAfterMs: number;
+  /** Timeout of one delivery request (ms). */
+  timeoutMs: number;
+  /** How often to look for due events even without a wake-up (events written by other servers, retries). */
+  sweepMs: number;
+}
+
+type Outcome = { ok: true } | { ok: false; permanent: boolean; error: string };
+
+const BATCH = 20;
+
+/**
+ * RFC 8935 push delivery from the outbox. Each stream is delivered in outbox order by one server at a
+ * time (a lease on the stream row), one event after the other, so a receiver sees each subject's events
+ * in order; a failing event blocks its stream (retried with exponential back-off) until it is delivered,
+ * refused for good (400) or the stream pauses.
+ */
+export class PushWorker {
+  private readonly owner = randomBytes(8).toString('hex');
+  private running: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+  private timer: NodeJS.Timeout | undefined;
+  /** How long this server holds a stream before another may take it over (a server that died holding it). */
+  private readonly leaseMs: number;
+
+  constructor(private readonly deps: {
+    repo: SsfRepo;
+    opts: PushOptions;
+    logger: Logger;
+    sign: (stream: StreamRecord, row: OutboxRow) => Promise<string>;
+    /** Checks a push endpoint against the configured rules; a reason when it may not be used. */
+    endpointRefused: (url: string) => string | undefined;
+    pause: (stream: StreamRecord, reason: string) => Promise<void>;
+    /** The stream's authorization header in clear. */
+    authorization: (stream: StreamRecord) => string | null;
+  }) {
+    this.leaseMs = 2 * deps.opts.timeoutMs + 10_000;
+  }
+
+  /** Looks for due events now (called once a transaction writing events has committed). */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.running = this.loop()
+      .catch((err: Error) => this.deps.logger.warn({ err: { message: err.message } }, 'security event delivery failed; retrying'))
+      .finally(() => {
+        this.running = undefined;
+        if (this.stopped) return;
+        if (this.again) this.wake();
+        else void this.schedule();
+      });
+  }
+
+  /** Stops delivering; waits for the delivery in progress. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+  }
+
+  private async schedule(): Promise<void> {
+    let delay = this.deps.opts.sweepMs;
+    try {
+      const due = await this.deps.repo.nextDue(PUSH_METHOD);
+      if (due !== undefined) delay = Math.min(delay, Math.max(10, due - Date.now() + 5));
+    } catch { /* the sweep retries */ }
+    if (this.stopped || this.running) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.wake(), delay);
+    this.timer.unref();
+  }
+
+  private async loop(): Promise<void> {
+    for (;;) {
+      this.again = false;
+      const streams = await this.deps.repo.claimDueStreams(PUSH_METHOD, this.owner, Date.now(), this.leaseMs);
+      await Promise.all(streams.map((s) => this.deliverStream(s)));
+      if (this.stopped || (!streams.length && !this.again)) return;
+    }
+  }
+
+  private async deliverStream(claimed: StreamRecord): Promise<void> {
+    const { repo } = this.deps;
+    try {
+      for (;;) {
+        const stream = await repo.findStream(claimed.stream_id);
+        if (this.stopped || !stream || stream.status !== 'enabled' || stream.delivery_method !== PUSH_METHOD) return;
+        const rows = await repo.pending(stream.stream_id, BATCH);
+        if (!rows.length) return;
+        for (const row of rows) {
+          if (this.stopped || !(await repo.renewLease(stream.stream_id, this.owner, Date.now() + this.leaseMs))) return;
+          const outcome = await this.post(stream, row);
+          if (outcome.ok) {
+            await repo.markDelivered(row.id);
+            continue;
+          }
+          if (outcome.permanent) {
+            // RFC 8935 §2.3: the receiver refused this SET for good; it is recorded and not sent again.
+            await repo.markFailed(row.id, outcome.error);
+            this.deps.logger.warn({ stream_id: stream.stream_id, jti: row.jti, error: outcome.error }, 'security event refused by the receiver');
+            continue;
+          }
+          const now = Date.now();
+          const failingSince = await repo.markRetry(row.id, now, outcome.error);
+          if (now - failingSince >= this.deps.opts.pauseAfterMs) {
+            // The receiver sees its HTTP status, not which network error it was (no probing of hosts through it).
+            const shown = outcome.error.startsWith('HTTP ') ? outcome.error : 'the receiver could not be reached';
+            const reason = `the receiver failed to accept events for ${Math.round((now - failingSince) / 1000)} s: ${shown}`;
+            this.deps.logger.warn({ stream_id: stream.stream_id, error: outcome.error }, 'push receiver unreachable: stream paused');
+            await this.deps.pause(stream, reason.slice(0, 300));
+            return;
+          }
+          const delay = Math.min(this.deps.opts.retryMaxMs, this.deps.opts.retryMinMs * 2 ** Math.min(row.attempts, 30));
+          await repo.retryStreamAt(stream.stream_id, now + Math.round(delay * (0.8 + Math.random() * 0.4)));
+          return;
+        }
+      }
+    } finally {
+      await repo.releaseLease(claimed.stream_id, this.owner).catch(() => {});
+    }
+  }
+
+  private async post(stream: StreamRecord, row: OutboxRow): Promise<Outcome> {
+    const url = stream.endpoint_url ?? '';
+    const refused = this.deps.endpointRefused(url);
+    if (refused) return { ok: false, permanent: false, error: refused };
+    let set: string;
+    let authorization: string | null;
+    try {
+      authorization = this.deps.authorization(stream);
+      set = await this.deps.sign(stream, row);
+    } catch (err) {
+      return { ok: false, permanent: false, error: `cannot prepare the request: ${(err as Error).message}` };
+    }
+    try {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: {
+          'content-type': SET_MEDIA_TYPE,
+          accept: 'application/json',
+          ...(authorization ? { authorization } : {}),
+        },
+        body: set,
+        redirect: 'manual',
+        signal: AbortSignal.timeout(this.deps.opts.timeoutMs),
+      });
+      const text = await res.text().catch(() => '');
+      if (res.status === 202 || res.status === 200) return { ok: true };
+      if (res.status === 400) {
+        let err = 'invalid_request';
+        let description = '';
+        try {
+          const body = JSON.parse(text) as { err?: unknown; description?: unknown };
+          if (typeof body.err === 'string') err = body.err.slice(0, 100);
+          if (typeof body.description === 'string') description = body.description.slice(0, 300);
+        } catch { /* not JSON */ }
+        return { ok: false, permanent: true, error: `${err}${description ? `: ${description}` : ''}` };
+      }
+      return { ok: false, permanent: false, error: `HTTP ${res.status}` };
+    } catch (err) {
+      const e = err as Error & { cause?: { code?: string } };
+      return { ok: false, permanent: false, error: e.name === 'TimeoutError' ? 'timed out' : (e.cause?.code ?? e.message).slice(0, 200) };
+    }
+  }
+}

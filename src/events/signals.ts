@@ -1,0 +1,84 @@
+import { randomBytes } from 'node:crypto';
+import type { Knex } from 'knex';
+import type { CredentialChange, InitiatingEntity, RevokedToken, SecuritySignals } from '../storage/security-signals.js';
+import type { FanOutEvent, SsfRepo, StreamRecord } from '../storage/ssf-repo.js';
+import {
+  CREDENTIAL_CHANGE, CREDENTIAL_TYPE, REQUESTABLE_EVENTS, SESSION_REVOKED, TOKEN_CLAIMS_CHANGE, subjectKey, tokenSubject, uriSubject,
+} from '../tokens/security-event.js';
+
+export const newJti = () => randomBytes(16).toString('base64url');
+
+/** The event types a stream's receiver gets: what it asked for that we send. */
+export function eventsDelivered(stream: Pick<StreamRecord, 'events_requested'>): string[] {
+  return REQUESTABLE_EVENTS.filter((t) => stream.events_requested.includes(t));
+}
+
+/**
+ * Turns security-relevant changes into CAEP events in the outbox of every stream that wants them, in the
+ * transaction of the change. Once that transaction commits, `committed` wakes the deliveries.
+ */
+export class SignalEmitter implements SecuritySignals {
+  constructor(private readonly deps: { issuer: string; repo: SsfRepo; now: () => number; committed: () => void }) {}
+
+  async tokensRevoked(trx: Knex, tokens: RevokedToken[], cause: { initiating_entity: InitiatingEntity; reason: string }): Promise<void> {
+    const at = this.deps.now();
+    const events: FanOutEvent[] = [];
+    for (const t of tokens) {
+      const direct = t.depth === 0;
+      const sub = tokenSubject(this.deps.issuer, t.jti);
+      events.push({
+        event_type: SESSION_REVOKED, sub_id: sub, iat: at,
+        subjects: [subjectKey(sub), subjectKey(uriSubject(t.client_id)), subjectKey(uriSubject(t.sub))],
+        event: {
+          event_timestamp: at,
+          initiating_entity: direct ? cause.initiating_entity : 'policy',
+          reason_admin: { en: direct ? cause.reason : `a token it was exchanged from was revoked (${cause.reason})` },
+        },
+      });
+    }
+    // A revoked WIT is a revoked credential of its agent.
+    for (const agent of new Set(tokens.filter((t) => t.type === 'wit').map((t) => t.client_id))) {
+      events.push(this.credentialEvent(agent, 'revoke', 'workload identity token revoked', at));
+    }
+    await this.write(trx, events);
+  }
+
+  async agentRevoked(trx: Knex, agentId: string, reason: string): Promise<void> {
+    const at = this.deps.now();
+    const sub = uriSubject(agentId);
+    await this.write(trx, [
+      { event_type: SESSION_REVOKED, sub_id: sub, iat: at, subjects: [subjectKey(sub)], event: { event_timestamp: at, initiating_entity: 'admin', reason_admin: { en: reason } } },
+      this.credentialEvent(agentId, 'revoke', reason, at),
+    ]);
+  }
+
+  async credentialChanged(trx: Knex, uri: string, change: CredentialChange, reason: string): Promise<void> {
+    await this.write(trx, [this.credentialEvent(uri, change, reason, this.deps.now())]);
+  }
+
+  async claimsChanged(trx: Knex, agentId: string, claims: { scope: string; aud: string[] }): Promise<void> {
+    const at = this.deps.now();
+    const sub = uriSubject(agentId);
+    await this.write(trx, [{ event_type: TOKEN_CLAIMS_CHANGE, sub_id: sub, iat: at, subjects: [subjectKey(sub)], event: { event_timestamp: at, claims } }]);
+  }
+
+  private credentialEvent(uri: string, change: CredentialChange, reason: string, at: number): FanOutEvent {
+    const sub = uriSubject(uri);
+    return {
+      event_type: CREDENTIAL_CHANGE, sub_id: sub, iat: at, subjects: [subjectKey(sub)],
+      event: { event_timestamp: at, credential_type: CREDENTIAL_TYPE, change_type: change, initiating_entity: 'admin', reason_admin: { en: reason } },
+    };
+  }
+
+  private async write(trx: Knex, events: FanOutEvent[]): Promise<void> {
+    const n = await this.deps.repo.fanOut(trx, events, newJti, (s, type) => s.events_requested.includes(type));
+    if (n) this.afterCommit(trx);
+  }
+
+  /** Wakes the deliveries once `trx` has committed (at once when it is not a transaction). */
+  afterCommit(trx: Knex): void {
+    const done = (trx as Knex.Transaction).executionPromise;
+    if (done) done.then(() => this.deps.committed(), () => {});
+    else queueMicrotask(() => this.deps.committed());
+  }
+}
