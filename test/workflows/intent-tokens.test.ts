@@ -174,6 +174,22 @@ describe('intent-bound tokens: workflow steps in a transaction', () => {
     expect(run.body.refusals).toHaveLength(4);
   });
 
+  it('refuses a listed agent that presents no checksum', async () => {
+    const checksum = computeAgentChecksum({ prompt: 'You read orders.', tools: [{ name: 'orders.read' }] });
+    const plain = await registerSecretAgent(ts, { id: agentId('unpinned'), scopes: ['orders:read'], audiences: [API] });
+    expect((await ts.admin('POST', '/admin/workflows', {
+      id: 'listed', version: 1, steps: [{ id: 'read', agent: plain.id, tool: 'orders.read', scopes: ['orders:read'] }], agent_checksums: { [plain.id]: [checksum] },
+    })).status).toBe(201);
+    const res = await step(plain, { workflow_id: 'listed', workflow_step: 'read', txn: 'listed-txn-1' });
+    expect(res.status).toBe(400);
+    expect(res.body).toEqual({
+      error: 'unauthorized_client',
+      error_description: 'workflow listed requires this agent to present an agent checksum (authenticate with a WIT issued for one)',
+    });
+    expect((await refusals('listed-txn-1', 'listed')).map((e) => [e.reason, e.client_id])).toEqual([['unauthorized_client', plain.id]]);
+    expect((await ts.admin('GET', `/admin/tokens?client_id=${enc(plain.id)}`)).body.tokens).toEqual([]);
+  });
+
   it('checks the agent checksum a WIT-authenticated agent presents against the workflow', async () => {
     const allowed = computeAgentChecksum({ prompt: 'You read orders.', tools: [{ name: 'orders.read' }] });
     const other = computeAgentChecksum({ prompt: 'You read orders, and more.', tools: [{ name: 'orders.read' }] });
