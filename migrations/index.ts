@@ -5,6 +5,7 @@ import * as m003 from './003_token_exchange.js';
 import * as m004 from './004_biscuit.js';
 import * as m005 from './005_audit_order.js';
 import * as m006 from './006_workflows.js';
+import * as m007 from './007_approvals.js';
 
 interface Migration {
   name: string;
@@ -13,7 +14,7 @@ interface Migration {
 }
 
 /** Every migration, in order. A new migration is a new file here, never an edit of an applied one. */
-const migrations: Migration[] = [m001, m002, m003, m004, m005, m006];
+const migrations: Migration[] = [m001, m002, m003, m004, m005, m006, m007];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
   getMigrations: async () => migrations,

@@ -3,7 +3,7 @@ import { hasNul, storableText } from './text.js';
 import { ignoreRecords, type RecordObserver } from './record-observer.js';
 
 export interface DecisionEvent {
-  decision: 'issued' | 'refused' | 'revoked' | 'admin';
+  decision: 'issued' | 'refused' | 'revoked' | 'admin' | 'approval_requested' | 'approved' | 'denied' | 'expired';
   action: string;
   client_id?: string | null;
   jti?: string | null;
