@@ -42,6 +42,15 @@ import { WorkflowsRepo } from '../storage/workflows-repo.js';
 import { WorkflowIntents } from '../oauth/workflow-intent.js';
 import { workflowsRoutes } from './admin/workflows-routes.js';
 import { ServerMetrics } from '../metrics/server-metrics.js';
+import { ApproversRepo } from '../storage/approvers-repo.js';
+import { ApprovalsRepo } from '../storage/approvals-repo.js';
+import { ApprovalDecisions } from '../oauth/approval-decisions.js';
+import { backchannelMiddleware } from '../oauth/ciba.js';
+import { CIBA_GRANT } from '../policy/workflows.js';
+import { approversRoutes } from './admin/approvers-routes.js';
+import { requireApprover } from './approvals/approver-auth.js';
+import { approvalsRoutes } from './approvals/approvals-routes.js';
+import { approvalPageRoutes } from './approvals/approval-page.js';
 
 export interface RunningServer {
   url: string;
@@ -75,7 +84,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const knex = db.knex;
     const agents = new AgentsRepo(knex);
     const metrics = config.metricsEnabled
-      ? new ServerMetrics({ db, grantTypes: ['client_credentials', TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT, 'unknown'] })
+      ? new ServerMetrics({ db, grantTypes: ['client_credentials', TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT, CIBA_GRANT, 'unknown'] })
       : undefined;
     const tokens = new TokensRepo(knex, metrics);
     const events = new EventsRepo(knex, metrics);
@@ -91,6 +100,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const externalJwts = new ExternalJwtVerifier(config.trustedIssuers, now);
     const workflows = new WorkflowsRepo(knex);
     const workflowIntents = new WorkflowIntents({ workflows, tokens });
+    const approvers = new ApproversRepo(knex);
+    const approvals = new ApprovalsRepo(knex);
     const issuedTokens = new IssuedTokenVerifier({ issuer: config.issuer, trustDomain: config.trustDomain, keys, tokens, agents, now });
     const oauth = new OAuthCore({
       issuer: config.issuer,
@@ -123,7 +134,9 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       }],
       logger,
       workflowIntents,
+      ciba: { approvers, approvals, events, now, approvalTtl: config.approvalTtl, pollInterval: config.approvalPollInterval },
       middleware: [
+        backchannelMiddleware({ events, logger, pollInterval: config.approvalPollInterval }),
         tokenRecordsMiddleware({ tokens, records: new RecordWriter(knex, undefined, tokens), events, logger }),
         errorDetailMiddleware(),
         tokenStatusMiddleware({ keys, tokens, agents, events, now }),
@@ -163,13 +176,16 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       issuer: config.issuer, ttl: config.witTtl, signingAlg: config.signingAlg, keys, agents, tokens, now,
       attestors: createAttestors({ joinTokens: new JoinTokensRepo(knex), trustedIssuers: externalJwts, authenticator, witEndpoint: `${config.issuer}/wit`, now }),
     });
+    const decisions = new ApprovalDecisions({ approvals, provider: () => oauth.current, now });
     const app = createApp({
       logger, db, keys, oauth, trustProxy: config.trustProxy,
       witClientAuth: witClientAuth({ authenticator, issuer: config.issuer, events }),
-      publicRouters: [witRoutes(witIssuer, events), biscuitRevocationListRoutes(tokens, now)],
+      publicRouters: [witRoutes(witIssuer, events), biscuitRevocationListRoutes(tokens, now),
+        approvalsRoutes({ approvals, decisions, auth: requireApprover({ approvers, adminHash }), now }),
+        approvalPageRoutes({ approvers, approvals, workflows, decisions, issuer: config.issuer, now })],
       adminAuth: requireAdmin(adminHash),
       routers: [agentsRoutes(registry), keysRoutes(keys, events, config.keyActivationDelay, (activateAt) => scheduleActivation(activateAt)), tokensRoutes(tokens, events), biscuitAdminRoutes(tokens, events, now), auditRoutes(new AuditRepo(knex), logger),
-        workflowsRoutes({ workflows, events, trustDomain: config.trustDomain })],
+        workflowsRoutes({ workflows, events, approvals, trustDomain: config.trustDomain, now }), approversRoutes(approvers)],
       ...(metrics ? { metrics: { metrics, token: config.metricsToken } } : {}),
     });
 

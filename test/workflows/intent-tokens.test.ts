@@ -147,7 +147,10 @@ describe('intent-bound tokens: workflow steps in a transaction', () => {
     const t1 = await step(reader, { workflow_id: 'refund', workflow_step: 'fetch' });
     expect(t1.status).toBe(200);
     const gated = await hop(writer, t1.body.access_token, { workflow_id: 'refund', workflow_step: 'approve' });
-    expect(gated.body).toEqual({ error: 'invalid_request', error_description: 'step approve of workflow refund needs human approval (not available yet)' });
+    expect(gated.body).toEqual({
+      error: 'invalid_request',
+      error_description: 'step approve of workflow refund needs human approval: ask for it with a CIBA backchannel authentication request, then poll with grant_type urn:openid:params:grant-type:ciba',
+    });
     expect((await refusals(decodeJwt(t1.body.access_token).txn as string, 'refund')).map((e) => e.detail)).toEqual([expect.stringContaining('human approval')]);
 
     expect((await step(reader, { workflow_id: 'nope', workflow_step: 'fetch' })).body).toEqual({ error: 'invalid_request', error_description: 'workflow nope is not registered' });
