@@ -21,7 +21,8 @@ export class ApprovalDecisions {
   }
 
   async decide(id: string, who: Decider, approve: boolean, reason?: string): Promise<ApprovalRecord> {
-    const approval = await this.find(id, who);
+    const approval = await this.deps.approvals.find(id);
+    if (!approval) throw new ApprovalRefusal(404, 'not_found', 'approval not found');
     const refusal = decisionRefusal(approval, who);
     if (refusal) throw refusal;
     const now = this.deps.now();

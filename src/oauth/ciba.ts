@@ -55,7 +55,10 @@ export function workflowExtraParams(intents: WorkflowIntents): Record<string, ((
       params.workflow_version = String(issuance.workflow.version);
       (ctx.state as State).approvalStep = issuance;
     } catch (err) {
-      throw toOAuthError(err);
+      const e = toOAuthError(err);
+      // The scope of an invalid_scope here is the step's, not one to echo back.
+      if (e instanceof errors.InvalidScope) delete (e as { scope?: string }).scope;
+      throw e;
     }
   };
   return { workflow_id: validate, ...Object.fromEntries(WORKFLOW_PARAMS.filter((p) => p !== 'workflow_id').map((p) => [p, null])) };

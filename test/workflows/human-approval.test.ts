@@ -99,3 +99,196 @@ describe('human approval of workflow steps (CIBA)', () => {
     expect((await ts.admin('GET', `/admin/tokens/${payload.jti}`)).body).toMatchObject({ workflow_step: 'pay', txn, client_id: payer.id });
   });
 });
+
+describe('human approval: refusals', () => {
+  let ts: TestServer;
+  let reader: SecretAgent;
+  let checker: SecretAgent;
+  let payer: SecretAgent;
+  let alice: Approver;
+  let bob: Approver;
+
+  const hop = (agent: SecretAgent, subject: string, form: Record<string, string>) => exchange(agent, { subject_token: subject, subject_token_type: AT, ...form });
+  const run = async (txn: string) => (await ts.admin('GET', `/admin/workflows/refund/runs/${enc(txn)}`)).body;
+  const firstTwo = async () => {
+    const t1 = await reader.token({ grant_type: 'client_credentials', workflow_id: 'refund', workflow_step: 'fetch' });
+    const t2 = await hop(checker, t1.body.access_token, { workflow_id: 'refund', workflow_step: 'check' });
+    expect(t2.status, JSON.stringify(t2.body)).toBe(200);
+    return { t1: t1.body.access_token as string, txn: decodeJwt(t1.body.access_token).txn as string };
+  };
+  const ask = (txn: string, extra: Record<string, string> = {}) => backchannel(ts, payer, {
+    scope: 'openid payments:write', login_hint: alice.id, binding_message: 'Refund order 1234: 20 EUR',
+    workflow_id: 'refund', workflow_step: 'pay', txn, ...extra,
+  });
+  /** Asks for approval of `pay` and returns the request id and the approval's id. */
+  const asked = async (txn: string, extra: Record<string, string> = {}) => {
+    const res = await ask(txn, extra);
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    const list = (await approverApi(ts, ADMIN_TOKEN, 'GET', '/approvals')).body.approvals as { id: string; txn: string }[];
+    return { authReqId: res.body.auth_req_id as string, approvalId: list.filter((a) => a.txn === txn).at(-1)!.id };
+  };
+
+  beforeAll(async () => {
+    ts = await startTestServer({ APPROVAL_POLL_INTERVAL: '2', APPROVAL_TTL: '120' });
+    reader = await registerSecretAgent(ts, { id: agentId('reader'), scopes: ['orders:read'], audiences: [API] });
+    checker = await registerSecretAgent(ts, {
+      id: agentId('checker'), grant_types: ['client_credentials', TOKEN_EXCHANGE], scopes: ['orders:read'], audiences: [API], token_exchange: { may_act_for_others: true },
+    });
+    payer = await registerSecretAgent(ts, { id: agentId('payer'), grant_types: ['client_credentials', CIBA], scopes: ['payments:write', 'orders:read'], audiences: [API] });
+    alice = await registerApprover(ts, 'alice@example.com');
+    bob = await registerApprover(ts, 'bob@example.com');
+    expect((await ts.admin('POST', '/admin/workflows', {
+      id: 'refund', version: 1,
+      steps: [
+        { id: 'fetch', agent: reader.id, tool: 'orders.read', scopes: ['orders:read'] },
+        { id: 'check', agent: checker.id, tool: 'orders.check', scopes: ['orders:read'], depends_on: ['fetch'] },
+        { id: 'pay', agent: payer.id, tool: 'payments.refund', scopes: ['payments:write'], depends_on: ['check'], approval: true },
+        { id: 'audit', agent: payer.id, tool: 'orders.read', scopes: ['orders:read'], depends_on: ['fetch'] },
+      ],
+    })).status).toBe(201);
+  });
+  afterAll(async () => {
+    await ts?.close();
+  });
+
+  it('refuses an approval-gated step at client credentials, naming CIBA', async () => {
+    const { txn } = await firstTwo();
+    const res = await payer.token({ grant_type: 'client_credentials', workflow_id: 'refund', workflow_step: 'pay', txn });
+    expect(res.status).toBe(400);
+    expect(res.body).toEqual({
+      error: 'invalid_request',
+      error_description: `step pay of workflow refund needs human approval: ask for it with a CIBA backchannel authentication request, then poll with grant_type ${CIBA}`,
+    });
+    expect((await run(txn)).refusals).toEqual([expect.objectContaining({ client_id: payer.id, reason: 'invalid_request', detail: expect.stringContaining('needs human approval') })]);
+  });
+
+  it('answers authorization_pending before the decision, slow_down when polled too fast, and then the token', async () => {
+    const { txn } = await firstTwo();
+    const { authReqId, approvalId } = await asked(txn);
+    const first = await poll(payer, authReqId);
+    expect(first.status).toBe(400);
+    expect(first.body.error).toBe('authorization_pending');
+    const fast = await poll(payer, authReqId);
+    expect(fast.status).toBe(400);
+    expect(fast.body.error).toBe('slow_down');
+    ts.clock.advance(3);
+    expect((await poll(payer, authReqId)).body.error).toBe('authorization_pending');
+    // The admin token may decide too; the token then names the admin as approver.
+    const approved = await approverApi(ts, ADMIN_TOKEN, 'POST', `/approvals/${approvalId}/approve`, { reason: 'on behalf of alice' });
+    expect(approved.body).toMatchObject({ status: 'approved', decided_by: 'admin', reason: 'on behalf of alice' });
+    const ok = await poll(payer, authReqId);
+    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
+    expect(ok.body.id_token).toBeUndefined();
+    expect(decodeJwt(ok.body.access_token)).toMatchObject({ sub: alice.id, intent: { workflow_step: 'pay', approved_by: 'admin' } });
+    const reasons = ((await run(txn)).refusals as { reason: string }[]).map((e) => e.reason);
+    expect(reasons).toEqual(['authorization_pending', 'slow_down', 'authorization_pending']);
+  });
+
+  it('refuses a denied approval with access_denied and records the denial', async () => {
+    const { txn } = await firstTwo();
+    const { authReqId, approvalId } = await asked(txn);
+    const denied = await approverApi(ts, alice.credential, 'POST', `/approvals/${approvalId}/deny`, { reason: 'amount too high' });
+    expect(denied.status).toBe(200);
+    expect(denied.body).toMatchObject({ status: 'denied', decided_by: alice.id, reason: 'amount too high' });
+    const res = await poll(payer, authReqId);
+    expect(res.status).toBe(400);
+    expect(res.body).toEqual({ error: 'access_denied', error_description: `denied by ${alice.id}: amount too high` });
+    // Decided once: no second decision, no token later.
+    expect((await approverApi(ts, alice.credential, 'POST', `/approvals/${approvalId}/approve`)).status).toBe(409);
+    expect((await poll(payer, authReqId)).body.error).toBe('invalid_grant');
+    const audit = await run(txn);
+    expect(audit.steps[2]).toMatchObject({ id: 'pay', status: 'not_issued', approvals: [expect.objectContaining({ status: 'denied', decided_by: alice.id, reason: 'amount too high', token_jti: null })] });
+    expect((audit.refusals as { reason: string }[]).map((e) => e.reason)).toEqual(['access_denied', 'invalid_grant']);
+    const events = (await ts.admin('GET', '/admin/events?decision=denied')).body.events as { detail: string }[];
+    expect(events[0]!.detail).toContain('amount too high');
+  });
+
+  it('refuses an expired approval with expired_token, for the agent and for the approver', async () => {
+    const { txn } = await firstTwo();
+    const { authReqId, approvalId } = await asked(txn, { requested_expiry: '30' });
+    const other = await asked(txn);
+    ts.clock.advance(31);
+    const res = await poll(payer, authReqId);
+    expect(res.status).toBe(400);
+    expect(res.body).toEqual({ error: 'expired_token', error_description: `approval request ${approvalId} expired unanswered` });
+    const late = await approverApi(ts, alice.credential, 'POST', `/approvals/${approvalId}/approve`);
+    expect(late.status).toBe(409);
+    ts.clock.advance(120);
+    const late2 = await approverApi(ts, alice.credential, 'POST', `/approvals/${other.approvalId}/approve`);
+    expect(late2.status).toBe(409);
+    expect(late2.body).toEqual({ error: 'expired', error_description: `approval ${other.approvalId} has expired` });
+    const audit = await run(txn);
+    expect(audit.steps[2].approvals).toEqual([
+      expect.objectContaining({ id: approvalId, status: 'expired', decided_by: null }),
+      expect.objectContaining({ id: other.approvalId, status: 'expired', decided_by: null }),
+    ]);
+    expect((audit.refusals as { reason: string }[]).map((e) => e.reason)).toEqual(['expired_token']);
+    const events = (await ts.admin('GET', '/admin/events?decision=expired')).body.events as { detail: string }[];
+    expect(events.map((e) => e.detail)).toEqual(expect.arrayContaining([expect.stringContaining(`approval ${approvalId} of step pay expired unanswered`)]));
+  });
+
+  it('lets only the named approver (or the admin) decide', async () => {
+    const { txn } = await firstTwo();
+    const { authReqId, approvalId } = await asked(txn);
+    expect((await approverApi(ts, bob.credential, 'GET', '/approvals')).body.approvals).toEqual([]);
+    expect((await approverApi(ts, bob.credential, 'GET', `/approvals/${approvalId}`)).status).toBe(404);
+    const wrong = await approverApi(ts, bob.credential, 'POST', `/approvals/${approvalId}/approve`);
+    expect(wrong.status).toBe(403);
+    expect(wrong.body).toEqual({ error: 'access_denied', error_description: `approval ${approvalId} was asked of another approver` });
+    expect((await approverApi(ts, 'apv_not-a-credential', 'POST', `/approvals/${approvalId}/approve`)).status).toBe(401);
+    expect((await fetch(`${ts.url}/approvals/${approvalId}/approve`, { method: 'POST' })).status).toBe(401);
+    expect((await poll(payer, authReqId)).body.error).toBe('authorization_pending');
+    expect((await run(txn)).steps[2].approvals).toEqual([expect.objectContaining({ status: 'pending', decided_by: null })]);
+  });
+
+  it('refuses a backchannel request for a step whose dependencies have not run, and unknown workflows and steps', async () => {
+    const t1 = await reader.token({ grant_type: 'client_credentials', workflow_id: 'refund', workflow_step: 'fetch' });
+    const txn = decodeJwt(t1.body.access_token).txn as string;
+    const early = await ask(txn);
+    expect(early.status).toBe(400);
+    expect(early.body).toEqual({ error: 'invalid_request', error_description: `step pay depends on check, which has not run in transaction ${txn}` });
+    expect((await run(txn)).refusals).toEqual([expect.objectContaining({ action: 'backchannel_authentication', client_id: payer.id, reason: 'invalid_request', detail: expect.stringContaining('depends on check') })]);
+    expect((await approverApi(ts, ADMIN_TOKEN, 'GET', '/approvals')).body.approvals.filter((a: { txn: string }) => a.txn === txn)).toEqual([]);
+
+    expect((await ask(txn, { workflow_id: 'nope' })).body).toEqual({ error: 'invalid_request', error_description: 'workflow nope is not registered' });
+    expect((await ask(txn, { workflow_step: 'ship' })).body).toEqual({ error: 'invalid_request', error_description: 'workflow refund version 1 has no step "ship"' });
+    expect((await ask(txn, { workflow_step: 'audit' })).body).toEqual({ error: 'invalid_request', error_description: 'step audit of workflow refund needs no human approval: ask for its token at the token endpoint' });
+    const none = await backchannel(ts, payer, { scope: 'openid payments:write', login_hint: alice.id, binding_message: 'Refund' });
+    expect(none.body).toEqual({ error: 'invalid_request', error_description: 'workflow_id and workflow_step are required: backchannel authentication here approves workflow steps' });
+    const ready = (await firstTwo()).txn;
+    expect((await ask(ready, { login_hint: 'mallory@example.com' })).body.error).toBe('unknown_user_id');
+    expect((await backchannel(ts, payer, { scope: 'openid', login_hint: alice.id, workflow_id: 'refund', workflow_step: 'pay', txn: ready })).body.error).toBe('invalid_binding_message');
+    expect((await ask(ready, { binding_message: 'line\nbreak' })).body.error).toBe('invalid_binding_message');
+    expect((await ask(ready, { scope: 'openid orders:read' })).body).toEqual({ error: 'invalid_scope', error_description: 'scope beyond workflow step pay: orders:read' });
+    expect((await ask(ready, { scope: 'payments:write' })).body.error).toBe('invalid_request');
+    const byChecker = await backchannel(ts, checker, { scope: 'openid', login_hint: alice.id, binding_message: 'x', workflow_id: 'refund', workflow_step: 'pay', txn: ready });
+    expect(byChecker.body).toEqual({ error: 'invalid_request', error_description: `${CIBA} is not allowed for this client` });
+    const other = await registerSecretAgent(ts, { id: agentId('other'), grant_types: [CIBA], scopes: ['payments:write'], audiences: [API] });
+    const byOther = await backchannel(ts, other, { scope: 'openid', login_hint: alice.id, binding_message: 'x', workflow_id: 'refund', workflow_step: 'pay', txn: ready });
+    expect(byOther.body).toEqual({ error: 'unauthorized_client', error_description: `step pay of workflow refund is run by ${payer.id}, not by this agent` });
+    expect((await approverApi(ts, ADMIN_TOKEN, 'GET', '/approvals')).body.approvals.filter((a: { txn: string }) => a.txn === ready)).toEqual([]);
+    const events = (await ts.admin('GET', `/admin/events?decision=refused&client_id=${enc(payer.id)}`)).body.events as { action: string; detail: string }[];
+    expect(events.map((e) => e.detail)).toEqual(expect.arrayContaining(['workflow nope is not registered', 'workflow refund version 1 has no step "ship"']));
+  });
+
+  it('does not let an approval be used twice, nor the step run again', async () => {
+    const { txn } = await firstTwo();
+    const { authReqId, approvalId } = await asked(txn);
+    const second = await asked(txn);
+    await approverApi(ts, alice.credential, 'POST', `/approvals/${approvalId}/approve`);
+    await approverApi(ts, alice.credential, 'POST', `/approvals/${second.approvalId}/approve`);
+    const ok = await poll(payer, authReqId);
+    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
+    const replay = await poll(payer, authReqId);
+    expect(replay.status).toBe(400);
+    expect(replay.body.error).toBe('invalid_grant');
+    // Another approval of the same step in the same transaction: the step has run and is not repeatable.
+    const again = await poll(payer, second.authReqId);
+    expect(again.body).toEqual({ error: 'invalid_request', error_description: `step pay has already run in transaction ${txn} and is not repeatable` });
+    expect((await ask(txn)).body).toEqual({ error: 'invalid_request', error_description: `step pay has already run in transaction ${txn} and is not repeatable` });
+    const audit = await run(txn);
+    expect(audit.steps[2].issued).toHaveLength(1);
+    expect(audit.steps[2].approvals.map((a: { status: string; token_jti: string | null }) => [a.status, !!a.token_jti])).toEqual([['approved', true], ['approved', false]]);
+    expect((audit.refusals as { reason: string }[]).map((e) => e.reason)).toEqual(['invalid_grant', 'invalid_request', 'invalid_request']);
+  });
+});

@@ -38,7 +38,15 @@ export function registerCibaGrant(provider: Provider, deps: CibaGrantDeps): void
       noteWorkflowRequest(ctx, approval.workflow_id, approval.txn);
       await checkApproval(ctx, approval, client, deps);
     }
-    await redeem(ctx);
+    try {
+      await redeem(ctx);
+    } catch (err) {
+      // The provider keeps a denial's error but not its description (it stores it under another name): add it back.
+      if (approval?.status === 'denied' && err instanceof errors.AccessDenied) {
+        (err as { error_description?: string }).error_description = `denied by ${approval.decided_by}${approval.reason ? `: ${approval.reason}` : ''}`;
+      }
+      throw err;
+    }
     const body = ctx.body as Record<string, unknown>;
     delete body.id_token;
   };
