@@ -27,7 +27,8 @@ function page(ctx: Context, status: number, title: string, body: string): void {
   ctx.set('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'");
   ctx.set('X-Frame-Options', 'DENY');
   ctx.set('X-Content-Type-Options', 'nosniff');
-  ctx.set('Referrer-Policy', 'no-referrer');
+  // Not no-referrer: with it, browsers send `Origin: null` on the page's own form posts.
+  ctx.set('Referrer-Policy', 'same-origin');
   ctx.body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>${esc(title)} · agent-sts</title><style>body{font-family:sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem}
 .approval{border:1px solid #999;border-radius:6px;padding:1rem;margin:1rem 0}dt{font-weight:bold}dd{margin:0 0 .4rem 0}
