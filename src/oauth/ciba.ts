@@ -42,7 +42,13 @@ export function approverAccounts(approvers: ApproversRepo): Configuration['findA
  */
 export function workflowExtraParams(intents: WorkflowIntents): Record<string, ((ctx: KoaContextWithOIDC, value: string | undefined) => Promise<void>) | null> {
   const validate = async (ctx: KoaContextWithOIDC) => {
-    if (ctx.oidc.route !== 'backchannel_authentication') throw new errors.InvalidRequest('workflow parameters are accepted by the backchannel authentication endpoint only');
+    if (ctx.oidc.route !== 'backchannel_authentication') {
+      // extraParams apply to every authorization endpoint; the others are closed here (app.ts), this is a backstop.
+      if (WORKFLOW_PARAMS.some((p) => (ctx.oidc.params as Record<string, unknown>)[p] !== undefined)) {
+        throw new errors.InvalidRequest('workflow parameters are accepted by the backchannel authentication endpoint only');
+      }
+      return;
+    }
     const client = ctx.oidc.client as unknown as AgentClientFields & { clientId: string };
     const params = ctx.oidc.params as Record<string, unknown> & { scope?: string; txn?: string; workflow_version?: string };
     const checksum = witAuthStorage.getStore()?.agentChecksum;

@@ -271,6 +271,19 @@ describe('human approval: refusals', () => {
     expect(events.map((e) => e.detail)).toEqual(expect.arrayContaining(['workflow nope is not registered', 'workflow refund version 1 has no step "ship"']));
   });
 
+  it('gives one token when five polls of an approved request race', async () => {
+    const { txn } = await firstTwo();
+    const { authReqId, approvalId } = await asked(txn);
+    await approverApi(ts, alice.credential, 'POST', `/approvals/${approvalId}/approve`);
+    const results = await Promise.all(Array.from({ length: 5 }, () => poll(payer, authReqId)));
+    expect(results.map((r) => r.status).sort()).toEqual([200, 400, 400, 400, 400]);
+    for (const r of results.filter((x) => x.status === 400)) expect(['invalid_grant', 'invalid_request']).toContain(r.body.error);
+    const audit = await run(txn);
+    expect(audit.steps[2].issued).toHaveLength(1);
+    expect(audit.steps[2].approvals).toEqual([expect.objectContaining({ status: 'approved', token_jti: audit.steps[2].issued[0].jti })]);
+    expect((await ts.admin('GET', `/admin/tokens?txn=${enc(txn)}`)).body.tokens.filter((t: { workflow_step: string }) => t.workflow_step === 'pay')).toHaveLength(1);
+  });
+
   it('does not let an approval be used twice, nor the step run again', async () => {
     const { txn } = await firstTwo();
     const { authReqId, approvalId } = await asked(txn);
