@@ -78,6 +78,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.databasePoolMax });
   let server: Server | undefined;
   let timer: NodeJS.Timeout | undefined;
+  let sweep: NodeJS.Timeout | undefined;
   try {
     const applied = await db.migrate();
     if (applied.length) logger.info({ migrations: applied }, 'migrations applied');
@@ -203,6 +204,10 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       timer = setInterval(() => void activateNow(), refreshMs);
       timer.unref();
     }
+    // Approvals nobody answered are recorded as expired (with their events) within a minute of their expiry.
+    sweep = setInterval(() => void approvals.expireOverdue(now())
+      .catch((err: Error) => logger.warn({ err: { message: err.message } }, 'approval expiry sweep failed')), 60_000);
+    sweep.unref();
 
     logger.info({ issuer: config.issuer, port, database: db.kind, trust_domain: config.trustDomain }, 'agent-sts listening');
     const srv = server;
@@ -214,6 +219,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       logger,
       async close() {
         if (timer) clearInterval(timer);
+        if (sweep) clearInterval(sweep);
         for (const t of pendingActivations) clearTimeout(t);
         await new Promise<void>((resolve) => {
           srv.close(() => resolve());
@@ -224,6 +230,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     };
   } catch (err) {
     if (timer) clearInterval(timer);
+    if (sweep) clearInterval(sweep);
     server?.close();
     await db.close();
     throw err;

@@ -104,10 +104,25 @@ export class ApprovalsRepo {
       const a = fromRow(rows[0]);
       await new EventsRepo(trx).record({
         decision: 'expired', action: 'approval', client_id: a.client_id, reason: 'expired_token',
-        detail: `approval ${a.id} of step ${a.workflow_step} expired unanswered (${detail})`, ...tags(a),
+        detail: `approval ${a.id} of step ${a.workflow_step} expired unanswered: ${detail}`, ...tags(a),
       }, trx);
       return true;
     });
+  }
+
+  /**
+   * Records every pending approval past its expiry (of one workflow run, or all) as expired, each with its event;
+   * returns how many. Safe to run from several servers at once: each approval expires once.
+   */
+  async expireOverdue(nowSec: number, run?: { workflow_id: string; txn: string }, limit = 500): Promise<number> {
+    const q = this.db('approvals').where({ status: 'pending' }).andWhere('expires_at', '<=', nowSec).limit(limit).select('id');
+    if (run) {
+      if (hasNul(run.workflow_id) || hasNul(run.txn)) return 0;
+      q.where({ workflow_id: run.workflow_id, txn: run.txn });
+    }
+    let n = 0;
+    for (const { id } of await q) if (await this.expire(id as string, nowSec, 'no answer before its expiry')) n += 1;
+    return n;
   }
 
   /** Notes a poll of a pending request; false when the last one was less than `interval` seconds ago. */

@@ -50,6 +50,14 @@ export class EventsRepo {
     return rows.map((r) => ({ ...r, id: Number(r.id), at: new Date(r.at).toISOString() }));
   }
 
+  /** Approval decisions (requested, approved, denied, expired) for a workflow's steps in a transaction, oldest first. */
+  async workflowApprovalEvents(workflowId: string, txn: string, limit = 1000): Promise<StoredDecisionEvent[]> {
+    if (hasNul(workflowId) || hasNul(txn)) return [];
+    const rows = await this.db('decision_events').whereIn('decision', ['approval_requested', 'approved', 'denied', 'expired'])
+      .where({ workflow_id: workflowId, workflow_txn: txn }).orderBy('id').limit(limit);
+    return rows.map((r) => ({ ...r, id: Number(r.id), at: new Date(r.at).toISOString() }));
+  }
+
   /** Refusals of token requests for a workflow in a transaction, oldest first. */
   async workflowRefusals(workflowId: string, txn: string, limit = 1000): Promise<StoredDecisionEvent[]> {
     if (hasNul(workflowId) || hasNul(txn)) return [];

@@ -97,6 +97,8 @@ describe('human approval of workflow steps (CIBA)', () => {
     expect(steps[2]!.issued).toEqual([expect.objectContaining({ client_id: payer.id, jti: payload.jti, approved_by: alice.id, approval_id: approval.id })]);
     expect(steps[2]!.approvals).toEqual([expect.objectContaining({ id: approval.id, status: 'approved', approver: alice.id, decided_by: alice.id, token_jti: payload.jti })]);
     expect((await ts.admin('GET', `/admin/tokens/${payload.jti}`)).body).toMatchObject({ workflow_step: 'pay', txn, client_id: payer.id });
+    expect((audit.approval_events as { decision: string; client_id: string; detail: string }[]).map((e) => [e.decision, e.client_id])).toEqual([['approval_requested', payer.id], ['approved', payer.id]]);
+    expect(audit.approval_events[1].detail).toBe(`approval ${approval.id} of step pay approved by ${alice.id}`);
   });
 });
 
@@ -207,6 +209,7 @@ describe('human approval: refusals', () => {
     const { txn } = await firstTwo();
     const { authReqId, approvalId } = await asked(txn, { requested_expiry: '30' });
     const other = await asked(txn);
+    const unanswered = await asked(txn);
     ts.clock.advance(31);
     const res = await poll(payer, authReqId);
     expect(res.status).toBe(400);
@@ -219,9 +222,16 @@ describe('human approval: refusals', () => {
     expect(late2.body).toEqual({ error: 'expired', error_description: `approval ${other.approvalId} has expired` });
     const audit = await run(txn);
     expect(audit.steps[2].approvals).toEqual([
-      expect.objectContaining({ id: approvalId, status: 'expired', decided_by: null }),
-      expect.objectContaining({ id: other.approvalId, status: 'expired', decided_by: null }),
+      expect.objectContaining({ id: approvalId, status: 'expired', decided_by: null, reason: 'polled after its expiry' }),
+      expect.objectContaining({ id: other.approvalId, status: 'expired', decided_by: null, reason: `${alice.id} answered after its expiry` }),
+      expect.objectContaining({ id: unanswered.approvalId, status: 'expired', decided_by: null, reason: 'no answer before its expiry' }),
     ]);
+    const decisions = (audit.approval_events as { decision: string; reason: string | null; detail: string }[]).map((e) => [e.decision, e.reason]);
+    expect(decisions).toEqual([
+      ['approval_requested', null], ['approval_requested', null], ['approval_requested', null],
+      ['expired', 'expired_token'], ['expired', 'expired_token'], ['expired', 'expired_token'],
+    ]);
+    expect((audit.approval_events as { detail: string }[]).at(-1)!.detail).toContain(`approval ${unanswered.approvalId} of step pay expired unanswered: no answer before its expiry`);
     expect((audit.refusals as { reason: string }[]).map((e) => e.reason)).toEqual(['expired_token']);
     const events = (await ts.admin('GET', '/admin/events?decision=expired')).body.events as { detail: string }[];
     expect(events.map((e) => e.detail)).toEqual(expect.arrayContaining([expect.stringContaining(`approval ${approvalId} of step pay expired unanswered`)]));

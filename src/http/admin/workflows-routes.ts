@@ -12,9 +12,8 @@ const versionParam = z.coerce.number().int().min(1).max(MAX_WORKFLOW_VERSION).op
 
 /** An approval as the run shows it: who was asked, who decided what and when, the token it gave. */
 function describeApproval(a: ApprovalRecord, now: number) {
-  const expired = a.status === 'expired' || (a.status === 'pending' && a.expires_at <= now);
   return {
-    id: a.id, status: expired ? 'expired' : a.status, requested_by: a.client_id, approver: a.approver_id, binding_message: a.binding_message,
+    id: a.id, status: a.status === 'pending' && a.expires_at <= now ? 'expired' : a.status, requested_by: a.client_id, approver: a.approver_id, binding_message: a.binding_message,
     scope: a.scope, requested_at: a.created_at, expires_at: new Date(a.expires_at * 1000).toISOString(),
     decided_by: a.decided_by, decided_at: a.decided_at, reason: a.reason, token_jti: a.token_jti,
   };
@@ -24,7 +23,7 @@ function describeApproval(a: ApprovalRecord, now: number) {
  * Each step of a workflow version with its status in a transaction (for each token: who ran it, and who approved
  * it), the approvals asked for it, and the refusals recorded for it.
  */
-function describeRun(workflow: WorkflowRecord, txn: string, runs: StepRun[], refusals: StoredDecisionEvent[], approvals: ApprovalRecord[], now: number) {
+function describeRun(workflow: WorkflowRecord, txn: string, runs: StepRun[], events: { refusals: StoredDecisionEvent[]; approvals: StoredDecisionEvent[] }, approvals: ApprovalRecord[], now: number) {
   const mine = runs.filter((r) => r.workflow_version === workflow.version);
   const byJti = new Map(approvals.filter((a) => a.token_jti).map((a) => [a.token_jti!, a]));
   return {
@@ -45,7 +44,8 @@ function describeRun(workflow: WorkflowRecord, txn: string, runs: StepRun[], ref
         status: issued.length ? 'issued' : 'not_issued', issued, ...(step.approval ? { approvals: asked } : {}),
       };
     }),
-    refusals,
+    approval_events: events.approvals,
+    refusals: events.refusals,
   };
 }
 
@@ -84,7 +84,10 @@ export function workflowsRoutes(deps: { workflows: WorkflowsRepo; events: Events
     const version = q.version ?? (runs.length ? Math.max(...runs.map((r) => r.workflow_version)) : undefined);
     const workflow = await deps.workflows.find(id, version);
     if (!workflow) throw notFound(version === undefined ? 'workflow' : 'workflow version');
-    ctx.body = describeRun(workflow, txn, runs, await deps.events.workflowRefusals(id, txn), await deps.approvals.forRun(id, txn), now());
+    // Approvals that expired unanswered are recorded as such when first noticed (here, or by the periodic sweep).
+    await deps.approvals.expireOverdue(now(), { workflow_id: id, txn });
+    const events = { refusals: await deps.events.workflowRefusals(id, txn), approvals: await deps.events.workflowApprovalEvents(id, txn) };
+    ctx.body = describeRun(workflow, txn, runs, events, await deps.approvals.forRun(id, txn), now());
   });
 
   return router;
