@@ -36,9 +36,29 @@ export class ApprovalDecisions {
       throw new ApprovalRefusal(409, 'conflict', `approval ${approval.id} is already ${current?.status ?? 'decided'}`);
     }
     const authReqId = (await this.deps.approvals.authReqId(approval.id))!;
-    const provider = this.deps.provider();
     // The provider finds the request's client through the adapter, which resolves an agent authenticating with a
     // WIT only within a request authenticated as it: this decision acts for the request that agent made.
+    try {
+      await this.handOver(authReqId, approval, who, approve, reason);
+    } catch (err) {
+      const message = err instanceof Error ? err.message : '';
+      // The request expired as it was decided, or the agent was disabled since: the decision can't reach it.
+      if (message === 'BackchannelAuthenticationRequest not found') {
+        await this.deps.approvals.expire(approval.id, now, `${deciderName(who)} answered as it expired`, true);
+        throw new ApprovalRefusal(409, 'expired', `approval ${approval.id} has expired`);
+      }
+      if (message === 'Client not found') {
+        await this.deps.approvals.expire(approval.id, now, 'the agent that asked is no longer active', true);
+        throw new ApprovalRefusal(409, 'conflict', `approval ${approval.id} was asked by an agent that is no longer active`);
+      }
+      throw err;
+    }
+    return decided;
+  }
+
+  /** The decision, to oidc-provider: a Grant on approval, `access_denied` on denial. */
+  private async handOver(authReqId: string, approval: ApprovalRecord, who: Decider, approve: boolean, reason: string | undefined): Promise<void> {
+    const provider = this.deps.provider();
     await witAuthStorage.run({ agentId: approval.client_id } as WitClientAuth, async () => {
       if (!approve) {
         await provider.backchannelResult(authReqId, new errors.AccessDenied(`denied by ${deciderName(who)}${reason ? `: ${reason}` : ''}`));
@@ -50,6 +70,5 @@ export class ApprovalDecisions {
       await grant.save();
       await provider.backchannelResult(authReqId, grant);
     });
-    return decided;
   }
 }

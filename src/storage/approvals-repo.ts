@@ -95,11 +95,16 @@ export class ApprovalsRepo {
     });
   }
 
-  /** Marks a pending approval past its expiry as expired, with its event; false when it isn't one. */
-  async expire(id: string, nowSec: number, detail: string): Promise<boolean> {
+  /**
+   * Marks a pending approval past its expiry as expired, with its event; false when it isn't one. `decided`: an
+   * approval just decided whose request turned out to be gone already (expired at the same moment).
+   */
+  async expire(id: string, nowSec: number, detail: string, decided = false): Promise<boolean> {
     return this.db.transaction(async (trx) => {
-      const rows = await trx('approvals').where({ id, status: 'pending' }).andWhere('expires_at', '<=', nowSec)
-        .update({ status: 'expired', reason: detail }).returning(COLUMNS);
+      const q = trx('approvals').where({ id });
+      if (decided) q.whereNull('token_jti');
+      else q.where({ status: 'pending' }).andWhere('expires_at', '<=', nowSec);
+      const rows = await q.update({ status: 'expired', reason: detail, ...(decided ? { decided_by: null, decided_at: null } : {}) }).returning(COLUMNS);
       if (!rows[0]) return false;
       const a = fromRow(rows[0]);
       await new EventsRepo(trx).record({

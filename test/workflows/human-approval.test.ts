@@ -4,6 +4,9 @@ import { agentId, ADMIN_TOKEN, enc, startTestServer, type TestServer } from '../
 import { AT, exchange, registerSecretAgent, TOKEN_EXCHANGE, type SecretAgent } from '../support/agents.js';
 import { client, discover } from '../support/oauth-client.js';
 import { approverApi, backchannel, CIBA, poll, registerApprover, type Approver } from '../support/approvals.js';
+import { postForm } from '../support/oauth-client.js';
+import { newAgentKey, witByJoinToken, workloadHeaders } from '../support/workload.js';
+import { computeAgentChecksum } from '../../src/identity/agent-checksum.js';
 
 const API = 'https://orders.example/api';
 
@@ -99,6 +102,34 @@ describe('human approval of workflow steps (CIBA)', () => {
     expect((await ts.admin('GET', `/admin/tokens/${payload.jti}`)).body).toMatchObject({ workflow_step: 'pay', txn, client_id: payer.id });
     expect((audit.approval_events as { decision: string; client_id: string; detail: string }[]).map((e) => [e.decision, e.client_id])).toEqual([['approval_requested', payer.id], ['approved', payer.id]]);
     expect(audit.approval_events[1].detail).toBe(`approval ${approval.id} of step pay approved by ${alice.id}`);
+  });
+
+  it('approves a step of a WIT-authenticated agent whose checksum the workflow lists', async () => {
+    const allowed = computeAgentChecksum({ prompt: 'You refund orders.', tools: [{ name: 'payments.refund' }] });
+    const other = computeAgentChecksum({ prompt: 'You refund anything.', tools: [{ name: 'payments.refund' }] });
+    const id = agentId('pinned-payer');
+    expect((await ts.admin('POST', '/admin/agents', {
+      id, token_endpoint_auth_method: 'wit', grant_types: [CIBA], scopes: ['payments:write'], audiences: [API], attestors: [{ type: 'join_token' }], agent_checksums: [allowed, other],
+    })).status).toBe(201);
+    expect((await ts.admin('POST', '/admin/workflows', {
+      id: 'pinned-refund', version: 1, steps: [{ id: 'pay', agent: id, tool: 'payments.refund', scopes: ['payments:write'], approval: true }], agent_checksums: { [id]: [allowed] },
+    })).status).toBe(201);
+    const key = await newAgentKey();
+    const asWit = async (path: string, wit: string, form: Record<string, string>) => postForm(`${ts.url}${path}`, { client_id: id, ...form }, await workloadHeaders(ts, wit, key, path));
+    const form = { scope: 'openid', login_hint: alice.id, binding_message: 'Refund order 7', workflow_id: 'pinned-refund', workflow_step: 'pay' };
+    const refused = await asWit('/backchannel', await witByJoinToken(ts, id, key, { agent_checksum: other }), form);
+    expect(refused.body).toEqual({ error: 'unauthorized_client', error_description: 'the agent checksum presented is not one workflow pinned-refund allows for this agent' });
+    const wit = await witByJoinToken(ts, id, key, { agent_checksum: allowed });
+    const started = await asWit('/backchannel', wit, form);
+    expect(started.status, JSON.stringify(started.body)).toBe(200);
+    const approval = ((await approverApi(ts, alice.credential, 'GET', '/approvals')).body.approvals as { id: string; client_id: string; txn: string }[]).find((a) => a.client_id === id)!;
+    expect((await approverApi(ts, alice.credential, 'POST', `/approvals/${approval.id}/approve`)).status).toBe(200);
+    const res = await asWit('/token', wit, { grant_type: CIBA, auth_req_id: started.body.auth_req_id });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(decodeJwt(res.body.access_token)).toMatchObject({
+      client_id: id, txn: approval.txn, agent_checksum: allowed, cnf: { jkt: expect.any(String) },
+      intent: { workflow_id: 'pinned-refund', workflow_step: 'pay', executed_by: id, approved_by: alice.id },
+    });
   });
 });
 
@@ -292,6 +323,22 @@ describe('human approval: refusals', () => {
     expect(audit.steps[2].issued).toHaveLength(1);
     expect(audit.steps[2].approvals).toEqual([expect.objectContaining({ status: 'approved', token_jti: audit.steps[2].issued[0].jti })]);
     expect((await ts.admin('GET', `/admin/tokens?txn=${enc(txn)}`)).body.tokens.filter((t: { workflow_step: string }) => t.workflow_step === 'pay')).toHaveLength(1);
+  });
+
+  it('refuses to approve for an agent disabled since it asked', async () => {
+    const gone = await registerSecretAgent(ts, { id: agentId('gone'), grant_types: [CIBA], scopes: ['payments:write'], audiences: [API] });
+    expect((await ts.admin('POST', '/admin/workflows', {
+      id: 'solo', version: 1, steps: [{ id: 'pay', agent: gone.id, tool: 'payments.refund', scopes: ['payments:write'], approval: true }],
+    })).status).toBe(201);
+    const res = await backchannel(ts, gone, { scope: 'openid', login_hint: alice.id, binding_message: 'Refund 1', workflow_id: 'solo', workflow_step: 'pay' });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    const approval = ((await approverApi(ts, alice.credential, 'GET', '/approvals')).body.approvals as { id: string; client_id: string; txn: string }[]).find((a) => a.client_id === gone.id)!;
+    expect((await ts.admin('DELETE', `/admin/agents/${enc(gone.id)}`)).status).toBe(200);
+    const refused = await approverApi(ts, alice.credential, 'POST', `/approvals/${approval.id}/approve`);
+    expect(refused.status).toBe(409);
+    expect(refused.body.error_description).toBe(`approval ${approval.id} was asked by an agent that is no longer active`);
+    const audit = (await ts.admin('GET', `/admin/workflows/solo/runs/${enc(approval.txn)}`)).body;
+    expect(audit.steps[0].approvals).toEqual([expect.objectContaining({ status: 'expired', decided_by: null, reason: 'the agent that asked is no longer active' })]);
   });
 
   it('does not let an approval be used twice, nor the step run again', async () => {
