@@ -47,6 +47,8 @@ export function registerCibaGrant(provider: Provider, deps: CibaGrantDeps): void
       }
       throw err;
     }
+    // A token from this grant is only ever an approved workflow step's.
+    if (!(ctx.state as State).issuance?.workflow) throw new errors.InvalidGrant('backchannel authentication request is not an approval of a workflow step');
     const body = ctx.body as Record<string, unknown>;
     delete body.id_token;
   };
@@ -55,9 +57,11 @@ export function registerCibaGrant(provider: Provider, deps: CibaGrantDeps): void
 
 async function checkApproval(ctx: KoaContextWithOIDC, approval: ApprovalRecord, client: Client, deps: CibaGrantDeps): Promise<void> {
   const now = deps.now();
-  if (approval.status === 'expired' || (approval.status === 'pending' && approval.expires_at <= now)) {
+  // Past its expiry the provider no longer finds the request: answer for it, as CIBA says.
+  if (approval.token_jti === null && (approval.status === 'expired' || approval.expires_at <= now)) {
+    if (approval.status === 'denied') throw new errors.AccessDenied(`denied by ${approval.decided_by}${approval.reason ? `: ${approval.reason}` : ''}`);
     if (approval.status === 'pending') await deps.approvals.expire(approval.id, now, 'polled after its expiry');
-    throw new errors.ExpiredToken(`approval request ${approval.id} expired unanswered`);
+    throw new errors.ExpiredToken(`approval request ${approval.id} ${approval.status === 'approved' ? 'expired before it was redeemed' : 'expired unanswered'}`);
   }
   if (approval.status === 'pending') {
     if (!(await deps.approvals.notePoll(approval.id, now, deps.pollInterval))) {
