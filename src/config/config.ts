@@ -41,6 +41,10 @@ export interface Config {
   biscuitTtl: number;
   maxTxnTokensPerTxn: number;
   joinTokenTtl: number;
+  /** Lifetime of a request for human approval of a workflow step (CIBA; seconds). */
+  approvalTtl: number;
+  /** Minimum seconds between an agent's polls of a pending approval. */
+  approvalPollInterval: number;
   trustedIssuers: TrustedIssuer[];
   partnerDomains: PartnerDomain[];
   databasePoolMax: number;
@@ -140,6 +144,8 @@ const schema = z.object({
   BISCUIT_TTL: z.coerce.number().int('must be a whole number').min(1, 'must be at least 1').max(86400, 'must be at most 86400').default(300),
   MAX_TXN_TOKENS_PER_TXN: positiveInt(1000).default(20),
   JOIN_TOKEN_TTL: z.coerce.number().int('must be a whole number').min(10, 'must be at least 10').max(86_400, 'must be at most 86400').default(600),
+  APPROVAL_TTL: z.coerce.number().int('must be a whole number').min(10, 'must be at least 10').max(86_400, 'must be at most 86400').default(600),
+  APPROVAL_POLL_INTERVAL: z.coerce.number().int('must be a whole number').min(1, 'must be at least 1').max(60, 'must be at most 60').default(5),
   TRUSTED_ISSUERS: jsonVariable(trustedIssuers, '{issuer, jwks_uri | jwks, audience}'),
   PARTNER_DOMAINS: jsonVariable(partnerDomains, '{issuer, jwks_uri | jwks, subject_map, subject_prefixes}'),
   DATABASE_POOL_MAX: positiveInt(200).default(10),
@@ -192,6 +198,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     biscuitTtl: v.BISCUIT_TTL,
     maxTxnTokensPerTxn: v.MAX_TXN_TOKENS_PER_TXN,
     joinTokenTtl: v.JOIN_TOKEN_TTL,
+    approvalTtl: v.APPROVAL_TTL,
+    approvalPollInterval: v.APPROVAL_POLL_INTERVAL,
     trustedIssuers: v.TRUSTED_ISSUERS,
     partnerDomains: v.PARTNER_DOMAINS,
     databasePoolMax: v.DATABASE_POOL_MAX,

@@ -34,6 +34,8 @@ const OAUTH_ROUTES: Record<string, readonly string[]> = {
   '/token': ['POST', 'OPTIONS'],
   '/token/introspection': ['POST', 'OPTIONS'],
   '/token/revocation': ['POST', 'OPTIONS'],
+  // CIBA backchannel authentication (human approval of workflow steps).
+  '/backchannel': ['POST', 'OPTIONS'],
   '/.well-known/openid-configuration': ['GET', 'OPTIONS'],
 };
 

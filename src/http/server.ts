@@ -45,6 +45,15 @@ import { ServerMetrics } from '../metrics/server-metrics.js';
 import { SsfRepo } from '../storage/ssf-repo.js';
 import { Transmitter } from '../events/transmitter.js';
 import { ssfBearer, ssfRoutes } from './ssf-routes.js';
+import { ApproversRepo } from '../storage/approvers-repo.js';
+import { ApprovalsRepo } from '../storage/approvals-repo.js';
+import { ApprovalDecisions } from '../oauth/approval-decisions.js';
+import { backchannelMiddleware } from '../oauth/ciba.js';
+import { CIBA_GRANT } from '../policy/workflows.js';
+import { approversRoutes } from './admin/approvers-routes.js';
+import { requireApprover } from './approvals/approver-auth.js';
+import { approvalsRoutes } from './approvals/approvals-routes.js';
+import { approvalPageRoutes } from './approvals/approval-page.js';
 
 export interface RunningServer {
   url: string;
@@ -73,6 +82,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   let server: Server | undefined;
   let timer: NodeJS.Timeout | undefined;
   let transmitter: Transmitter | undefined;
+  let sweep: NodeJS.Timeout | undefined;
   try {
     const applied = await db.migrate();
     if (applied.length) logger.info({ migrations: applied }, 'migrations applied');
@@ -80,7 +90,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const agents = new AgentsRepo(knex);
     const ssf = new SsfRepo(knex);
     const metrics = config.metricsEnabled
-      ? new ServerMetrics({ db, grantTypes: ['client_credentials', TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT, 'unknown'], outboxBacklog: () => ssf.backlog() })
+      ? new ServerMetrics({ db, grantTypes: ['client_credentials', TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT, CIBA_GRANT, 'unknown'], outboxBacklog: () => ssf.backlog() })
       : undefined;
     const keys = new KeyManager(knex, config.keyEncryptionKey, now);
     await keys.init();
@@ -109,6 +119,8 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const externalJwts = new ExternalJwtVerifier(config.trustedIssuers, now);
     const workflows = new WorkflowsRepo(knex);
     const workflowIntents = new WorkflowIntents({ workflows, tokens });
+    const approvers = new ApproversRepo(knex);
+    const approvals = new ApprovalsRepo(knex);
     const issuedTokens = new IssuedTokenVerifier({ issuer: config.issuer, trustDomain: config.trustDomain, keys, tokens, agents, now });
     const oauth = new OAuthCore({
       issuer: config.issuer,
@@ -141,7 +153,9 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       }],
       logger,
       workflowIntents,
+      ciba: { approvers, approvals, events, now, approvalTtl: config.approvalTtl, pollInterval: config.approvalPollInterval },
       middleware: [
+        backchannelMiddleware({ events, logger, pollInterval: config.approvalPollInterval }),
         tokenRecordsMiddleware({ tokens, records: new RecordWriter(knex, undefined, tokens), events, logger }),
         errorDetailMiddleware(),
         tokenStatusMiddleware({ keys, tokens, agents, events, now }),
@@ -181,13 +195,16 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       issuer: config.issuer, ttl: config.witTtl, signingAlg: config.signingAlg, keys, agents, tokens, now,
       attestors: createAttestors({ joinTokens: new JoinTokensRepo(knex), trustedIssuers: externalJwts, authenticator, witEndpoint: `${config.issuer}/wit`, now }),
     });
+    const decisions = new ApprovalDecisions({ approvals, provider: () => oauth.current, now });
     const app = createApp({
       logger, db, keys, oauth, trustProxy: config.trustProxy,
       witClientAuth: witClientAuth({ authenticator, issuer: config.issuer, events }),
-      publicRouters: [witRoutes(witIssuer, events), biscuitRevocationListRoutes(tokens, now), ssfRoutes(transmitter, ssfBearer(issuedTokens, config.issuer, events))],
+      publicRouters: [witRoutes(witIssuer, events), biscuitRevocationListRoutes(tokens, now), ssfRoutes(transmitter, ssfBearer(issuedTokens, config.issuer, events)),
+        approvalsRoutes({ approvals, decisions, auth: requireApprover({ approvers, adminHash }), now }),
+        approvalPageRoutes({ approvers, approvals, workflows, decisions, issuer: config.issuer, now })],
       adminAuth: requireAdmin(adminHash),
       routers: [agentsRoutes(registry), keysRoutes(keys, events, config.keyActivationDelay, (activateAt) => scheduleActivation(activateAt), { issuer: config.issuer, signals }), tokensRoutes(tokens, events), biscuitAdminRoutes(tokens, events, now), auditRoutes(new AuditRepo(knex), logger),
-        workflowsRoutes({ workflows, events, trustDomain: config.trustDomain })],
+        workflowsRoutes({ workflows, events, approvals, trustDomain: config.trustDomain, now }), approversRoutes(approvers)],
       ...(metrics ? { metrics: { metrics, token: config.metricsToken } } : {}),
     });
 
@@ -205,6 +222,10 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       timer = setInterval(() => void activateNow(), refreshMs);
       timer.unref();
     }
+    // Approvals nobody answered are recorded as expired (with their events) within a minute of their expiry.
+    sweep = setInterval(() => void approvals.expireOverdue(now())
+      .catch((err: Error) => logger.warn({ err: { message: err.message } }, 'approval expiry sweep failed')), 60_000);
+    sweep.unref();
 
     // Events left in the outbox (a restart, a receiver that was down) are delivered from now on.
     await transmitter.start();
@@ -219,6 +240,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       logger,
       async close() {
         if (timer) clearInterval(timer);
+        if (sweep) clearInterval(sweep);
         for (const t of pendingActivations) clearTimeout(t);
         await ssfTransmitter.stop();
         await new Promise<void>((resolve) => {
@@ -231,6 +253,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   } catch (err) {
     if (timer) clearInterval(timer);
     await transmitter?.stop();
+    if (sweep) clearInterval(sweep);
     server?.close();
     await db.close();
     throw err;

@@ -16,7 +16,8 @@ export const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'priva
 export const SECRET_METHODS: ReadonlySet<string> = new Set(['client_secret_basic', 'client_secret_post']);
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 export const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
-export const GRANT_TYPES = ['client_credentials', TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT] as const;
+export const CIBA_GRANT_TYPE = 'urn:openid:params:grant-type:ciba';
+export const GRANT_TYPES = ['client_credentials', TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT, CIBA_GRANT_TYPE] as const;
 /** Subject token types an agent may be allowed to exchange. */
 export const SUBJECT_TOKEN_TYPES = [
   'urn:ietf:params:oauth:token-type:access_token',

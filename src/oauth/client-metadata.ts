@@ -1,4 +1,5 @@
 import type { AgentRecord } from '../storage/agents-repo.js';
+import { CIBA_GRANT } from '../policy/workflows.js';
 
 /** Client metadata properties of ours; oidc-provider keeps them on its Client objects under these snake_case names. */
 export const AGENT_METADATA = ['agent_scopes', 'agent_audiences', 'agent_max_delegation_depth', 'agent_checksums', 'agent_token_exchange'] as const;
@@ -37,6 +38,8 @@ export function agentToClientMetadata(agent: AgentRecord): Record<string, unknow
     token_endpoint_auth_method: agent.token_endpoint_auth_method === 'wit' ? 'none' : agent.token_endpoint_auth_method,
     ...(agent.jwks ? { jwks: clientJwks(agent.jwks) } : {}),
     grant_types: agent.grant_types,
+    // Human approval (CIBA) is offered in poll mode only.
+    ...(agent.grant_types.includes(CIBA_GRANT) ? { backchannel_token_delivery_mode: 'poll' } : {}),
     response_types: [],
     redirect_uris: [],
     dpop_bound_access_tokens: agent.dpop_bound_access_tokens,

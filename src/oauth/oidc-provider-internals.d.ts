@@ -37,3 +37,10 @@ declare module 'oidc-provider/lib/helpers/grants.js' {
   export const shouldIssueRefreshToken: Helper;
   export const buildTokenResponse: Helper;
 }
+
+// The built-in CIBA grant, registered again with the workflow checks of an approved step (grants/ciba.ts).
+declare module 'oidc-provider/lib/actions/grants/ciba.js' {
+  export const handler: (provider: unknown, helpers: Record<string, unknown>, ctx: unknown) => Promise<void>;
+  export const parameters: Set<string>;
+  export const grantType: string;
+}

@@ -13,6 +13,8 @@ import { bindToWorkloadKey } from './workload-bound-tokens.js';
 import { databaseOutageMiddleware, noteServerError } from './database-outage.js';
 import { addWorkflowClaims, registerClientCredentials } from './grants/client-credentials.js';
 import type { WorkflowIntents } from './workflow-intent.js';
+import { approvalTtl, approverAccounts, cibaFeature, workflowExtraParams, type CibaDeps } from './ciba.js';
+import { registerCibaGrant } from './grants/ciba.js';
 
 export interface ProviderDeps {
   issuer: string;
@@ -30,6 +32,8 @@ export interface ProviderDeps {
   grants: { name: string; handler: (ctx: KoaContextWithOIDC) => Promise<void>; params: string[]; dupes?: string[] }[];
   /** Workflow steps named by client-credentials requests (intent-bound tokens). */
   workflowIntents: WorkflowIntents;
+  /** Human approval of workflow steps (CIBA, poll mode). */
+  ciba: Omit<CibaDeps, 'intents' | 'logger'>;
   /** Middleware run around every provider request (records, our introspection, discovery). */
   middleware: ((ctx: KoaContextWithOIDC, next: () => Promise<void>) => Promise<void>)[];
 }
@@ -68,6 +72,9 @@ export function buildProvider(deps: ProviderDeps): Provider {
     responseTypes: [],
     scopes: [],
     claims: {},
+    // Approvers are the accounts: a CIBA request names one (login_hint); its Grant is the approval.
+    findAccount: approverAccounts(deps.ciba.approvers),
+    extraParams: workflowExtraParams(deps.workflowIntents),
     extraClientMetadata: {
       properties: [...AGENT_METADATA],
     },
@@ -79,6 +86,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
       introspection: { enabled: true },
       revocation: { enabled: true },
       dPoP: { enabled: true },
+      ciba: cibaFeature({ ...deps.ciba, intents: deps.workflowIntents, logger: deps.logger }),
       resourceIndicators: {
         enabled: true,
         defaultResource: (ctx, client) => defaultResourceFor(client as AgentClient),
@@ -96,6 +104,12 @@ export function buildProvider(deps: ProviderDeps): Provider {
     },
     ttl: {
       ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? deps.accessTokenTtl,
+      AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? deps.accessTokenTtl,
+      BackchannelAuthenticationRequest: approvalTtl(deps.ciba.approvalTtl) as never,
+      // A Grant is made when an approver approves; the agent redeems it before the request expires.
+      Grant: deps.ciba.approvalTtl,
+      // Not returned: a CIBA token response carries the step's access token only.
+      IdToken: 60,
     },
     clockTolerance: 5,
     renderError: async (ctx, out) => {
@@ -116,13 +130,14 @@ export function buildProvider(deps: ProviderDeps): Provider {
   (provider.ReplayDetection as unknown as { unique: (iss: string, jti: string, exp: number) => Promise<boolean> }).unique = (iss, jti, exp) => deps.replay.claim(iss, jti, exp);
 
   registerClientCredentials(provider, deps.workflowIntents);
+  registerCibaGrant(provider, { intents: deps.workflowIntents, approvals: deps.ciba.approvals, now: deps.ciba.now, pollInterval: deps.ciba.pollInterval });
   for (const g of deps.grants) provider.registerGrantType(g.name, g.handler as never, g.params, g.dupes);
   for (const mw of deps.middleware) provider.use(mw);
   // Innermost, so the middleware above sees the 503 a database outage is answered with.
   provider.use(databaseOutageMiddleware());
 
   // The provider's detailed reason for a refusal, kept for the decision record (never sent to the client).
-  for (const event of ['grant.error', 'introspection.error', 'revocation.error']) {
+  for (const event of ['grant.error', 'introspection.error', 'revocation.error', 'backchannel_authentication.error']) {
     (provider as unknown as { on(e: string, f: (ctx: KoaContextWithOIDC, err: { error_detail?: string }) => void): void }).on(event, (ctx, err) => {
       if (err.error_detail) (ctx.state as { refusalDetail?: string }).refusalDetail = err.error_detail;
     });

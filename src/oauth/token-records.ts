@@ -49,7 +49,7 @@ export function tokenRecordsMiddleware(deps: Deps) {
         record = issuance?.complete ?? accessTokenRecord(body.access_token, issuance?.record);
         const issued = { action: `token:${grantType}`, client_id: clientId };
         if (issuance?.workflow) {
-          const refusal = await deps.tokens.insertGuarded(record, stepRunGuard(deps.tokens, issuance.workflow), issued);
+          const refusal = await deps.tokens.insertGuarded(record, stepRunGuard(deps.tokens, issuance.workflow, record.jti), issued);
           if (refusal !== undefined) {
             ctx.status = 400;
             ctx.body = { error: 'invalid_request', error_description: refusal };

@@ -3,7 +3,7 @@ import type { TokensRepo } from '../storage/tokens-repo.js';
 import type { WorkflowRecord, WorkflowStep, WorkflowsRepo } from '../storage/workflows-repo.js';
 import { newTxn } from '../tokens/txn-token.js';
 import {
-  authorizeStep, intentClaim, readWorkflowRequest, stepRunRefusal, WorkflowRefusal, type IntentClaim, type StepRequester,
+  authorizeStep, intentClaim, readWorkflowRequest, stepRunRefusal, WorkflowRefusal, type IntentClaim, type StepApproval, type StepRequester,
 } from '../policy/workflows.js';
 
 /** The step an intent-bound token is being issued for, in its transaction. */
@@ -12,6 +12,20 @@ export interface WorkflowIssuance {
   step: WorkflowStep;
   txn: string;
   intent: IntentClaim;
+  /** For a step run on a human approval: binds the token to the approval, once (inside the record's transaction). */
+  redeem?: (trx: Parameters<Parameters<TokensRepo['insertGuarded']>[1]>[0], jti: string) => Promise<string | undefined>;
+}
+
+/** How a workflow step is being asked for. */
+export interface ResolveOptions {
+  /** The transaction of a token-exchange subject. */
+  subjectTxn?: string;
+  /** The workflow parameters, when not the request's own (a CIBA poll: those of the approved request). */
+  params?: Record<string, unknown>;
+  /** A backchannel authentication request or its poll: only steps that need approval. */
+  viaApproval?: boolean;
+  /** Who approved the step, for the `intent` claim. */
+  approval?: StepApproval;
 }
 
 interface WorkflowState {
@@ -42,8 +56,8 @@ export class WorkflowIntents {
   constructor(private readonly deps: { workflows: WorkflowsRepo; tokens: TokensRepo }) {}
 
   /** Undefined when the request names no workflow. `subjectTxn`: the transaction of a token-exchange subject. */
-  async resolve(ctx: KoaContextWithOIDC, who: StepRequester, subjectTxn?: string): Promise<WorkflowIssuance | undefined> {
-    const req = readWorkflowRequest(ctx.oidc.params as Record<string, unknown>);
+  async resolve(ctx: KoaContextWithOIDC, who: StepRequester, subjectTxn?: string, opts: Omit<ResolveOptions, 'subjectTxn'> = {}): Promise<WorkflowIssuance | undefined> {
+    const req = readWorkflowRequest(opts.params ?? ctx.oidc.params as Record<string, unknown>);
     if (!req) return undefined;
     (ctx.state as WorkflowState).workflowRequest = { workflow_id: req.workflowId, txn: subjectTxn ?? req.txn ?? null };
     if (subjectTxn && req.txn && subjectTxn !== req.txn) {
@@ -55,7 +69,7 @@ export class WorkflowIntents {
         ? `workflow ${req.workflowId} is not registered`
         : `workflow ${req.workflowId} has no version ${req.version}`);
     }
-    const step = authorizeStep(workflow, req.step, who);
+    const step = authorizeStep(workflow, req.step, who, opts.viaApproval);
     let txn = subjectTxn ?? req.txn;
     if (!txn) {
       if (step.depends_on.length) throw new WorkflowRefusal('invalid_request', `txn is required: step ${step.id} depends on ${step.depends_on.join(', ')}`);
@@ -64,13 +78,21 @@ export class WorkflowIntents {
     (ctx.state as WorkflowState).workflowRequest = { workflow_id: workflow.id, txn };
     const refusal = stepRunRefusal(step, txn, await this.deps.tokens.workflowStepsInTxn(txn, workflow.id, workflow.version));
     if (refusal) throw new WorkflowRefusal('invalid_request', refusal);
-    return { workflow, step, txn, intent: intentClaim(workflow, step, who.clientId) };
+    return { workflow, step, txn, intent: intentClaim(workflow, step, who.clientId, opts.approval) };
   }
 }
 
-/** The final check of a step run, inside the transaction that inserts its token's record. */
-export function stepRunGuard(tokens: TokensRepo, issuance: WorkflowIssuance) {
+/** The workflow and transaction a request names, for the record of its refusal. */
+export function noteWorkflowRequest(ctx: KoaContextWithOIDC, workflowId: string, txn: string | null): void {
+  (ctx.state as WorkflowState).workflowRequest = { workflow_id: workflowId, txn };
+}
+
+/**
+ * The final check of a step run, inside the transaction that inserts its token's record: the step may run,
+ * and a step run on an approval takes the approval (once).
+ */
+export function stepRunGuard(tokens: TokensRepo, issuance: WorkflowIssuance, jti: string) {
   return async (trx: Parameters<Parameters<TokensRepo['insertGuarded']>[1]>[0]) => stepRunRefusal(
     issuance.step, issuance.txn, await tokens.workflowStepsInTxn(issuance.txn, issuance.workflow.id, issuance.workflow.version, trx),
-  );
+  ) ?? (issuance.redeem ? issuance.redeem(trx, jti) : undefined);
 }

@@ -60,14 +60,23 @@ export interface StepRequester {
   agentChecksum?: string;
 }
 
+/** The CIBA grant type: how a step that needs human approval gets its token. */
+export const CIBA_GRANT = 'urn:openid:params:grant-type:ciba';
+
 /**
- * The step a request may get a token for: it exists, needs no human approval, and the requester is its
- * agent (running with a checksum the workflow lists for it, when it lists any).
+ * The step a request may get a token for: it exists, needs human approval exactly when the request is a
+ * backchannel authentication request (`viaApproval`), and the requester is its agent (running with a checksum
+ * the workflow lists for it, when it lists any).
  */
-export function authorizeStep(workflow: WorkflowRecord, stepId: string, who: StepRequester): WorkflowStep {
+export function authorizeStep(workflow: WorkflowRecord, stepId: string, who: StepRequester, viaApproval = false): WorkflowStep {
   const step = workflow.steps.find((s) => s.id === stepId);
   if (!step) throw new WorkflowRefusal('invalid_request', `workflow ${workflow.id} version ${workflow.version} has no step ${JSON.stringify(stepId)}`);
-  if (step.approval) throw new WorkflowRefusal('invalid_request', `step ${step.id} of workflow ${workflow.id} needs human approval (not available yet)`);
+  if (step.approval && !viaApproval) {
+    throw new WorkflowRefusal('invalid_request', `step ${step.id} of workflow ${workflow.id} needs human approval: ask for it with a CIBA backchannel authentication request, then poll with grant_type ${CIBA_GRANT}`);
+  }
+  if (!step.approval && viaApproval) {
+    throw new WorkflowRefusal('invalid_request', `step ${step.id} of workflow ${workflow.id} needs no human approval: ask for its token at the token endpoint`);
+  }
   if (step.agent !== who.clientId) throw new WorkflowRefusal('unauthorized_client', `step ${step.id} of workflow ${workflow.id} is run by ${step.agent}, not by this agent`);
   const checksums = Object.hasOwn(workflow.agent_checksums, step.agent) ? workflow.agent_checksums[step.agent]! : undefined;
   if (checksums && !who.agentChecksum) {
@@ -102,6 +111,12 @@ export function stepRunRefusal(step: WorkflowStep, txn: string, ran: ReadonlySet
   return undefined;
 }
 
-export function intentClaim(workflow: WorkflowRecord, step: WorkflowStep, clientId: string): IntentClaim {
-  return { workflow_id: workflow.id, workflow_version: workflow.version, workflow_step: step.id, executed_by: clientId };
+/** Who approved a step run, and when (seconds since the epoch). */
+export interface StepApproval {
+  approved_by: string;
+  approved_at: number;
+}
+
+export function intentClaim(workflow: WorkflowRecord, step: WorkflowStep, clientId: string, approval?: StepApproval): IntentClaim {
+  return { workflow_id: workflow.id, workflow_version: workflow.version, workflow_step: step.id, executed_by: clientId, ...approval };
 }

@@ -3,7 +3,7 @@ import { hasNul, storableText } from './text.js';
 import { ignoreRecords, type RecordObserver } from './record-observer.js';
 
 export interface DecisionEvent {
-  decision: 'issued' | 'refused' | 'revoked' | 'admin';
+  decision: 'issued' | 'refused' | 'revoked' | 'admin' | 'approval_requested' | 'approved' | 'denied' | 'expired';
   action: string;
   client_id?: string | null;
   jti?: string | null;
@@ -47,6 +47,14 @@ export class EventsRepo {
     if (filter.decision) q.where({ decision: filter.decision });
     if (filter.after !== undefined) q.where('id', '<', filter.after);
     const rows = await q;
+    return rows.map((r) => ({ ...r, id: Number(r.id), at: new Date(r.at).toISOString() }));
+  }
+
+  /** Approval decisions (requested, approved, denied, expired) for a workflow's steps in a transaction, oldest first. */
+  async workflowApprovalEvents(workflowId: string, txn: string, limit = 1000): Promise<StoredDecisionEvent[]> {
+    if (hasNul(workflowId) || hasNul(txn)) return [];
+    const rows = await this.db('decision_events').whereIn('decision', ['approval_requested', 'approved', 'denied', 'expired'])
+      .where({ workflow_id: workflowId, workflow_txn: txn }).orderBy('id').limit(limit);
     return rows.map((r) => ({ ...r, id: Number(r.id), at: new Date(r.at).toISOString() }));
   }
 

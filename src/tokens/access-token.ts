@@ -28,6 +28,9 @@ export interface Intent {
   workflow_version: number;
   workflow_step: string;
   executed_by: string;
+  /** For a step that needs human approval: who approved it (an approver id, or `admin`) and when. */
+  approved_by?: string;
+  approved_at?: number;
 }
 
 /** Reads the header and claims of a compact JWT this server signed; undefined when it is not a JWT. */

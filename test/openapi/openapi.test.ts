@@ -11,6 +11,7 @@ import { biscuitAdminRoutes } from '../../src/http/biscuit-routes.js';
 import { auditRoutes } from '../../src/http/admin/audit-routes.js';
 import { workflowsRoutes } from '../../src/http/admin/workflows-routes.js';
 import { ssfRoutes } from '../../src/http/ssf-routes.js';
+import { approversRoutes } from '../../src/http/admin/approvers-routes.js';
 import { GRANT_TYPES, SUBJECT_TOKEN_TYPES } from '../../src/identity/agent-registration.js';
 import { REQUESTED_TOKEN_TYPES, SUBJECT_TOKEN_TYPES_IN_USE } from '../../src/oauth/grants/token-exchange.js';
 
@@ -38,6 +39,15 @@ const ENDPOINTS: Record<string, string[]> = {
   '/token/revocation': ['post'],
   '/wit': ['post'],
   '/biscuit/revocations': ['get'],
+  '/backchannel': ['post'],
+  '/approvals': ['get'],
+  '/approvals/{id}': ['get'],
+  '/approvals/{id}/approve': ['post'],
+  '/approvals/{id}/deny': ['post'],
+  '/approve': ['get'],
+  '/approve/login': ['post'],
+  '/approve/logout': ['post'],
+  '/approve/{id}': ['post'],
   '/admin/agents': ['get', 'post'],
   '/admin/agents/{id}': ['delete', 'get', 'patch'],
   '/admin/agents/{id}/secret': ['post'],
@@ -52,6 +62,9 @@ const ENDPOINTS: Record<string, string[]> = {
   '/admin/workflows': ['get', 'post'],
   '/admin/workflows/{id}': ['get'],
   '/admin/workflows/{id}/runs/{txn}': ['get'],
+  '/admin/approvers': ['get', 'post'],
+  '/admin/approvers/{id}': ['delete', 'get'],
+  '/admin/approvers/{id}/credential': ['post'],
   '/admin/events': ['get'],
   '/admin/audit': ['get'],
   '/.well-known/ssf-configuration': ['get'],
@@ -79,7 +92,7 @@ describe('openapi.yaml', () => {
 
   it('describes the routes the admin routers register', () => {
     const unused = {} as never;
-    const routers: Router[] = [agentsRoutes(unused), keysRoutes(unused, unused, 0, async () => {}), tokensRoutes(unused, unused), biscuitAdminRoutes(unused, unused, () => 0), auditRoutes(unused, unused), workflowsRoutes(unused)];
+    const routers: Router[] = [agentsRoutes(unused), keysRoutes(unused, unused, 0, async () => {}), tokensRoutes(unused, unused), biscuitAdminRoutes(unused, unused, () => 0), auditRoutes(unused, unused), workflowsRoutes(unused), approversRoutes(unused)];
     const registered = routers.flatMap((r) => r.stack.flatMap((layer) => layer.methods
       .filter((m) => m !== 'HEAD')
       .map((m) => `${m.toLowerCase()} ${String(layer.path).replace(/:(\w+)/g, '{$1}')}`)));
@@ -100,11 +113,14 @@ describe('openapi.yaml', () => {
     for (const name of [
       'Agent', 'AgentRegistration', 'AgentPatch', 'TokenExchangePolicy', 'TokenRecord', 'ActClaim', 'DecisionEvent', 'SigningKey', 'Jwks', 'Error',
       'Workflow', 'WorkflowRegistration', 'WorkflowRun', 'IntentClaim', 'WorkflowTokenParams', 'TokenRequest', 'TokenExchangeRequest', 'JwtBearerTokenRequest', 'TokenResponse', 'IntrospectionResponse', 'ServerMetadata', 'AuditLine',
+      'Approval', 'Approver', 'ApprovalDecision',
     ]) {
       expect(doc.components.schemas, name).toHaveProperty(name);
     }
     expect(doc.components.securitySchemes.adminToken).toMatchObject({ type: 'http', scheme: 'bearer' });
     expect(doc.components.securitySchemes.oauthClient).toMatchObject({ type: 'http', scheme: 'basic' });
+    expect(doc.components.securitySchemes.approverCredential).toMatchObject({ type: 'http', scheme: 'bearer' });
+    expect(doc.components.securitySchemes.approverSession).toMatchObject({ type: 'apiKey', in: 'cookie' });
   });
 
   it('lists exactly the grant types and token types the code accepts', () => {

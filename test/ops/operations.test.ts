@@ -30,7 +30,9 @@ describe('health, discovery, closed routes and logs', () => {
       jwks_uri: `${ts.issuer}/jwks`,
       introspection_endpoint: `${ts.issuer}/token/introspection`,
       revocation_endpoint: `${ts.issuer}/token/revocation`,
-      grant_types_supported: ['client_credentials', 'urn:ietf:params:oauth:grant-type:token-exchange', 'urn:ietf:params:oauth:grant-type:jwt-bearer'],
+      grant_types_supported: ['client_credentials', 'urn:openid:params:grant-type:ciba', 'urn:ietf:params:oauth:grant-type:token-exchange', 'urn:ietf:params:oauth:grant-type:jwt-bearer'],
+      backchannel_authentication_endpoint: `${ts.issuer}/backchannel`,
+      backchannel_token_delivery_modes_supported: ['poll'],
       token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'wit'],
       response_types_supported: [],
     });
@@ -39,7 +41,7 @@ describe('health, discovery, closed routes and logs', () => {
       expect(rfc8414).not.toHaveProperty(absent);
     }
     // Every endpoint it names answers.
-    for (const key of ['token_endpoint', 'introspection_endpoint', 'revocation_endpoint']) {
+    for (const key of ['token_endpoint', 'introspection_endpoint', 'revocation_endpoint', 'backchannel_authentication_endpoint']) {
       const res = await postForm(rfc8414[key] as string, {});
       expect(res.status).toBeLessThan(500);
       expect(res.status).not.toBe(404);

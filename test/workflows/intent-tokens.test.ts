@@ -147,7 +147,10 @@ describe('intent-bound tokens: workflow steps in a transaction', () => {
     const t1 = await step(reader, { workflow_id: 'refund', workflow_step: 'fetch' });
     expect(t1.status).toBe(200);
     const gated = await hop(writer, t1.body.access_token, { workflow_id: 'refund', workflow_step: 'approve' });
-    expect(gated.body).toEqual({ error: 'invalid_request', error_description: 'step approve of workflow refund needs human approval (not available yet)' });
+    expect(gated.body).toEqual({
+      error: 'invalid_request',
+      error_description: 'step approve of workflow refund needs human approval: ask for it with a CIBA backchannel authentication request, then poll with grant_type urn:openid:params:grant-type:ciba',
+    });
     expect((await refusals(decodeJwt(t1.body.access_token).txn as string, 'refund')).map((e) => e.detail)).toEqual([expect.stringContaining('human approval')]);
 
     expect((await step(reader, { workflow_id: 'nope', workflow_step: 'fetch' })).body).toEqual({ error: 'invalid_request', error_description: 'workflow nope is not registered' });
@@ -172,6 +175,22 @@ describe('intent-bound tokens: workflow steps in a transaction', () => {
     expect(run.body.steps[1]).toMatchObject({ id: 'check', status: 'issued', issued: [expect.objectContaining({ client_id: checker.id })] });
     expect(run.body.steps[2]).toMatchObject({ id: 'update', status: 'not_issued', issued: [] });
     expect(run.body.refusals).toHaveLength(4);
+  });
+
+  it('refuses a listed agent that presents no checksum', async () => {
+    const checksum = computeAgentChecksum({ prompt: 'You read orders.', tools: [{ name: 'orders.read' }] });
+    const plain = await registerSecretAgent(ts, { id: agentId('unpinned'), scopes: ['orders:read'], audiences: [API] });
+    expect((await ts.admin('POST', '/admin/workflows', {
+      id: 'listed', version: 1, steps: [{ id: 'read', agent: plain.id, tool: 'orders.read', scopes: ['orders:read'] }], agent_checksums: { [plain.id]: [checksum] },
+    })).status).toBe(201);
+    const res = await step(plain, { workflow_id: 'listed', workflow_step: 'read', txn: 'listed-txn-1' });
+    expect(res.status).toBe(400);
+    expect(res.body).toEqual({
+      error: 'unauthorized_client',
+      error_description: 'workflow listed requires this agent to present an agent checksum (authenticate with a WIT issued for one)',
+    });
+    expect((await refusals('listed-txn-1', 'listed')).map((e) => [e.reason, e.client_id])).toEqual([['unauthorized_client', plain.id]]);
+    expect((await ts.admin('GET', `/admin/tokens?client_id=${enc(plain.id)}`)).body.tokens).toEqual([]);
   });
 
   it('checks the agent checksum a WIT-authenticated agent presents against the workflow', async () => {

@@ -42,7 +42,7 @@ export function tokensRoutes(tokens: TokensRepo, events: EventsRepo): Router {
   router.get('/admin/events', async (ctx) => {
     const q = parseQuery({
       client_id: textParam.optional(),
-      decision: z.enum(['issued', 'refused', 'revoked', 'admin']).optional(),
+      decision: z.enum(['issued', 'refused', 'revoked', 'admin', 'approval_requested', 'approved', 'denied', 'expired']).optional(),
       before: z.coerce.number().int().min(1).optional(),
       limit: limitParam,
     }, ctx.query);

@@ -1,0 +1,29 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Context, Next } from 'koa';
+import type { ApproversRepo } from '../../storage/approvers-repo.js';
+import type { Decider } from '../../policy/approvals.js';
+import { secretHash } from '../../identity/approver-credential.js';
+import { ApiError } from '../errors.js';
+
+export type DeciderState = { decider?: Decider };
+
+/** Requires `Authorization: Bearer <approver credential>` (or the admin token); the caller is `ctx.state.decider`. */
+export function requireApprover(deps: { approvers: ApproversRepo; adminHash: Buffer }) {
+  return async function approverAuth(ctx: Context, next: Next): Promise<void> {
+    const m = /^Bearer ([\x21-\x7E]{1,512})$/i.exec(ctx.get('authorization'));
+    let decider: Decider | undefined;
+    if (m) {
+      if (timingSafeEqual(createHash('sha256').update(m[1]!).digest(), deps.adminHash)) decider = { admin: true };
+      else {
+        const approver = await deps.approvers.findActiveByCredential(secretHash(m[1]!));
+        if (approver) decider = { approverId: approver.id };
+      }
+    }
+    if (!decider) {
+      ctx.set('WWW-Authenticate', m ? 'Bearer error="invalid_token"' : 'Bearer');
+      throw new ApiError(401, 'invalid_token', m ? 'the approver credential is not valid' : 'an approver credential is required: Authorization: Bearer <credential>');
+    }
+    (ctx.state as DeciderState).decider = decider;
+    await next();
+  };
+}
