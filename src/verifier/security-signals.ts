@@ -6,16 +6,12 @@
  * anything issued at or before that second is affected.
  */
 
-export const CAEP = 'https://schemas.openid.net/secevent/caep/event-type/';
-export const SSF_EVENT = 'https://schemas.openid.net/secevent/ssf/event-type/';
-export const SESSION_REVOKED = `${CAEP}session-revoked`;
-export const CREDENTIAL_CHANGE = `${CAEP}credential-change`;
-export const TOKEN_CLAIMS_CHANGE = `${CAEP}token-claims-change`;
-export const VERIFICATION = `${SSF_EVENT}verification`;
-export const STREAM_UPDATED = `${SSF_EVENT}stream-updated`;
+import { CREDENTIAL_CHANGE, REQUESTABLE_EVENTS, SESSION_REVOKED, TOKEN_CLAIMS_CHANGE } from '../tokens/security-event.js';
+
+export { CREDENTIAL_CHANGE, SESSION_REVOKED, TOKEN_CLAIMS_CHANGE };
 
 /** The CAEP events a verifier acts on. */
-export const RECEIVED_EVENTS = [SESSION_REVOKED, CREDENTIAL_CHANGE, TOKEN_CLAIMS_CHANGE];
+export const RECEIVED_EVENTS: string[] = [...REQUESTABLE_EVENTS];
 
 /** An RFC 9493 subject identifier. */
 export interface SubjectId {
