@@ -1,6 +1,7 @@
 import type { Intent } from '../tokens/access-token.js';
 import type { WorkflowRecord, WorkflowStep } from '../storage/workflows-repo.js';
 import { MAX_WORKFLOW_VERSION, WORKFLOW_ID_PATTERN } from './workflow-definition.js';
+import { CIBA_GRANT_TYPE } from '../identity/agent-registration.js';
 
 /** A workflow token request refused; `code` is the OAuth error. */
 export class WorkflowRefusal extends Error {
@@ -61,7 +62,7 @@ export interface StepRequester {
 }
 
 /** The CIBA grant type: how a step that needs human approval gets its token. */
-export const CIBA_GRANT = 'urn:openid:params:grant-type:ciba';
+export const CIBA_GRANT = CIBA_GRANT_TYPE;
 
 /**
  * The step a request may get a token for: it exists, needs human approval exactly when the request is a
