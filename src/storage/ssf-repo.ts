@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { hasNul, storableText } from './text.js';
 
 export type StreamStatus = 'enabled' | 'paused' | 'disabled';
 
@@ -76,6 +77,7 @@ export class SsfRepo {
   }
 
   async findStream(streamId: string, trx: Knex = this.db): Promise<StreamRecord | undefined> {
+    if (hasNul(streamId)) return undefined;
     const row = await trx('ssf_streams').where({ stream_id: streamId }).first();
     return row ? streamFromRow(row) : undefined;
   }
@@ -214,11 +216,14 @@ export class SsfRepo {
 
   /** Poll delivery: acknowledges events (never delivered again) and records the receiver's errors for others. */
   async acknowledge(streamId: string, acks: string[], errs: Record<string, { err: string; description?: string }>): Promise<void> {
+    // Identifiers holding U+0000 name no event (PostgreSQL could not even compare them).
+    acks = acks.filter((jti) => !hasNul(jti));
+    errs = Object.fromEntries(Object.entries(errs).filter(([jti]) => !hasNul(jti)));
     if (!acks.length && !Object.keys(errs).length) return;
     await this.db.transaction(async (trx) => {
       if (acks.length) await trx('ssf_outbox').where({ stream_id: streamId, state: 'pending' }).whereIn('jti', acks).update({ state: 'delivered', delivered_at: trx.fn.now() });
       for (const [jti, e] of Object.entries(errs)) {
-        await trx('ssf_outbox').where({ stream_id: streamId, state: 'pending', jti }).update({ state: 'failed', last_error: `${e.err}: ${e.description ?? ''}`.slice(0, 500) });
+        await trx('ssf_outbox').where({ stream_id: streamId, state: 'pending', jti }).update({ state: 'failed', last_error: storableText(`${e.err}: ${e.description ?? ''}`.slice(0, 500)) });
       }
     });
   }
