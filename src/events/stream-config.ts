@@ -34,7 +34,11 @@ export function pushEndpointRefusal(url: string, allowHttp: HttpPolicy): string 
   return undefined;
 }
 
-const text = (max: number) => z.string().max(max).refine((v) => !/[\u0000-\u001f\u007f]/.test(v), 'must not contain control characters');
+/** A lone UTF-16 surrogate: not a character, and not storable as JSON text. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const text = (max: number) => z.string().max(max)
+  .refine((v) => !/[\u0000-\u001f\u007f]/.test(v), 'must not contain control characters')
+  .refine((v) => !LONE_SURROGATE.test(v), 'must be well-formed Unicode');
 
 const delivery = z.object({
   method: z.enum(DELIVERY_METHODS as [string, ...string[]], { error: `must be one of ${DELIVERY_METHODS.join(', ')}` }),
