@@ -13,8 +13,8 @@ import { ADMIN_TOKEN, agentId, startTestServer, type TestServer } from '../suppo
 import { registerSecretAgent, TOKEN_EXCHANGE, type SecretAgent } from '../support/agents.js';
 import { backchannel, CIBA, registerApprover, type Approver } from '../support/approvals.js';
 import {
-  closeClient, commonProblems, CONCURRENCY, CONTENT_TYPES, enc, encodeForm, extraHeaders, formEncoding, FUZZ_RUNS, FUZZ_SEED, fuzzString, fuzzStringOrHuge,
-  fuzzTarget, headerSafe, jsonBody, leaks, mutatedToken, mutateFields, send, statusSummary, toJson, type Fields, type FuzzRequest, type FuzzResponse, type TargetResult,
+  closeClient, commonProblems, CONCURRENCY, fuzzGroup, CONTENT_TYPES, enc, encodeForm, extraHeaders, formEncoding, FUZZ_RUNS, FUZZ_SEED, fuzzString, fuzzStringOrHuge,
+  headerSafe, jsonBody, leaks, mutatedToken, mutateFields, send, toJson, type Fields, type FuzzRequest, type FuzzResponse, type TargetResult,
 } from './fuzz-support.js';
 
 const API = 'https://orders.fuzz.example';
@@ -46,19 +46,9 @@ describe('fuzzing the human-approval and Shared Signals endpoints', () => {
   };
 
   async function run(name: string, arb: fc.Arbitrary<FuzzRequest>, opts: { page?: boolean; after?: (req: FuzzRequest, res: FuzzResponse) => void; expectSuccess?: boolean } = {}) {
-    const started = Date.now();
-    let r: TargetResult;
-    try {
-      r = await fuzzTarget(name, arb, { base: ts.url, check: opts.page ? pageCheck : check, ...(opts.after ? { after: opts.after } : {}) });
-    } catch (err) {
-      const logged = ts.logs.filter((l) => /"level":(50|60)/.test(l)).slice(-3).map((l) => l.slice(0, 1500));
-      if (logged.length) (err as Error).message += `\nserver errors logged:\n${logged.join('\n')}`;
-      throw err;
-    }
-    results.push([name, r]);
-    console.log(`fuzz ${name}: ${r.sent} requests in ${Date.now() - started} ms: ${statusSummary(r)}`);
-    if (opts.expectSuccess !== false && FUZZ_RUNS >= 200) expect([...r.statuses.keys()].some((s) => s >= 200 && s < 300), `${name}: no request succeeded`).toBe(true);
+    results.push([name, await fuzzGroup(ts, name, arb, { ...opts, check: opts.page ? pageCheck : check })]);
   }
+
 
   beforeAll(async () => {
     console.log(`fuzz seed ${FUZZ_SEED} (FUZZ_SEED=${FUZZ_SEED} replays it), ${FUZZ_RUNS} requests per endpoint group, ${CONCURRENCY} in flight`);

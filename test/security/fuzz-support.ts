@@ -620,3 +620,28 @@ export async function fuzzTarget(
 }
 
 export const statusSummary = (r: TargetResult) => [...r.statuses.entries()].sort(([a], [b]) => a - b).map(([s, n]) => `${s}×${n}`).join(' ');
+
+/**
+ * One endpoint group against a started server: sends the requests, prints the group's line, adds the server's
+ * own logged errors to a failure, and (with enough runs) requires that some requests succeeded, proof that
+ * generation reaches past the first checks.
+ */
+export async function fuzzGroup(
+  server: { url: string; logs: string[] },
+  name: string,
+  arb: fc.Arbitrary<FuzzRequest>,
+  opts: { runs?: number; check: (req: FuzzRequest, res: FuzzResponse) => string[]; after?: (req: FuzzRequest, res: FuzzResponse) => void; expectSuccess?: boolean },
+): Promise<TargetResult> {
+  const started = Date.now();
+  let r: TargetResult;
+  try {
+    r = await fuzzTarget(name, arb, { base: server.url, runs: opts.runs, check: opts.check, after: opts.after });
+  } catch (err) {
+    const logged = server.logs.filter((l) => /"level":(50|60)/.test(l)).slice(-3).map((l) => l.slice(0, 1500));
+    if (logged.length) (err as Error).message += `\nserver errors logged:\n${logged.join('\n')}`;
+    throw err;
+  }
+  console.log(`fuzz ${name}: ${r.sent} requests in ${Date.now() - started} ms: ${statusSummary(r)}`);
+  if (opts.expectSuccess !== false && FUZZ_RUNS >= 200 && ![...r.statuses.keys()].some((s) => s >= 200 && s < 300)) throw new Error(`${name}: no request succeeded`);
+  return r;
+}

@@ -21,9 +21,9 @@ import { basic } from '../support/oauth-client.js';
 import { AT, JWT, registerSecretAgent, TOKEN_EXCHANGE, TXN, type SecretAgent } from '../support/agents.js';
 import { parseWorkloadId } from '../../src/identity/workload-id.js';
 import {
-  closeClient, commonProblems, CONCURRENCY, CONTENT_TYPES, enc, encodeForm, extraHeaders, formEncoding, FUZZ_RUNS, FUZZ_SEED, fuzzJson, fuzzKey,
-  fuzzString, fuzzStringOrHuge, fuzzTarget, headerSafe, jsonBody, mostlyKept, mutatedObject, mutatedToken, mutateFields, placeholder, send, sha256,
-  signJwt, statusSummary, toJson, tokenMutation, mutateToken, type Fields, type FuzzKey, type FuzzRequest, type FuzzResponse, type SignSpec, type TargetResult,
+  closeClient, commonProblems, CONCURRENCY, fuzzGroup, CONTENT_TYPES, enc, encodeForm, extraHeaders, formEncoding, FUZZ_RUNS, FUZZ_SEED, fuzzJson, fuzzKey,
+  fuzzString, fuzzStringOrHuge, headerSafe, jsonBody, mostlyKept, mutatedObject, mutatedToken, mutateFields, placeholder, send, sha256,
+  signJwt, toJson, tokenMutation, mutateToken, type Fields, type FuzzKey, type FuzzRequest, type FuzzResponse, type SignSpec, type TargetResult,
 } from './fuzz-support.js';
 
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -80,21 +80,9 @@ describe('fuzzing every endpoint', () => {
   const check = (req: FuzzRequest, res: FuzzResponse) => commonProblems(req, res, secrets);
 
   async function run(name: string, arb: fc.Arbitrary<FuzzRequest>, opts: { runs?: number; oauth?: boolean; after?: (req: FuzzRequest, res: FuzzResponse) => void; expectSuccess?: boolean } = {}) {
-    const started = Date.now();
-    let r: TargetResult;
-    try {
-      r = await fuzzTarget(name, arb, { base: ts.url, runs: opts.runs, check: opts.oauth ? oauthCheck : check, after: opts.after });
-    } catch (err) {
-      // The server's own account of what went wrong.
-      const logged = ts.logs.filter((l) => /"level":(50|60)/.test(l)).slice(-3).map((l) => l.slice(0, 1500));
-      if (logged.length) (err as Error).message += `\nserver errors logged:\n${logged.join('\n')}`;
-      throw err;
-    }
-    results.push([name, r]);
-    console.log(`fuzz ${name}: ${r.sent} requests in ${Date.now() - started} ms: ${statusSummary(r)}`);
-    // Proof that generation reaches past the first checks: some requests must succeed.
-    if (opts.expectSuccess !== false && FUZZ_RUNS >= 200) expect([...r.statuses.keys()].some((s) => s >= 200 && s < 300), `${name}: no request succeeded`).toBe(true);
+    results.push([name, await fuzzGroup(ts, name, arb, { ...opts, check: opts.oauth ? oauthCheck : check })]);
   }
+
 
   beforeAll(async () => {
     console.log(`fuzz seed ${FUZZ_SEED} (FUZZ_SEED=${FUZZ_SEED} replays it), ${FUZZ_RUNS} requests per endpoint group, ${CONCURRENCY} in flight`);

@@ -7,6 +7,7 @@ import { agentId, enc, freePort, startTestServer, type TestServer } from '../sup
 import { AT, exchange, registerSecretAgent, TOKEN_EXCHANGE, type SecretAgent } from '../support/agents.js';
 import { postForm } from '../support/oauth-client.js';
 import { clientCredentialsTokens, SsfReceiver, VerificationError, Verifier, type SecurityEvent } from '../../src/verifier/index.js';
+import { eventually } from '../support/eventually.js';
 
 /**
  * Verifiers subscribed to the server's Shared Signals stream, by poll and by push, and the guard proxy with
@@ -14,19 +15,6 @@ import { clientCredentialsTokens, SsfReceiver, VerificationError, Verifier, type
  * refused at each of them within a second, long before its `exp`.
  */
 const API = 'https://api.subscribed.example';
-
-async function eventually(check: () => Promise<void>, withinMs = 1000): Promise<number> {
-  const start = Date.now();
-  for (;;) {
-    try {
-      await check();
-      return Date.now() - start;
-    } catch (err) {
-      if (Date.now() - start > withinMs) throw err;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-}
 
 describe('verifiers subscribed to the Shared Signals stream', () => {
   let ts: TestServer;

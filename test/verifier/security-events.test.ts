@@ -6,6 +6,7 @@ import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'j
 import {
   CREDENTIAL_CHANGE, SecurityEventError, SESSION_REVOKED, SsfReceiver, ssfConfigurationUrl, TOKEN_CLAIMS_CHANGE, VerificationError, Verifier,
 } from '../../src/verifier/index.js';
+import { eventually } from '../support/eventually.js';
 
 /**
  * The receiver side of Shared Signals against a small stand-in transmitter that signs its own events,
@@ -145,19 +146,6 @@ class StandInTransmitter {
 }
 
 const jwtId = (t: StandInTransmitter, token: string) => ({ format: 'jwt_id', iss: t.url, jti: JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).jti });
-
-async function eventually(check: () => Promise<void>, withinMs = 1000): Promise<number> {
-  const start = Date.now();
-  for (;;) {
-    try {
-      await check();
-      return Date.now() - start;
-    } catch (err) {
-      if (Date.now() - start > withinMs) throw err;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-}
 
 describe('security events at the verifier (Shared Signals receiver)', () => {
   const t = new StandInTransmitter();
