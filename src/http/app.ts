@@ -1,4 +1,5 @@
 import Koa from 'koa';
+import compose from 'koa-compose';
 import Router from '@koa/router';
 import type { Logger } from '../log/logger.js';
 import type { Database } from '../storage/database.js';
@@ -91,11 +92,7 @@ export function createApp(parts: AppParts): Koa {
     ctx.body = jwks;
   });
 
-  app.use(router.routes());
-  for (const r of publicRouters) app.use(r.routes());
-  app.use((ctx, next) => (ctx.path === '/admin' || ctx.path.startsWith('/admin/') ? parts.adminAuth(ctx, next) : next()));
-  for (const r of parts.routers) app.use(r.routes());
-
+  // The OAuth endpoints first: they are exact paths, and the token endpoint is the busiest.
   const oauth = parts.oauth.middleware();
   const serveOAuth = async (ctx: Koa.Context, next: Koa.Next) => {
     if (ctx.method === 'POST') return parts.witClientAuth(ctx, () => oauth(ctx, next));
@@ -121,6 +118,12 @@ export function createApp(parts: AppParts): Koa {
       ctx.status = 204;
     }
   });
+
+  app.use(router.routes());
+  for (const r of publicRouters) app.use(r.routes());
+  // The admin routers see only /admin paths, after admin authentication.
+  const adminRoutes = compose(parts.routers.map((r) => r.routes() as Koa.Middleware));
+  app.use((ctx, next) => (ctx.path === '/admin' || ctx.path.startsWith('/admin/') ? parts.adminAuth(ctx, () => adminRoutes(ctx, next)) : next()));
 
   app.use((ctx) => {
     // A known path with another method is a 405, anything else a 404.
