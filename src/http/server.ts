@@ -121,7 +121,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const workflowIntents = new WorkflowIntents({ workflows, tokens });
     const approvers = new ApproversRepo(knex);
     const approvals = new ApprovalsRepo(knex);
-    const issuedTokens = new IssuedTokenVerifier({ issuer: config.issuer, trustDomain: config.trustDomain, keys, tokens, agents, now });
+    const issuedTokens = new IssuedTokenVerifier({ issuer: config.issuer, trustDomain: config.trustDomain, keys, tokens, now });
     const oauth = new OAuthCore({
       issuer: config.issuer,
       signingAlg: config.signingAlg,

@@ -90,6 +90,15 @@ export class TokensRepo {
     for (const { record } of items) this.observer.tokenRecorded(record.type);
   }
 
+  /** A record and the status of the agent it was issued to (undefined when there is no such agent), in one query. */
+  async findWithAgentStatus(jti: string): Promise<{ record: TokenRecord; agentStatus: string | undefined } | undefined> {
+    if (hasNul(jti)) return undefined;
+    const row = await this.db('issued_tokens as t').leftJoin('agents as a', 'a.id', 't.client_id').where('t.jti', jti).first('t.*', 'a.status as agent_status');
+    if (!row) return undefined;
+    const { agent_status: agentStatus, ...record } = row as Record<string, unknown>;
+    return { record: fromRow(record), agentStatus: typeof agentStatus === 'string' ? agentStatus : undefined };
+  }
+
   async find(jti: string): Promise<TokenRecord | undefined> {
     if (hasNul(jti)) return undefined;
     const row = await this.db('issued_tokens').where({ jti }).first();

@@ -1,5 +1,4 @@
 import type { KeyManager } from '../../keys/key-manager.js';
-import type { AgentsRepo } from '../../storage/agents-repo.js';
 import type { TokenRecord, TokensRepo } from '../../storage/tokens-repo.js';
 import { ACCESS_TOKEN_TYP } from '../../tokens/access-token.js';
 import { verifyOurJwt } from '../../tokens/our-jwt.js';
@@ -29,7 +28,7 @@ export interface IssuedToken {
  * and its agent still active.
  */
 export class IssuedTokenVerifier {
-  constructor(private readonly deps: { issuer: string; trustDomain: string; keys: KeyManager; tokens: TokensRepo; agents: AgentsRepo; now: () => number }) {}
+  constructor(private readonly deps: { issuer: string; trustDomain: string; keys: KeyManager; tokens: TokensRepo; now: () => number }) {}
 
   async verify(token: string, kind: IssuedKind): Promise<IssuedToken> {
     const { typ, what } = TYP[kind];
@@ -37,11 +36,12 @@ export class IssuedTokenVerifier {
       typ, what, issuer: this.deps.issuer, keyFor: (kid) => this.deps.keys.publicKey(kid), now: this.deps.now(),
       ...(kind === 'txn_token' ? { audience: this.deps.trustDomain } : {}),
     });
-    const record = await this.deps.tokens.find(claims.jti as string);
+    // The record and its agent's status in one query, read now (not cached): a revoked token or a disabled agent is refused at once.
+    const found = await this.deps.tokens.findWithAgentStatus(claims.jti as string);
+    const record = found?.record;
     if (!record || record.token_hash !== tokenHash(token)) throw new TokenVerificationError(`the ${what} was not issued by this server`);
     if (record.revoked_at) throw new TokenVerificationError(`the ${what} has been revoked`);
-    const agent = await this.deps.agents.find(record.client_id);
-    if (agent?.status !== 'active') throw new TokenVerificationError(`the ${what} was issued to an agent that is no longer active`);
+    if (found.agentStatus !== 'active') throw new TokenVerificationError(`the ${what} was issued to an agent that is no longer active`);
     return { kind, claims, record };
   }
 }
