@@ -38,6 +38,11 @@ export interface TokenFilter {
   type?: string;
 }
 
+/** A record as its table row: the audience and the actor chain as JSON text. */
+function toRow(record: NewTokenRecord): Record<string, unknown> {
+  return { ...record, audience: JSON.stringify(record.audience), actor: record.actor === null ? null : JSON.stringify(record.actor) };
+}
+
 function fromRow(row: Record<string, unknown>): TokenRecord {
   const r = row as unknown as TokenRecord;
   const revoked = row.revoked_at as Date | string | null;
@@ -67,7 +72,7 @@ export class TokensRepo {
   }
 
   private async insertRow(record: NewTokenRecord, trx: Knex, issued?: { action: string; client_id: string | null }): Promise<void> {
-    const q = trx('issued_tokens').insert({ ...record, audience: JSON.stringify(record.audience), actor: record.actor === null ? null : JSON.stringify(record.actor) });
+    const q = trx('issued_tokens').insert(toRow(record));
     if (!issued) {
       await q;
       return;
@@ -84,7 +89,7 @@ export class TokensRepo {
    * commit together or not at all), so a batch costs one round trip and no transaction of its own.
    */
   async insertMany(items: { record: NewTokenRecord; issued: { action: string; client_id: string | null } }[]): Promise<void> {
-    const records = this.db('issued_tokens').insert(items.map(({ record }) => ({ ...record, audience: JSON.stringify(record.audience), actor: record.actor === null ? null : JSON.stringify(record.actor) }))).toSQL();
+    const records = this.db('issued_tokens').insert(items.map(({ record }) => toRow(record))).toSQL();
     const events = this.db('decision_events').insert(items.map(({ record, issued }) => ({ decision: 'issued', action: issued.action, client_id: issued.client_id, jti: record.jti }))).toSQL();
     await this.db.raw(`with t as (${records.sql}) ${events.sql}`, [...records.bindings, ...events.bindings]);
     for (const { record } of items) this.observer.tokenRecorded(record.type);
