@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CliError } from './cli-error.js';
 import { decodeBiscuit, isBiscuit, verifyBiscuitToken } from './biscuit-commands.js';
+import { clientSecretBasic } from '../verifier/client-credentials.js';
 
 export { CliError };
 
@@ -106,7 +107,7 @@ export async function tokenCommand(args: string[], env: NodeJS.ProcessEnv): Prom
   try {
     res = await fetch(`${url}/token`, {
       method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${encodeURIComponent(values.id)}:${encodeURIComponent(values.secret)}`).toString('base64')}` },
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: clientSecretBasic(values.id, values.secret) },
       body: form.toString(),
     });
   } catch (err) {

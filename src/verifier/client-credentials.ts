@@ -1,3 +1,8 @@
+/** An RFC 6749 §2.3.1 `client_secret_basic` Authorization value (id and secret form-encoded first). */
+export function clientSecretBasic(clientId: string, clientSecret: string): string {
+  return `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`).toString('base64')}`;
+}
+
 export interface ClientCredentialsOptions {
   /** The agent-sts issuer; its metadata names the token endpoint. */
   issuer: string;
@@ -36,7 +41,7 @@ export function clientCredentialsTokens(opts: ClientCredentialsOptions): () => P
       method: 'POST',
       headers: {
         'content-type': 'application/x-www-form-urlencoded', accept: 'application/json',
-        authorization: `Basic ${Buffer.from(`${encodeURIComponent(opts.clientId)}:${encodeURIComponent(opts.clientSecret)}`).toString('base64')}`,
+        authorization: clientSecretBasic(opts.clientId, opts.clientSecret),
       },
       body: form.toString(),
     });

@@ -6,7 +6,7 @@ export { Verifier, targetUri } from './verifier.js';
 export type { Act, HttpRequestLike, VerifiedRequest, VerifiedToken, VerifierOptions } from './verifier.js';
 export { SecurityEventError, VerificationError } from './errors.js';
 export type { SecurityEventErrorCode, VerificationErrorCode } from './errors.js';
-export { clientCredentialsTokens } from './client-credentials.js';
+export { clientCredentialsTokens, clientSecretBasic } from './client-credentials.js';
 export type { ClientCredentialsOptions } from './client-credentials.js';
 export { SsfReceiver, ssfConfigurationUrl, POLL_DELIVERY, PUSH_DELIVERY } from './ssf-receiver.js';
 export type { SsfReceiverOptions, StreamConfiguration } from './ssf-receiver.js';

@@ -6,6 +6,7 @@ import { TokenVerificationError } from '../tokens/token-errors.js';
 import { SecurityEventError, VerificationError } from './errors.js';
 import { SecuritySignals, type SecurityEvent, type SubjectId, type TokenFacts } from './security-signals.js';
 import { KeyCache } from './key-cache.js';
+import { clientSecretBasic } from './client-credentials.js';
 import { MemoryReplayCache, type ReplayCache } from './replay-cache.js';
 import { RevocationList } from './revocation-list.js';
 import { verifyBiscuit as verifyBiscuitChain, type BiscuitChain, type RunLimits } from '../tokens/biscuit-chain.js';
@@ -492,7 +493,7 @@ export class Verifier {
       method: 'POST',
       headers: {
         'content-type': 'application/x-www-form-urlencoded',
-        authorization: `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`).toString('base64')}`,
+        authorization: clientSecretBasic(clientId, clientSecret),
       },
       body: new URLSearchParams({ token }).toString(),
     });
