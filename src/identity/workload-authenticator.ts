@@ -27,7 +27,7 @@ export class WorkloadAuthenticator {
 
   async authenticate(req: { wit: string; wpt: string; audience: string; accessToken?: string; txnToken?: string }): Promise<WorkloadAuthentication> {
     const now = this.deps.now();
-    const claims = await verifyWit(req.wit, { issuer: this.deps.issuer, keyFor: (kid) => this.deps.keys.publicKey(kid), now });
+    const claims = await verifyWit(req.wit, { issuer: this.deps.issuer, keyFor: (kid) => this.deps.keys.verificationKey(kid), now });
     const record = await this.deps.tokens.find(claims.jti);
     if (!record || record.type !== 'wit' || record.token_hash !== tokenHash(req.wit)) throw new TokenVerificationError('the WIT was not issued by this server');
     if (record.revoked_at) throw new TokenVerificationError('the WIT has been revoked');

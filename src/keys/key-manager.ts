@@ -1,6 +1,6 @@
-import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK, type KeyObject } from 'jose';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK } from 'jose';
 import type { Knex } from 'knex';
-import { randomBytes } from 'node:crypto';
+import { createPrivateKey, createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import { KeysRepo, type SigningKeyRow } from '../storage/keys-repo.js';
 import { BISCUIT_KID_PREFIX, rootKeyIdOf } from './biscuit-root-id.js';
 import { decryptPrivateKey, encryptPrivateKey } from './key-encryption.js';
@@ -34,6 +34,7 @@ export class KeyManager {
   private biscuitRoot: JWK | undefined;
   private readonly biscuitRoots = new Map<number, JWK>();
   private readonly importedPrivate = new Map<string, KeyObject>();
+  private readonly importedPublic = new Map<string, { key: KeyObject; alg: string }>();
   private published = new Map<string, JWK>();
   private publishedAt = 0;
   private reading: Promise<void> | undefined;
@@ -85,7 +86,7 @@ export class KeyManager {
     if (!jwk?.kid) throw new Error(`no active ${alg} signing key`);
     let key = this.importedPrivate.get(jwk.kid);
     if (!key) {
-      key = (await importJWK(jwk, alg)) as KeyObject;
+      key = createPrivateKey({ key: jwk as never, format: 'jwk' });
       this.importedPrivate.set(jwk.kid, key);
     }
     return { kid: jwk.kid, alg, key };
@@ -133,6 +134,22 @@ export class KeyManager {
       await this.reading;
     }
     return this.published.get(kid);
+  }
+
+  /**
+   * A published JWT signing key by `kid`, as a `KeyObject` with its algorithm (imported once), for
+   * verifying tokens we signed. Biscuit root keys are published too but never verify a JWT.
+   */
+  async verificationKey(kid: string | undefined): Promise<{ key: KeyObject; alg: string } | undefined> {
+    if (!kid || rootKeyIdOf(kid) !== undefined) return undefined;
+    const jwk = await this.publicKey(kid);
+    if (!jwk || typeof jwk.alg !== 'string') return undefined;
+    let found = this.importedPublic.get(kid);
+    if (!found || found.alg !== jwk.alg) {
+      found = { key: createPublicKey({ key: jwk as never, format: 'jwk' }), alg: jwk.alg };
+      this.importedPublic.set(kid, found);
+    }
+    return found;
   }
 
   /**

@@ -57,7 +57,7 @@ export function tokenRecordsMiddleware(deps: Deps) {
             return;
           }
         } else if (issuance?.maxPerTxn !== undefined && record.txn) {
-          if (!(await deps.tokens.insertWithinTxnLimit(record, issuance.maxPerTxn, issued))) {
+          if (!(await deps.records.writeWithinTxnLimit(record, issued, issuance.maxPerTxn))) {
             const detail = `the transaction already has the maximum of ${issuance.maxPerTxn} Txn-Tokens`;
             ctx.status = 400;
             ctx.body = { error: 'invalid_request', error_description: detail };

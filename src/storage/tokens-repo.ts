@@ -53,6 +53,12 @@ function fromRow(row: Record<string, unknown>): TokenRecord {
   };
 }
 
+/** A record to insert with its `issued` decision event. */
+export interface BatchItem {
+  record: NewTokenRecord;
+  issued: { action: string; client_id: string | null };
+}
+
 export class TokensRepo {
   constructor(
     private readonly db: Knex,
@@ -88,11 +94,51 @@ export class TokensRepo {
    * Inserts several records and their `issued` events in one statement (a data-modifying CTE: both inserts
    * commit together or not at all), so a batch costs one round trip and no transaction of its own.
    */
-  async insertMany(items: { record: NewTokenRecord; issued: { action: string; client_id: string | null } }[]): Promise<void> {
-    const records = this.db('issued_tokens').insert(items.map(({ record }) => toRow(record))).toSQL();
-    const events = this.db('decision_events').insert(items.map(({ record, issued }) => ({ decision: 'issued', action: issued.action, client_id: issued.client_id, jti: record.jti }))).toSQL();
-    await this.db.raw(`with t as (${records.sql}) ${events.sql}`, [...records.bindings, ...events.bindings]);
+  async insertMany(items: BatchItem[]): Promise<void> {
+    await this.insertManyRows(items, this.db);
     for (const { record } of items) this.observer.tokenRecorded(record.type);
+  }
+
+  private async insertManyRows(items: BatchItem[], trx: Knex): Promise<void> {
+    const records = trx('issued_tokens').insert(items.map(({ record }) => toRow(record))).toSQL();
+    const events = trx('decision_events').insert(items.map(({ record, issued }) => ({ decision: 'issued', action: issued.action, client_id: issued.client_id, jti: record.jti }))).toSQL();
+    await trx.raw(`with t as (${records.sql}) ${events.sql}`, [...records.bindings, ...events.bindings]);
+  }
+
+  /**
+   * Inserts a batch of records of which some are limited per transaction (`maxPerTxn`): in one database
+   * transaction, under locks on every transaction id involved (taken in one order, so two batches never
+   * deadlock), counts what each transaction already holds and inserts each record that stays within its
+   * limit, in order. Returns, per record, whether it was inserted. Concurrent requests (and servers)
+   * can't overshoot a limit, at five round trips per batch rather than per record.
+   */
+  async insertManyWithinTxnLimits(items: (BatchItem & { maxPerTxn?: number })[]): Promise<boolean[]> {
+    const limited = items.filter((i) => i.maxPerTxn !== undefined && i.record.txn);
+    const accepted = await this.db.transaction(async (trx) => {
+      const txns = [...new Set(limited.map((i) => i.record.txn!))];
+      const held = new Map<string, number>();
+      if (txns.length) {
+        await trx.raw(`select pg_advisory_xact_lock(h) from (select distinct hashtext('txn:' || t) as h from unnest(?::text[]) as t order by h) as locks`, [txns]);
+        const rows = await trx('issued_tokens').whereIn('txn', txns).whereIn('type', [...new Set(limited.map((i) => i.record.type))])
+          .select('txn', 'type').count<{ txn: string; type: string; n: number | string }[]>('* as n').groupBy('txn', 'type');
+        for (const r of rows) held.set(`${r.type} ${r.txn}`, Number(r.n));
+      }
+      const ok = items.map((i) => {
+        if (i.maxPerTxn === undefined || !i.record.txn) return true;
+        const key = `${i.record.type} ${i.record.txn}`;
+        const n = held.get(key) ?? 0;
+        if (n >= i.maxPerTxn) return false;
+        held.set(key, n + 1);
+        return true;
+      });
+      const inserted = items.filter((_, k) => ok[k]);
+      if (inserted.length) await this.insertManyRows(inserted, trx);
+      return ok;
+    });
+    items.forEach((i, k) => {
+      if (accepted[k]) this.observer.tokenRecorded(i.record.type);
+    });
+    return accepted;
   }
 
   /** A record and the status of the agent it was issued to (undefined when there is no such agent), in one query. */
@@ -190,15 +236,6 @@ export class TokensRepo {
   }
 
   /**
-   * Inserts the record unless its transaction already has `max` tokens of its type; the count and the
-   * insert run under a lock on the transaction id, so concurrent requests can't overshoot.
-   */
-  async insertWithinTxnLimit(record: NewTokenRecord, max: number, issued?: { action: string; client_id: string | null }): Promise<boolean> {
-    const refusal = await this.insertGuarded(record, async (trx) => ((await this.countInTxn(record.txn!, record.type, trx)) >= max ? 'limit' : undefined), issued);
-    return refusal === undefined;
-  }
-
-  /**
    * Inserts the record unless `guard`, run in the same database transaction under a lock on the record's
    * transaction id (`txn`), returns a reason to refuse it; then returns that reason. Check and insert are
    * atomic: concurrent requests in one transaction see each other's records.
@@ -220,11 +257,5 @@ export class TokensRepo {
   async workflowStepsInTxn(txn: string, workflowId: string, version: number, trx: Knex = this.db): Promise<Set<string>> {
     const rows = await trx('issued_tokens').where({ txn, workflow_id: workflowId, workflow_version: version }).distinct('workflow_step');
     return new Set(rows.map((r: { workflow_step: string }) => r.workflow_step));
-  }
-
-  /** How many tokens of a type a transaction has. */
-  async countInTxn(txn: string, type: string, trx: Knex = this.db): Promise<number> {
-    const row = await trx('issued_tokens').where({ txn, type }).count<{ n: number | string }[]>('* as n').first();
-    return Number(row?.n ?? 0);
   }
 }

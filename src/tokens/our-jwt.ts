@@ -1,46 +1,55 @@
-import { jwtVerify, SignJWT, type CryptoKey, type JWK, type KeyObject } from 'jose';
-import { asVerificationError, TokenVerificationError } from './token-errors.js';
+import type { KeyObject, webcrypto } from 'node:crypto';
+import { asKeyObject, jwsSignatureValid, normalizeTyp, parseCompactJws, signCompactJws } from './compact-jws.js';
+import { TokenVerificationError } from './token-errors.js';
 
 /** The server key a token is signed with. */
 export interface Signer {
   kid: string;
   alg: string;
-  key: KeyObject | CryptoKey;
+  key: KeyObject | webcrypto.CryptoKey;
 }
 
-/** Finds a published server key by `kid`. */
-export type KeyResolver = (kid: string | undefined) => Promise<KeyObject | CryptoKey | JWK | undefined>;
+/** Finds a published server JWT signing key, and the algorithm it signs with, by `kid`. */
+export type KeyResolver = (kid: string | undefined) => Promise<{ key: KeyObject; alg: string } | undefined>;
 
 /** The algorithms our own tokens are signed with; nothing else (no `none`, no HMAC) verifies. */
 export const SERVER_ALGS = ['EdDSA', 'ES256'];
 
-export function signJwt(typ: string, claims: Record<string, unknown>, signer: Signer): Promise<string> {
-  return new SignJWT(claims).setProtectedHeader({ typ, alg: signer.alg, kid: signer.kid }).sign(signer.key);
+export async function signJwt(typ: string, claims: Record<string, unknown>, signer: Signer): Promise<string> {
+  return signCompactJws({ typ, alg: signer.alg, kid: signer.kid }, claims, asKeyObject(signer.key));
 }
 
 /**
- * Verifies a JWT this server signed: one of our published keys, `typ` exactly as given (so no other
- * token type passes for this one), our issuer, unexpired, with `jti`, `iat` and `exp`.
+ * Verifies a JWT this server signed: one of our published keys with the algorithm it is published for,
+ * `typ` exactly as given (so no other token type passes for this one), our issuer, unexpired and already
+ * valid (`nbf`), with `sub`, `jti`, `iat` and `exp`.
  */
 export async function verifyOurJwt(token: string, opts: {
   typ: string; what: string; issuer: string; keyFor: KeyResolver; now: number; audience?: string; clockTolerance?: number;
 }): Promise<Record<string, unknown>> {
-  try {
-    const { payload } = await jwtVerify(token, async (header) => {
-      const key = await opts.keyFor(header.kid);
-      if (!key) throw new TokenVerificationError(`the ${opts.what} is not signed by a key of this server`);
-      return key as KeyObject;
-    }, {
-      typ: opts.typ,
-      issuer: opts.issuer,
-      ...(opts.audience ? { audience: opts.audience } : {}),
-      algorithms: SERVER_ALGS,
-      requiredClaims: ['sub', 'exp', 'iat', 'jti'],
-      currentDate: new Date(opts.now * 1000),
-      clockTolerance: opts.clockTolerance ?? 5,
-    });
-    return payload;
-  } catch (err) {
-    throw asVerificationError(err, opts.what);
+  const refuse = (why: string) => new TokenVerificationError(`the ${opts.what} ${why}`);
+  const jws = parseCompactJws(token);
+  if (!jws) throw refuse('is malformed');
+  const { header, claims } = jws;
+  if (typeof header.alg !== 'string' || !SERVER_ALGS.includes(header.alg)) throw refuse('alg is not allowed');
+  if (normalizeTyp(header.typ) !== normalizeTyp(opts.typ)) throw refuse(`typ claim is not valid (must be ${opts.typ})`);
+  const key = await opts.keyFor(typeof header.kid === 'string' ? header.kid : undefined);
+  if (!key) throw refuse('is not signed by a key of this server');
+  if (key.alg !== header.alg || !jwsSignatureValid(jws, header.alg, key.key)) throw refuse('signature is not valid');
+
+  const tolerance = opts.clockTolerance ?? 5;
+  for (const claim of ['sub', 'jti'] as const) {
+    if (typeof claims[claim] !== 'string') throw refuse(`${claim} claim is not valid (missing)`);
   }
+  for (const claim of ['exp', 'iat'] as const) {
+    if (typeof claims[claim] !== 'number' || !Number.isFinite(claims[claim])) throw refuse(`${claim} claim is not valid (missing)`);
+  }
+  if (claims.iss !== opts.issuer) throw refuse('iss claim is not valid (unexpected "iss" claim value)');
+  if (opts.audience !== undefined) {
+    const aud = claims.aud;
+    if (!(aud === opts.audience || (Array.isArray(aud) && aud.includes(opts.audience)))) throw refuse('aud claim is not valid (unexpected "aud" claim value)');
+  }
+  if ((claims.exp as number) <= opts.now - tolerance) throw refuse('has expired');
+  if (claims.nbf !== undefined && (typeof claims.nbf !== 'number' || claims.nbf > opts.now + tolerance)) throw refuse('nbf claim is not valid (not yet valid)');
+  return claims;
 }

@@ -1,4 +1,5 @@
-import { createHash, createPublicKey, verify as verifySignature, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+import { jwsSignatureValid, normalizeTyp, parseCompactJws } from '../tokens/compact-jws.js';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import { tokenHash } from '../tokens/token-hash.js';
 import { verifyWpt } from '../tokens/wpt.js';
@@ -91,13 +92,6 @@ export interface VerifiedRequest {
 const SERVER_ALGS = new Set(['EdDSA', 'ES256']);
 const DPOP_ALGS = ['EdDSA', 'Ed25519', 'ES256'];
 
-const b64json = (segment: string): Record<string, unknown> => {
-  const parsed: unknown = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'));
-  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not an object');
-  return parsed as Record<string, unknown>;
-};
-
-const normalizeTyp = (typ: unknown) => (typeof typ === 'string' ? typ.toLowerCase().replace(/^application\//, '') : undefined);
 
 /** `htu` / WPT `aud` form of a URL: scheme, authority and path, no query or fragment. */
 export function targetUri(url: string): string {
@@ -215,16 +209,9 @@ export class Verifier {
 
   /** A compact JWS with exactly this `typ`, signed with one of the server's JWT keys: its claims. */
   private async verifyServerSignature(token: string, typ: string, fail: (why: string) => Error): Promise<Record<string, unknown>> {
-    const parts = token.split('.');
-    if (parts.length !== 3 || !parts[0] || !parts[1] || !parts[2]) throw fail('malformed');
-    let head: Record<string, unknown>;
-    let claims: Record<string, unknown>;
-    try {
-      head = b64json(parts[0]);
-      claims = b64json(parts[1]);
-    } catch {
-      throw fail('malformed');
-    }
+    const jws = parseCompactJws(token);
+    if (!jws) throw fail('malformed');
+    const { header: head, claims } = jws;
     const alg = head.alg;
     if (typeof alg !== 'string' || !SERVER_ALGS.has(alg)) throw fail('alg not allowed');
     if (normalizeTyp(head.typ) !== typ) throw fail(`typ must be ${typ}`);
@@ -233,13 +220,7 @@ export class Verifier {
     const entry = this.keys!.peek(head.kid) ?? (await this.keys!.get(head.kid));
     if (!entry || entry.biscuit) throw fail('signed by an unknown key');
     if (entry.alg !== alg) throw fail('alg does not match the key');
-    const ok = verifySignature(
-      alg === 'ES256' ? 'sha256' : null,
-      Buffer.from(`${parts[0]}.${parts[1]}`),
-      alg === 'ES256' ? { key: entry.key, dsaEncoding: 'ieee-p1363' } : entry.key,
-      Buffer.from(parts[2], 'base64url'),
-    );
-    if (!ok) throw fail('signature is not valid');
+    if (!jwsSignatureValid(jws, alg, entry.key)) throw fail('signature is not valid');
     return claims;
   }
 
@@ -338,16 +319,9 @@ export class Verifier {
   private async verifyDpopProof(proof: string | undefined, req: { method: string; url: string; accessToken: string; jkt: string }): Promise<void> {
     const fail = (why: string) => new VerificationError('invalid_dpop_proof', `DPoP proof: ${why}`, 'DPoP');
     if (!proof) throw fail('missing');
-    const parts = proof.split('.');
-    if (parts.length !== 3) throw fail('malformed');
-    let head: Record<string, unknown>;
-    let claims: Record<string, unknown>;
-    try {
-      head = b64json(parts[0]!);
-      claims = b64json(parts[1]!);
-    } catch {
-      throw fail('malformed');
-    }
+    const jws = parseCompactJws(proof);
+    if (!jws) throw fail('malformed');
+    const { header: head, claims } = jws;
     if (normalizeTyp(head.typ) !== 'dpop+jwt') throw fail('typ must be dpop+jwt');
     const alg = head.alg as string;
     if (!DPOP_ALGS.includes(alg)) throw fail('alg not allowed');
@@ -359,9 +333,7 @@ export class Verifier {
     } catch {
       throw fail('jwk is not usable');
     }
-    const ok = verifySignature(alg === 'ES256' ? 'sha256' : null, Buffer.from(`${parts[0]}.${parts[1]}`),
-      alg === 'ES256' ? { key, dsaEncoding: 'ieee-p1363' } : key, Buffer.from(parts[2]!, 'base64url'));
-    if (!ok) throw fail('signature is not valid');
+    if (!jwsSignatureValid(jws, alg, key)) throw fail('signature is not valid');
     if (claims.htm !== req.method.toUpperCase()) throw fail('htm does not match the request method');
     const called = requestTargetUri(req.url);
     if (typeof claims.htu !== 'string' || targetUriOrUndefined(claims.htu) !== called) throw fail('htu does not match the request URL');

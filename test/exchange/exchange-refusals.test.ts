@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeJwt, decodeProtectedHeader, generateKeyPair, SignJWT } from 'jose';
+import { decodeJwt, decodeProtectedHeader, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
+import { serverSigningKey } from '../support/forgery.js';
 import { agentId, enc, startTestServer, TRUST_DOMAIN, type TestServer } from '../support/test-server.js';
 import { basic, postForm } from '../support/oauth-client.js';
 import { AT, exchange, JWT, registerSecretAgent, TOKEN_EXCHANGE, TXN, type SecretAgent } from '../support/agents.js';
@@ -248,6 +249,29 @@ describe('token exchange refusals', () => {
       // Not a JWT at all.
       await expectRefusal(ts, orchestrator.id, () => exchange(orchestrator, { subject_token: 'not-a-token', subject_token_type: AT }),
         { error: 'invalid_grant', why: /malformed/ });
+      expectOk(await exchange(orchestrator, withRoot()));
+    });
+    it('refuses subject tokens signed with the server\'s keys that break the JWS rules → invalid_grant', async () => {
+      // The genuine token with a character base64url has no place for in its signature.
+      const [h, p, sig] = root.split('.');
+      await expectRefusal(ts, orchestrator.id, () => exchange(orchestrator, { subject_token: `${h}.${p}.${sig!.slice(0, 8)}*${sig!.slice(8)}`, subject_token_type: AT }),
+        { error: 'invalid_grant', why: /malformed/ });
+      // A critical header extension nobody here understands.
+      const server = await serverSigningKey(ts);
+      const withCrit = await new SignJWT(decodeJwt(root)).setProtectedHeader({ alg: server.alg, kid: server.kid, typ: 'at+jwt', crit: ['x-hop'], 'x-hop': 1 }).sign(server.key, { crit: { 'x-hop': true } });
+      await expectRefusal(ts, orchestrator.id, () => exchange(orchestrator, { subject_token: withCrit, subject_token_type: AT }),
+        { error: 'invalid_grant', why: /malformed/ });
+      // Signed by the Biscuit root key, which is published but signs Biscuits only.
+      const row = await ts.server.db.knex('signing_keys').where({ status: 'active', alg: 'Biscuit' }).first();
+      const biscuitJwk = JSON.parse(row.private_jwk) as JWK;
+      const byBiscuitRoot = await new SignJWT(decodeJwt(root)).setProtectedHeader({ alg: 'EdDSA', kid: biscuitJwk.kid!, typ: 'at+jwt' }).sign(await importJWK(biscuitJwk, 'EdDSA'));
+      await expectRefusal(ts, orchestrator.id, () => exchange(orchestrator, { subject_token: byBiscuitRoot, subject_token_type: AT }),
+        { error: 'invalid_grant', why: /not signed by a key of this server/ });
+      // The server's ES256 key naming the EdDSA key's kid.
+      const es = await serverSigningKey(ts, 'ES256');
+      const crossed = await new SignJWT(decodeJwt(root)).setProtectedHeader({ alg: 'ES256', kid: server.kid, typ: 'at+jwt' }).sign(es.key);
+      await expectRefusal(ts, orchestrator.id, () => exchange(orchestrator, { subject_token: crossed, subject_token_type: AT }),
+        { error: 'invalid_grant', why: /signature/ });
       expectOk(await exchange(orchestrator, withRoot()));
     });
   });

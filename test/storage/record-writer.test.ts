@@ -41,4 +41,29 @@ describe('group commit of token records', () => {
     expect(Number((await db.knex('issued_tokens').whereIn('jti', ['ok-1', 'ok-2', 'dup']).count('* as n').first())!.n)).toBe(3);
     expect(Number((await db.knex('decision_events').where({ action: 'token:test2' }).count('* as n').first())!.n)).toBe(3);
   });
+
+  it('keeps a per-transaction limit within a batch and across concurrent batches, refusing only the records beyond it', async () => {
+    const inTxn = (jti: string, txn: string): NewTokenRecord => ({ ...record(jti), type: 'txn_token', txn });
+    const writers = [new RecordWriter(db.knex), new RecordWriter(db.knex)];
+    // Two writers (two servers) race 20 records into each of two transactions with a limit of 7, mixed with unlimited records.
+    const results = await Promise.all(Array.from({ length: 40 }, (_, i) => {
+      const writer = writers[i % 2]!;
+      const txn = i % 4 < 2 ? 'txn-a' : 'txn-b';
+      return i % 5 === 0
+        ? writer.write(record(`free-${i}`), { action: 'token:limit', client_id: 'c' }).then(() => 'free')
+        : writer.writeWithinTxnLimit(inTxn(`t-${i}`, txn), { action: 'token:limit', client_id: 'c' }, 7).then((ok) => (ok ? txn : 'refused'));
+    }));
+    const count = (v: string) => results.filter((r) => r === v).length;
+    expect(count('free')).toBe(8);
+    expect(count('txn-a')).toBe(7);
+    expect(count('txn-b')).toBe(7);
+    expect(count('refused')).toBe(40 - 8 - 14);
+    const rows = await db.knex('issued_tokens').where({ type: 'txn_token' }).whereIn('txn', ['txn-a', 'txn-b']).select('txn').count('* as n').groupBy('txn');
+    expect(Object.fromEntries(rows.map((r) => [r.txn, Number(r.n)]))).toEqual({ 'txn-a': 7, 'txn-b': 7 });
+    // Every inserted record has its issued event; refused ones have none.
+    expect(Number((await db.knex('decision_events').where({ decision: 'issued', action: 'token:limit' }).count('* as n').first())!.n)).toBe(8 + 14);
+    // A transaction already at its limit refuses later records one by one too.
+    expect(await writers[0]!.writeWithinTxnLimit(inTxn('late', 'txn-a'), { action: 'token:limit', client_id: 'c' }, 7)).toBe(false);
+    expect(await writers[0]!.writeWithinTxnLimit(inTxn('other', 'txn-c'), { action: 'token:limit', client_id: 'c' }, 7)).toBe(true);
+  });
 });

@@ -33,7 +33,7 @@ export class IssuedTokenVerifier {
   async verify(token: string, kind: IssuedKind): Promise<IssuedToken> {
     const { typ, what } = TYP[kind];
     const claims = await verifyOurJwt(token, {
-      typ, what, issuer: this.deps.issuer, keyFor: (kid) => this.deps.keys.publicKey(kid), now: this.deps.now(),
+      typ, what, issuer: this.deps.issuer, keyFor: (kid) => this.deps.keys.verificationKey(kid), now: this.deps.now(),
       ...(kind === 'txn_token' ? { audience: this.deps.trustDomain } : {}),
     });
     // The record and its agent's status in one query, read now (not cached): a revoked token or a disabled agent is refused at once.
