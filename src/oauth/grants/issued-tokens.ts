@@ -28,20 +28,37 @@ export interface IssuedToken {
  * and its agent still active.
  */
 export class IssuedTokenVerifier {
-  constructor(private readonly deps: { issuer: string; trustDomain: string; keys: KeyManager; tokens: TokensRepo; now: () => number }) {}
+  /**
+   * Hashes of tokens whose signature this process has checked, newest last (a bounded set): a subject token
+   * presented again (an orchestrator exchanging one token for each of its calls) skips the signature
+   * operation, the costliest step. Only exact bytes that passed are remembered; claims, key, record and
+   * agent are checked every time.
+   */
+  private readonly verified = new Map<string, true>();
+
+  constructor(private readonly deps: { issuer: string; trustDomain: string; keys: KeyManager; tokens: TokensRepo; now: () => number; rememberVerified?: number }) {}
 
   async verify(token: string, kind: IssuedKind): Promise<IssuedToken> {
     const { typ, what } = TYP[kind];
+    const hash = tokenHash(token);
     const claims = await verifyOurJwt(token, {
       typ, what, issuer: this.deps.issuer, keyFor: (kid) => this.deps.keys.verificationKey(kid), now: this.deps.now(),
       ...(kind === 'txn_token' ? { audience: this.deps.trustDomain } : {}),
+      signatureVerifiedBefore: this.verified.has(hash),
     });
+    this.remember(hash);
     // The record and its agent's status in one query, read now (not cached): a revoked token or a disabled agent is refused at once.
     const found = await this.deps.tokens.findWithAgentStatus(claims.jti as string);
     const record = found?.record;
-    if (!record || record.token_hash !== tokenHash(token)) throw new TokenVerificationError(`the ${what} was not issued by this server`);
+    if (!record || record.token_hash !== hash) throw new TokenVerificationError(`the ${what} was not issued by this server`);
     if (record.revoked_at) throw new TokenVerificationError(`the ${what} has been revoked`);
     if (found.agentStatus !== 'active') throw new TokenVerificationError(`the ${what} was issued to an agent that is no longer active`);
     return { kind, claims, record };
+  }
+
+  private remember(hash: string): void {
+    this.verified.delete(hash);
+    this.verified.set(hash, true);
+    if (this.verified.size > (this.deps.rememberVerified ?? 10_000)) this.verified.delete(this.verified.keys().next().value!);
   }
 }
