@@ -156,7 +156,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       ciba: { approvers, approvals, events, now, approvalTtl: config.approvalTtl, pollInterval: config.approvalPollInterval },
       middleware: [
         backchannelMiddleware({ events, logger, pollInterval: config.approvalPollInterval }),
-        tokenRecordsMiddleware({ tokens, records: new RecordWriter(knex, undefined, tokens), events, logger }),
+        tokenRecordsMiddleware({ tokens, records: new RecordWriter(knex, undefined, tokens), events, logger, issuedTokens }),
         errorDetailMiddleware(),
         tokenStatusMiddleware({ keys, tokens, agents, events, now }),
         discoveryMiddleware(() => ({

@@ -6,11 +6,14 @@ import type { RecordWriter } from '../storage/record-writer.js';
 import { accessTokenRecord } from '../tokens/access-token.js';
 import { isDatabaseUnavailable } from '../storage/database-errors.js';
 import { failedOnDatabase } from './database-outage.js';
+import type { IssuedTokenVerifier, VerifiedClaims } from './grants/issued-tokens.js';
 import { stepRunGuard, workflowTags, type WorkflowIssuance } from './workflow-intent.js';
 
 interface Deps {
   tokens: TokensRepo;
   records: RecordWriter;
+  /** Says why a presented token's record check failed. */
+  issuedTokens: Pick<IssuedTokenVerifier, 'refusal'>;
   events: EventsRepo;
   logger: Logger;
 }
@@ -22,6 +25,8 @@ export interface IssuanceContext {
   complete?: NewTokenRecord;
   /** Refuse the token if its transaction already holds this many tokens of its type. */
   maxPerTxn?: number;
+  /** The token it was exchanged for, whose record must still be good when this record is inserted. */
+  parent?: VerifiedClaims['recordCheck'];
   /** The workflow step the token is issued for: checked again, atomically, as its record is inserted. */
   workflow?: WorkflowIssuance;
 }
@@ -56,16 +61,19 @@ export function tokenRecordsMiddleware(deps: Deps) {
             await deps.events.record({ decision: 'refused', action: `token:${grantType}`, client_id: clientId, reason: 'invalid_request', detail: refusal, ...workflowTags(ctx) });
             return;
           }
-        } else if (issuance?.maxPerTxn !== undefined && record.txn) {
-          if (!(await deps.records.writeWithinTxnLimit(record, issued, issuance.maxPerTxn))) {
-            const detail = `the transaction already has the maximum of ${issuance.maxPerTxn} Txn-Tokens`;
+        } else {
+          const limit = issuance?.maxPerTxn !== undefined && record.txn ? issuance.maxPerTxn : undefined;
+          const parent = issuance?.parent;
+          const outcome = await deps.records.write(record, issued, { ...(limit !== undefined ? { maxPerTxn: limit } : {}), ...(parent ? { parent } : {}) });
+          if (outcome !== 'written') {
+            const [error, detail] = outcome === 'over_txn_limit'
+              ? ['invalid_request', `the transaction already has the maximum of ${limit} Txn-Tokens`]
+              : ['invalid_grant', (await deps.issuedTokens.refusal(parent!)) ?? `the ${parent!.what} changed while this request was answered; try again`];
             ctx.status = 400;
-            ctx.body = { error: 'invalid_request', error_description: detail };
-            await deps.events.record({ decision: 'refused', action: `token:${grantType}`, client_id: clientId, reason: 'invalid_request', detail });
+            ctx.body = { error, error_description: detail };
+            await deps.events.record({ decision: 'refused', action: `token:${grantType}`, client_id: clientId, reason: error, detail });
             return;
           }
-        } else {
-          await deps.records.write(record, issued);
         }
       } catch (err) {
         deps.logger.error({ err: { message: (err as Error).message }, client_id: clientId }, 'token record could not be written; token withheld');

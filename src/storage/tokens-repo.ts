@@ -53,11 +53,23 @@ function fromRow(row: Record<string, unknown>): TokenRecord {
   };
 }
 
-/** A record to insert with its `issued` decision event. */
+/** A token presented in exchange: the record of what is issued for it is written only while this one's is good. */
+export interface ParentCheck {
+  jti: string;
+  hash: string;
+}
+
+/** A record to insert with its `issued` decision event, and the conditions it is inserted under. */
 export interface BatchItem {
   record: NewTokenRecord;
   issued: { action: string; client_id: string | null };
+  /** Insert only while the record's transaction holds fewer tokens of its type than this. */
+  maxPerTxn?: number;
+  /** Insert only while this token (the one exchanged) is recorded with this hash, unrevoked, its agent active. */
+  parent?: ParentCheck;
 }
+
+export type BatchOutcome = 'written' | 'over_txn_limit' | 'parent_refused';
 
 export class TokensRepo {
   constructor(
@@ -94,11 +106,6 @@ export class TokensRepo {
    * Inserts several records and their `issued` events in one statement (a data-modifying CTE: both inserts
    * commit together or not at all), so a batch costs one round trip and no transaction of its own.
    */
-  async insertMany(items: BatchItem[]): Promise<void> {
-    await this.insertManyRows(items, this.db);
-    for (const { record } of items) this.observer.tokenRecorded(record.type);
-  }
-
   private async insertManyRows(items: BatchItem[], trx: Knex): Promise<void> {
     const records = trx('issued_tokens').insert(items.map(({ record }) => toRow(record))).toSQL();
     const events = trx('decision_events').insert(items.map(({ record, issued }) => ({ decision: 'issued', action: issued.action, client_id: issued.client_id, jti: record.jti }))).toSQL();
@@ -106,39 +113,93 @@ export class TokensRepo {
   }
 
   /**
-   * Inserts a batch of records of which some are limited per transaction (`maxPerTxn`): in one database
-   * transaction, under locks on every transaction id involved (taken in one order, so two batches never
-   * deadlock), counts what each transaction already holds and inserts each record that stays within its
-   * limit, in order. Returns, per record, whether it was inserted. Concurrent requests (and servers)
-   * can't overshoot a limit, at five round trips per batch rather than per record.
+   * Inserts a batch of records with their `issued` events, each only if its conditions hold, and says per
+   * record what happened:
+   * - `parent`: the token it was exchanged for must be recorded with that hash, unrevoked, and its agent
+   *   active, judged in the very statement that inserts the batch (one round trip: a separate read would
+   *   lengthen every group commit, and the group commit's latency is what bounds throughput);
+   * - `maxPerTxn`: its transaction must hold fewer tokens of its type. Such a batch runs in one database
+   *   transaction under locks on every transaction id involved (taken in one order, so two batches never
+   *   deadlock): counts, then inserts in order, so concurrent requests (and servers) can't overshoot.
    */
-  async insertManyWithinTxnLimits(items: (BatchItem & { maxPerTxn?: number })[]): Promise<boolean[]> {
+  async insertBatch(items: BatchItem[]): Promise<BatchOutcome[]> {
     const limited = items.filter((i) => i.maxPerTxn !== undefined && i.record.txn);
-    const accepted = await this.db.transaction(async (trx) => {
-      const txns = [...new Set(limited.map((i) => i.record.txn!))];
+    const write = async (trx: Knex): Promise<BatchOutcome[]> => {
+      const parentsOk = await this.parentsPassing(items.flatMap((i) => (i.parent ? [i.parent] : [])), trx);
       const held = new Map<string, number>();
+      const txns = [...new Set(limited.map((i) => i.record.txn!))];
       if (txns.length) {
         await trx.raw(`select pg_advisory_xact_lock(h) from (select distinct hashtext('txn:' || t) as h from unnest(?::text[]) as t order by h) as locks`, [txns]);
         const rows = await trx('issued_tokens').whereIn('txn', txns).whereIn('type', [...new Set(limited.map((i) => i.record.type))])
           .select('txn', 'type').count<{ txn: string; type: string; n: number | string }[]>('* as n').groupBy('txn', 'type');
         for (const r of rows) held.set(`${r.type} ${r.txn}`, Number(r.n));
       }
-      const ok = items.map((i) => {
-        if (i.maxPerTxn === undefined || !i.record.txn) return true;
+      const outcomes = items.map((i): BatchOutcome => {
+        if (i.parent && !parentsOk.has(`${i.parent.jti} ${i.parent.hash}`)) return 'parent_refused';
+        if (i.maxPerTxn === undefined || !i.record.txn) return 'written';
         const key = `${i.record.type} ${i.record.txn}`;
         const n = held.get(key) ?? 0;
-        if (n >= i.maxPerTxn) return false;
+        if (n >= i.maxPerTxn) return 'over_txn_limit';
         held.set(key, n + 1);
-        return true;
+        return 'written';
       });
-      const inserted = items.filter((_, k) => ok[k]);
-      if (inserted.length) await this.insertManyRows(inserted, trx);
-      return ok;
-    });
+      const written = items.filter((_, k) => outcomes[k] === 'written');
+      if (written.length === 1 && trx === this.db) await this.insertRow(written[0]!.record, trx, written[0]!.issued);
+      else if (written.length) await this.insertManyRows(written, trx);
+      return outcomes;
+    };
+    let outcomes: BatchOutcome[];
+    if (limited.length) outcomes = await this.db.transaction(write);
+    else if (items.some((i) => i.parent)) {
+      const inserted = await this.insertRowsWithParentChecks(items);
+      outcomes = items.map((i) => (inserted.has(i.record.jti) ? 'written' : 'parent_refused'));
+    } else outcomes = await write(this.db);
     items.forEach((i, k) => {
-      if (accepted[k]) this.observer.tokenRecorded(i.record.type);
+      if (outcomes[k] === 'written') this.observer.tokenRecorded(i.record.type);
     });
-    return accepted;
+    return outcomes;
+  }
+
+  /**
+   * One statement: inserts the records (and their `issued` events) whose parent check passes, or that have
+   * none, judging the parents in the statement's own snapshot; returns the jtis inserted.
+   */
+  private async insertRowsWithParentChecks(items: BatchItem[]): Promise<Set<string>> {
+    const rows = items.map(({ record }) => record);
+    const columns = [...new Set(rows.flatMap((r) => Object.keys(r)))];
+    const checks = items.flatMap((i) => (i.parent && !hasNul(i.parent.jti) ? [{ jti: i.record.jti, parent: i.parent.jti, hash: i.parent.hash }] : []));
+    const unchecked = items.filter((i) => !i.parent).map((i) => i.record.jti);
+    const events = items.map(({ record, issued }) => ({ jti: record.jti, action: issued.action, client_id: issued.client_id }));
+    const cols = columns.map((c) => `"${c}"`).join(', ');
+    const result = await this.db.raw(
+      `with checks as (select * from json_to_recordset(?::json) as c(jti text, parent text, hash text)),
+       parents as (
+         select p.jti, p.token_hash from issued_tokens p join agents a on a.id = p.client_id
+         where p.jti = any(?::text[]) and p.revoked_at is null and a.status = 'active'
+       ),
+       ok as (select c.jti from checks c join parents p on p.jti = c.parent and p.token_hash = c.hash),
+       ins as (
+         insert into issued_tokens (${cols})
+         select ${columns.map((c) => `r."${c}"`).join(', ')} from json_populate_recordset(null::issued_tokens, ?::json) r
+         where r.jti = any(?::text[]) or r.jti in (select jti from ok)
+         returning jti
+       )
+       insert into decision_events (decision, action, client_id, jti)
+       select 'issued', e.action, e.client_id, e.jti from json_to_recordset(?::json) as e(jti text, action text, client_id text) join ins using (jti)
+       returning jti`,
+      [JSON.stringify(checks), [...new Set(checks.map((c) => c.parent))], JSON.stringify(rows), unchecked, JSON.stringify(events)],
+    );
+    return new Set((result.rows as { jti: string }[]).map((r) => r.jti));
+  }
+
+  /** The checks (as `jti hash`) whose token is recorded with that hash, not revoked, issued to an active agent. */
+  private async parentsPassing(checks: ParentCheck[], trx: Knex): Promise<Set<string>> {
+    const usable = checks.filter((c) => !hasNul(c.jti));
+    if (!usable.length) return new Set();
+    const rows = await trx('issued_tokens as t').join('agents as a', 'a.id', 't.client_id')
+      .whereIn('t.jti', [...new Set(usable.map((c) => c.jti))])
+      .whereNull('t.revoked_at').where('a.status', 'active').select('t.jti', 't.token_hash');
+    return new Set(rows.map((r: { jti: string; token_hash: string }) => `${r.jti} ${r.token_hash}`));
   }
 
   /** A record and the status of the agent it was issued to (undefined when there is no such agent), in one query. */

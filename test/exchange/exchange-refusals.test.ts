@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeJwt, decodeProtectedHeader, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
-import { serverSigningKey } from '../support/forgery.js';
+import { serverSigningKey, signAsServer } from '../support/forgery.js';
 import { agentId, enc, startTestServer, TRUST_DOMAIN, type TestServer } from '../support/test-server.js';
 import { basic, postForm } from '../support/oauth-client.js';
 import { AT, exchange, JWT, registerSecretAgent, TOKEN_EXCHANGE, TXN, type SecretAgent } from '../support/agents.js';
@@ -220,6 +220,25 @@ describe('token exchange refusals', () => {
       expect(revoked.status).toBe(200);
       await expectRefusal(ts, orchestrator.id, () => exchange(orchestrator, { subject_token: t, subject_token_type: AT }),
         { error: 'invalid_grant', why: /revoked/ });
+    });
+
+    it('refuses a subject token the server signed but has no record of, or revoked, for every token it would issue → invalid_grant, nothing recorded as issued', async () => {
+      const unrecorded = await signAsServer(ts, { ...decodeJwt(root), jti: 'never-recorded' });
+      const revokedToken = await ccToken(frontend);
+      expect((await postForm(`${ts.url}/token/revocation`, { token: revokedToken }, frontend.auth)).status).toBe(200);
+      const requests: Record<string, string>[] = [
+        { scope: 'orders:read' },
+        { requested_token_type: TXN, audience: TRUST_DOMAIN },
+      ];
+      const issuedBefore = Number((await ts.server.db.knex('issued_tokens').count('* as n').first())!.n);
+      for (const form of requests) {
+        await expectRefusal(ts, orchestrator.id, () => exchange(orchestrator, { subject_token: unrecorded, subject_token_type: AT, ...form }),
+          { error: 'invalid_grant', why: /not issued by this server/ });
+        await expectRefusal(ts, orchestrator.id, () => exchange(orchestrator, { subject_token: revokedToken, subject_token_type: AT, ...form }),
+          { error: 'invalid_grant', why: /has been revoked/ });
+      }
+      expect(Number((await ts.server.db.knex('issued_tokens').count('* as n').first())!.n)).toBe(issuedBefore);
+      for (const form of requests) expectOk(await exchange(orchestrator, withRoot(form)));
     });
 
     it('refuses a subject token with the same claims signed by a foreign key → invalid_grant', async () => {

@@ -51,7 +51,7 @@ describe('group commit of token records', () => {
       const txn = i % 4 < 2 ? 'txn-a' : 'txn-b';
       return i % 5 === 0
         ? writer.write(record(`free-${i}`), { action: 'token:limit', client_id: 'c' }).then(() => 'free')
-        : writer.writeWithinTxnLimit(inTxn(`t-${i}`, txn), { action: 'token:limit', client_id: 'c' }, 7).then((ok) => (ok ? txn : 'refused'));
+        : writer.write(inTxn(`t-${i}`, txn), { action: 'token:limit', client_id: 'c' }, { maxPerTxn: 7 }).then((o) => (o === 'written' ? txn : 'refused'));
     }));
     const count = (v: string) => results.filter((r) => r === v).length;
     expect(count('free')).toBe(8);
@@ -63,7 +63,41 @@ describe('group commit of token records', () => {
     // Every inserted record has its issued event; refused ones have none.
     expect(Number((await db.knex('decision_events').where({ decision: 'issued', action: 'token:limit' }).count('* as n').first())!.n)).toBe(8 + 14);
     // A transaction already at its limit refuses later records one by one too.
-    expect(await writers[0]!.writeWithinTxnLimit(inTxn('late', 'txn-a'), { action: 'token:limit', client_id: 'c' }, 7)).toBe(false);
-    expect(await writers[0]!.writeWithinTxnLimit(inTxn('other', 'txn-c'), { action: 'token:limit', client_id: 'c' }, 7)).toBe(true);
+    expect(await writers[0]!.write(inTxn('late', 'txn-a'), { action: 'token:limit', client_id: 'c' }, { maxPerTxn: 7 })).toBe('over_txn_limit');
+    expect(await writers[0]!.write(inTxn('other', 'txn-c'), { action: 'token:limit', client_id: 'c' }, { maxPerTxn: 7 })).toBe('written');
+  });
+
+  it('writes a record exchanged for another only while that one is recorded with its hash, unrevoked, its agent active', async () => {
+    const agent = (id: string, status: string) => ({
+      id, scopes: '[]', audiences: '[]', token_endpoint_auth_method: 'client_secret_basic', grant_types: '[]', max_delegation_depth: 3, agent_checksums: '[]', status,
+    });
+    await db.knex('agents').insert([agent('agent-on', 'active'), agent('agent-off', 'disabled')]);
+    const parent = (jti: string, clientId: string, hash: string): NewTokenRecord => ({ ...record(jti), client_id: clientId, token_hash: hash });
+    const writer = new RecordWriter(db.knex);
+    const issued = { action: 'token:parent', client_id: 'c' };
+    await Promise.all([
+      writer.write(parent('p-good', 'agent-on', 'hash-good'), issued),
+      writer.write(parent('p-revoked', 'agent-on', 'hash-revoked'), issued),
+      writer.write(parent('p-disabled', 'agent-off', 'hash-disabled'), issued),
+    ]);
+    await db.knex('issued_tokens').where({ jti: 'p-revoked' }).update({ revoked_at: new Date(), revoked_reason: 'test' });
+    const child = (jti: string, parentJti: string, hash: string, limited = false) => writer.write(
+      { ...record(jti), parent_jti: parentJti, ...(limited ? { type: 'txn_token', txn: `txn-${jti}` } : {}) }, issued,
+      { parent: { jti: parentJti, hash }, ...(limited ? { maxPerTxn: 5 } : {}) },
+    );
+    // One batch, with and without a transaction limit (the locked path checks parents too).
+    const outcomes = await Promise.all([
+      child('c-good', 'p-good', 'hash-good'),
+      child('c-wrong-hash', 'p-good', 'hash-other'),
+      child('c-revoked', 'p-revoked', 'hash-revoked'),
+      child('c-disabled', 'p-disabled', 'hash-disabled'),
+      child('c-unknown', 'p-unknown', 'hash-good'),
+      child('c-good-txn', 'p-good', 'hash-good', true),
+      child('c-revoked-txn', 'p-revoked', 'hash-revoked', true),
+    ]);
+    expect(outcomes).toEqual(['written', 'parent_refused', 'parent_refused', 'parent_refused', 'parent_refused', 'written', 'parent_refused']);
+    const rows = await db.knex('issued_tokens').where('jti', 'like', 'c-%').pluck('jti');
+    expect(rows.sort()).toEqual(['c-good', 'c-good-txn']);
+    expect(await db.knex('decision_events').where({ action: 'token:parent' }).whereIn('jti', ['c-good', 'c-good-txn', 'c-revoked', 'c-wrong-hash']).pluck('jti')).toHaveLength(2);
   });
 });

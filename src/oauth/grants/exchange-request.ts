@@ -1,12 +1,15 @@
 import { errors } from 'oidc-provider';
 import type { AgentClientFields } from '../client-metadata.js';
+import type { VerifiedClaims } from './issued-tokens.js';
 
-/** The subject token, verified: one of ours (with its record) or an external issuer's. */
+/** The subject token, verified: one of ours (with its record, or its record check deferred) or an external issuer's. */
 export interface Subject {
   kind: 'access_token' | 'txn_token' | 'external';
   claims: Record<string, unknown>;
   parentJti: string | null;
   txn?: string;
+  /** Set when the subject's record is checked as the issued token's record is written (and not yet). */
+  recordCheck?: VerifiedClaims['recordCheck'];
 }
 
 /** The authenticated client of a token-endpoint request, with our agent metadata. */

@@ -1,5 +1,5 @@
 import type { KeyManager } from '../../keys/key-manager.js';
-import type { TokenRecord, TokensRepo } from '../../storage/tokens-repo.js';
+import type { ParentCheck, TokenRecord, TokensRepo } from '../../storage/tokens-repo.js';
 import { ACCESS_TOKEN_TYP } from '../../tokens/access-token.js';
 import { verifyOurJwt } from '../../tokens/our-jwt.js';
 import { TokenVerificationError } from '../../tokens/token-errors.js';
@@ -22,6 +22,17 @@ export interface IssuedToken {
 }
 
 /**
+ * A token of ours whose signature and claims are verified, and whose record is still to be checked:
+ * `recordCheck` goes with the record of the token issued in exchange for it, and that record is inserted
+ * only if the check passes (see {@link IssuedTokenVerifier.refusal} for why it failed).
+ */
+export interface VerifiedClaims {
+  kind: IssuedKind;
+  claims: Record<string, unknown>;
+  recordCheck: ParentCheck & { what: string };
+}
+
+/**
  * Verifies a token this server issued, presented back to it (a subject or actor token): signature
  * with one of our published keys, exactly the expected `typ` (an access token never passes for a
  * Txn-Token, nor the other way round), our issuer, unexpired, recorded with this very hash, not revoked,
@@ -38,7 +49,23 @@ export class IssuedTokenVerifier {
 
   constructor(private readonly deps: { issuer: string; trustDomain: string; keys: KeyManager; tokens: TokensRepo; now: () => number; rememberVerified?: number }) {}
 
+  /** Every check, the record's included, now. */
   async verify(token: string, kind: IssuedKind): Promise<IssuedToken> {
+    const { claims, recordCheck } = await this.verifyClaims(token, kind);
+    // The record and its agent's status in one query, read now (not cached): a revoked token or a disabled agent is refused at once.
+    const found = await this.deps.tokens.findWithAgentStatus(recordCheck.jti);
+    const why = refusalOf(found, recordCheck);
+    if (why) throw new TokenVerificationError(why);
+    return { kind, claims, record: found!.record };
+  }
+
+  /**
+   * The signature and claims only. The caller must make the record check part of inserting the record of
+   * what it issues in exchange (one query per batch of records instead of one per request): nothing leaves
+   * unless the presented token is recorded with this hash, not revoked, and its agent active when the new
+   * record is written.
+   */
+  async verifyClaims(token: string, kind: IssuedKind): Promise<VerifiedClaims> {
     const { typ, what } = TYP[kind];
     const hash = tokenHash(token);
     const claims = await verifyOurJwt(token, {
@@ -47,13 +74,12 @@ export class IssuedTokenVerifier {
       signatureVerifiedBefore: this.verified.has(hash),
     });
     this.remember(hash);
-    // The record and its agent's status in one query, read now (not cached): a revoked token or a disabled agent is refused at once.
-    const found = await this.deps.tokens.findWithAgentStatus(claims.jti as string);
-    const record = found?.record;
-    if (!record || record.token_hash !== hash) throw new TokenVerificationError(`the ${what} was not issued by this server`);
-    if (record.revoked_at) throw new TokenVerificationError(`the ${what} has been revoked`);
-    if (found.agentStatus !== 'active') throw new TokenVerificationError(`the ${what} was issued to an agent that is no longer active`);
-    return { kind, claims, record };
+    return { kind, claims, recordCheck: { jti: claims.jti as string, hash, what } };
+  }
+
+  /** Why a deferred record check failed (read again now), or undefined when it passes now. */
+  async refusal(check: VerifiedClaims['recordCheck']): Promise<string | undefined> {
+    return refusalOf(await this.deps.tokens.findWithAgentStatus(check.jti), check);
   }
 
   private remember(hash: string): void {
@@ -61,4 +87,11 @@ export class IssuedTokenVerifier {
     this.verified.set(hash, true);
     if (this.verified.size > (this.deps.rememberVerified ?? 10_000)) this.verified.delete(this.verified.keys().next().value!);
   }
+}
+
+function refusalOf(found: { record: TokenRecord; agentStatus: string | undefined } | undefined, check: VerifiedClaims['recordCheck']): string | undefined {
+  if (!found || found.record.token_hash !== check.hash) return `the ${check.what} was not issued by this server`;
+  if (found.record.revoked_at) return `the ${check.what} has been revoked`;
+  if (found.agentStatus !== 'active') return `the ${check.what} was issued to an agent that is no longer active`;
+  return undefined;
 }

@@ -117,7 +117,10 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
   }
   // A Biscuit's delegate is the actor, not the requester (its current holder): a flow of its own.
   if (subjectType === BISCUIT_TOKEN_TYPE) return delegateBiscuitByExchange(ctx, deps, client, params, requested);
-  const subject = await resolveSubject(deps, policy, subjectToken, subjectType);
+  // Issuing an access token (outside a workflow step), a Txn-Token or a JWT grant, the subject token's record
+  // is checked as the new token's record is written, with the other records of its batch.
+  const deferRecordCheck = (requested === TXN_TOKEN_TYPE || requested === JWT_TOKEN_TYPE || requested === ACCESS_TOKEN_TYPE) && !readWorkflowRequest(params);
+  const subject = await resolveSubject(deps, policy, subjectToken, subjectType, deferRecordCheck);
 
   if (actorToken) {
     const actorKind = Object.hasOwn(ACTOR_KINDS, actorType!) ? ACTOR_KINDS[actorType!] : undefined;
@@ -139,11 +142,16 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
   else await issueAccessToken(ctx, deps, client, params, subject);
 }
 
-async function resolveSubject(deps: TokenExchangeDeps, policy: NonNullable<Client['agent_token_exchange']>, token: string, type: string): Promise<Subject> {
+async function resolveSubject(deps: TokenExchangeDeps, policy: NonNullable<Client['agent_token_exchange']>, token: string, type: string, deferRecordCheck: boolean): Promise<Subject> {
   const iss = claimedIssuer(token);
   const ours = SUBJECT_KINDS[type];
   if (iss === deps.issuer || !iss || type === TXN_TOKEN_TYPE) {
     if (!ours) throw new TokenVerificationError('this server issues no ID tokens: an id_token subject must come from a trusted issuer');
+    if (deferRecordCheck) {
+      const { kind, claims, recordCheck } = await deps.verifier.verifyClaims(token, ours);
+      const txn = typeof claims.txn === 'string' ? claims.txn : undefined;
+      return { kind: kind as Subject['kind'], claims, parentJti: recordCheck.jti, recordCheck, ...(txn ? { txn } : {}) };
+    }
     const issued = await deps.verifier.verify(token, ours);
     return { kind: issued.kind as Subject['kind'], claims: issued.claims, parentJti: issued.record.jti, ...(issued.record.txn ? { txn: issued.record.txn } : {}) };
   }
@@ -151,6 +159,11 @@ async function resolveSubject(deps: TokenExchangeDeps, policy: NonNullable<Clien
   if (!(policy.subject_issuers ?? []).includes(iss)) throw new errors.UnauthorizedClient(`this agent may not exchange tokens issued by ${iss}`);
   const claims = await deps.external.verify(token, iss, 'subject token', { requiredClaims: ['sub'] });
   return { kind: 'external', claims, parentJti: null };
+}
+
+/** The deferred record check of the subject token, for the record of the token issued for it. */
+function parentOf(subject: Subject): Pick<IssuanceContext, 'parent'> {
+  return subject.recordCheck ? { parent: subject.recordCheck } : {};
 }
 
 /** The scope a subject token holds: `null` when an external token carries none (the requester's registration bounds it). */
@@ -184,7 +197,7 @@ async function issueJwtGrant(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, c
     signer: await deps.keys.signer(deps.signingAlg), parentJti: subject.parentJti,
     ...(scope ? { scope } : {}), ...(act ? { act } : {}), ...(subject.txn ? { txn: subject.txn } : {}),
   });
-  (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record };
+  (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record, ...parentOf(subject) };
   ctx.body = { access_token: token, issued_token_type: JWT_TOKEN_TYPE, token_type: 'N_A', expires_in: exp - now, ...(scope ? { scope } : {}) };
 }
 
@@ -213,7 +226,7 @@ async function issueAccessToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps
     ...(workflow ? { txn: workflow.txn, intent: workflow.intent } : subject.txn ? { txn: subject.txn } : {}),
     ...(wit?.agentChecksum ? { agentChecksum: wit.agentChecksum } : {}),
   });
-  (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record, ...(workflow ? { workflow } : {}) };
+  (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record, ...(workflow ? { workflow } : {}), ...parentOf(subject) };
   ctx.body = {
     access_token: token,
     issued_token_type: ACCESS_TOKEN_TYPE,
@@ -232,7 +245,8 @@ async function issueTxnToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, c
   const context = readContext(params, 'request_context');
   const replacing = subject.kind === 'txn_token';
   // A Txn-Token continues the transaction its subject belongs to, or starts one.
-  const txn = replacing ? (subject.claims.txn as string) : subject.txn ?? newTxn();
+  const continued = replacing ? (subject.claims.txn as string) : subject.txn;
+  const txn = continued ?? newTxn();
   const scope = narrowScope(single(params, 'scope'), heldScope(subject), replacing ? undefined : client.agent_scopes ?? []);
   const tctx = replacing ? extendContext(subject.claims.tctx as Record<string, unknown> | undefined, details, 'request_details') : details;
   const serverFacts = { req_ip: ctx.ip, authn: client.clientAuthMethod === 'none' ? 'wit' : client.clientAuthMethod };
@@ -244,7 +258,8 @@ async function issueTxnToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, c
     now, ttl: deps.txnTokenTtl, signer: await deps.keys.signer(deps.signingAlg), parentJti: subject.parentJti,
     ...(scope ? { scope } : {}), ...(tctx ? { tctx } : {}), rctx,
   });
-  (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record, maxPerTxn: deps.maxTxnTokensPerTxn };
+  // A transaction started here holds this one token (the limit is at least 1): only a continued one is counted.
+  (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record, ...(continued ? { maxPerTxn: deps.maxTxnTokensPerTxn } : {}), ...parentOf(subject) };
   ctx.body = {
     access_token: token,
     issued_token_type: TXN_TOKEN_TYPE,
