@@ -46,7 +46,10 @@ export function readJwt(token: string): { header: { typ?: string; kid?: string; 
 export function accessTokenRecord(token: string, extra: Partial<Pick<NewTokenRecord, 'parent_jti' | 'actor' | 'txn'>> = {}): NewTokenRecord {
   const jwt = readJwt(token);
   if (!jwt || jwt.header.typ !== ACCESS_TOKEN_TYP) throw new Error('not an access token JWT');
-  const c = jwt.claims as unknown as AccessTokenClaims;
+  return recordOf(token, jwt.claims as unknown as AccessTokenClaims, jwt.header.kid ?? null, extra);
+}
+
+function recordOf(token: string, c: AccessTokenClaims, kid: string | null, extra: Partial<Pick<NewTokenRecord, 'parent_jti' | 'actor' | 'txn'>>): NewTokenRecord {
   return {
     jti: c.jti,
     type: 'access_token',
@@ -57,7 +60,7 @@ export function accessTokenRecord(token: string, extra: Partial<Pick<NewTokenRec
     txn: extra.txn ?? c.txn ?? null,
     scope: c.scope ?? null,
     audience: Array.isArray(c.aud) ? c.aud : [c.aud],
-    kid: jwt.header.kid ?? null,
+    kid,
     iat: c.iat,
     exp: c.exp,
     token_hash: tokenHash(token),
@@ -97,5 +100,5 @@ export async function mintAccessToken(opts: {
     ...(opts.intent ? { intent: opts.intent } : {}),
   };
   const token = await signJwt(ACCESS_TOKEN_TYP, { ...claims }, opts.signer);
-  return { token, record: accessTokenRecord(token, { parent_jti: opts.parentJti }) };
+  return { token, record: recordOf(token, claims, opts.signer.kid, { parent_jti: opts.parentJti }) };
 }

@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import type { NewTokenRecord } from '../storage/tokens-repo.js';
 import { signJwt, type Signer } from './our-jwt.js';
 import { tokenHash } from './token-hash.js';
-import { readJwt } from './access-token.js';
 
 export const TXN_TOKEN_TYP = 'txntoken+jwt';
 export const TXN_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:txn_token';
@@ -49,7 +48,7 @@ export async function mintTxnToken(opts: {
     claims,
     record: {
       jti: claims.jti, type: 'txn_token', sub: claims.sub, client_id: opts.requester, actor: null, parent_jti: opts.parentJti,
-      txn: claims.txn, scope: claims.scope ?? null, audience: [claims.aud], kid: readJwt(token)!.header.kid ?? null,
+      txn: claims.txn, scope: claims.scope ?? null, audience: [claims.aud], kid: opts.signer.kid,
       iat: claims.iat, exp: claims.exp, token_hash: tokenHash(token), cnf_jkt: null,
     },
   };
