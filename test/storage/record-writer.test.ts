@@ -85,6 +85,17 @@ describe('group commit of token records', () => {
       { ...record(jti), parent_jti: parentJti, ...(limited ? { type: 'txn_token', txn: `txn-${jti}` } : {}) }, issued,
       { parent: { jti: parentJti, hash }, ...(limited ? { maxPerTxn: 5 } : {}) },
     );
+    // One batch without any transaction limit: checked in the insert statement itself, next to a record with no check.
+    const plain = await Promise.all([
+      child('s-good', 'p-good', 'hash-good'),
+      child('s-wrong-hash', 'p-good', 'hash-other'),
+      child('s-revoked', 'p-revoked', 'hash-revoked'),
+      child('s-disabled', 'p-disabled', 'hash-disabled'),
+      writer.write(record('s-unchecked'), issued),
+    ]);
+    expect(plain).toEqual(['written', 'parent_refused', 'parent_refused', 'parent_refused', 'written']);
+    expect((await db.knex('issued_tokens').where('jti', 'like', 's-%').pluck('jti')).sort()).toEqual(['s-good', 's-unchecked']);
+    expect((await db.knex('decision_events').where({ action: 'token:parent' }).where('jti', 'like', 's-%').pluck('jti')).sort()).toEqual(['s-good', 's-unchecked']);
     // One batch, with and without a transaction limit (the locked path checks parents too).
     const outcomes = await Promise.all([
       child('c-good', 'p-good', 'hash-good'),
