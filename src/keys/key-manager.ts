@@ -145,7 +145,7 @@ export class KeyManager {
     const jwk = await this.publicKey(kid);
     if (!jwk || typeof jwk.alg !== 'string') return undefined;
     let found = this.importedPublic.get(kid);
-    if (!found || found.alg !== jwk.alg) {
+    if (!found) {
       found = { key: createPublicKey({ key: jwk as never, format: 'jwk' }), alg: jwk.alg };
       this.importedPublic.set(kid, found);
     }

@@ -71,6 +71,9 @@ export interface BatchItem {
 
 export type BatchOutcome = 'written' | 'over_txn_limit' | 'parent_refused';
 
+/** The distinct jtis the batch's parent checks name (a jti holding NUL can't be recorded, so it never passes). */
+const parentsOf = (items: BatchItem[]): string[] => [...new Set(items.flatMap((i) => (i.parent && !hasNul(i.parent.jti) ? [i.parent.jti] : [])))];
+
 export class TokensRepo {
   constructor(
     private readonly db: Knex,
@@ -123,40 +126,44 @@ export class TokensRepo {
    *   deadlock): counts, then inserts in order, so concurrent requests (and servers) can't overshoot.
    */
   async insertBatch(items: BatchItem[]): Promise<BatchOutcome[]> {
-    const limited = items.filter((i) => i.maxPerTxn !== undefined && i.record.txn);
-    const write = async (trx: Knex): Promise<BatchOutcome[]> => {
-      const parentsOk = await this.parentsPassing(items.flatMap((i) => (i.parent ? [i.parent] : [])), trx);
-      const held = new Map<string, number>();
-      const txns = [...new Set(limited.map((i) => i.record.txn!))];
-      if (txns.length) {
-        await trx.raw(`select pg_advisory_xact_lock(h) from (select distinct hashtext('txn:' || t) as h from unnest(?::text[]) as t order by h) as locks`, [txns]);
-        const rows = await trx('issued_tokens').whereIn('txn', txns).whereIn('type', [...new Set(limited.map((i) => i.record.type))])
-          .select('txn', 'type').count<{ txn: string; type: string; n: number | string }[]>('* as n').groupBy('txn', 'type');
-        for (const r of rows) held.set(`${r.type} ${r.txn}`, Number(r.n));
-      }
-      const outcomes = items.map((i): BatchOutcome => {
-        if (i.parent && !parentsOk.has(`${i.parent.jti} ${i.parent.hash}`)) return 'parent_refused';
-        if (i.maxPerTxn === undefined || !i.record.txn) return 'written';
-        const key = `${i.record.type} ${i.record.txn}`;
-        const n = held.get(key) ?? 0;
-        if (n >= i.maxPerTxn) return 'over_txn_limit';
-        held.set(key, n + 1);
-        return 'written';
-      });
-      const written = items.filter((_, k) => outcomes[k] === 'written');
-      if (written.length === 1 && trx === this.db) await this.insertRow(written[0]!.record, trx, written[0]!.issued);
-      else if (written.length) await this.insertManyRows(written, trx);
-      return outcomes;
-    };
     let outcomes: BatchOutcome[];
-    if (limited.length) outcomes = await this.db.transaction(write);
-    else if (items.some((i) => i.parent)) {
+    if (items.some((i) => i.maxPerTxn !== undefined && i.record.txn)) {
+      outcomes = await this.db.transaction((trx) => this.insertWithinTxnLimits(items, trx));
+    } else if (items.some((i) => i.parent)) {
       const inserted = await this.insertRowsWithParentChecks(items);
       outcomes = items.map((i) => (inserted.has(i.record.jti) ? 'written' : 'parent_refused'));
-    } else outcomes = await write(this.db);
+    } else {
+      await this.insertManyRows(items, this.db);
+      outcomes = items.map(() => 'written');
+    }
     items.forEach((i, k) => {
       if (outcomes[k] === 'written') this.observer.tokenRecorded(i.record.type);
     });
+    return outcomes;
+  }
+
+  /** In `trx`: locks every limited record's `txn` (in one order), counts, and inserts in order what stays within its limit and parent check. */
+  private async insertWithinTxnLimits(items: BatchItem[], trx: Knex): Promise<BatchOutcome[]> {
+    const limited = items.filter((i) => i.maxPerTxn !== undefined && i.record.txn);
+    const txns = [...new Set(limited.map((i) => i.record.txn!))];
+    await trx.raw(`select pg_advisory_xact_lock(h) from (select distinct hashtext('txn:' || t) as h from unnest(?::text[]) as t order by h) as locks`, [txns]);
+    const counts = await trx('issued_tokens').whereIn('txn', txns).whereIn('type', [...new Set(limited.map((i) => i.record.type))])
+      .select('txn', 'type').count<{ txn: string; type: string; n: number | string }[]>('* as n').groupBy('txn', 'type');
+    const held = new Map(counts.map((r) => [`${r.type} ${r.txn}`, Number(r.n)]));
+    const parentJtis = parentsOf(items);
+    const parents = parentJtis.length ? await this.goodParents(trx, parentJtis) : [];
+    const parentsOk = new Set(parents.map((r) => `${r.jti} ${r.token_hash}`));
+    const outcomes = items.map((i): BatchOutcome => {
+      if (i.parent && !parentsOk.has(`${i.parent.jti} ${i.parent.hash}`)) return 'parent_refused';
+      if (i.maxPerTxn === undefined || !i.record.txn) return 'written';
+      const key = `${i.record.type} ${i.record.txn}`;
+      const n = held.get(key) ?? 0;
+      if (n >= i.maxPerTxn) return 'over_txn_limit';
+      held.set(key, n + 1);
+      return 'written';
+    });
+    const written = items.filter((_, k) => outcomes[k] === 'written');
+    if (written.length) await this.insertManyRows(written, trx);
     return outcomes;
   }
 
@@ -170,16 +177,14 @@ export class TokensRepo {
     const checks = items.flatMap((i) => (i.parent && !hasNul(i.parent.jti) ? [{ jti: i.record.jti, parent: i.parent.jti, hash: i.parent.hash }] : []));
     const unchecked = items.filter((i) => !i.parent).map((i) => i.record.jti);
     const events = items.map(({ record, issued }) => ({ jti: record.jti, action: issued.action, client_id: issued.client_id }));
-    const cols = columns.map((c) => `"${c}"`).join(', ');
+    // Looked up by a list of jtis: joined to the JSON rows instead, the planner chose a sequential scan.
+    const parents = this.goodParents(this.db, parentsOf(items)).toSQL();
     const result = await this.db.raw(
       `with checks as (select * from json_to_recordset(?::json) as c(jti text, parent text, hash text)),
-       parents as (
-         select p.jti, p.token_hash from issued_tokens p join agents a on a.id = p.client_id
-         where p.jti = any(?::text[]) and p.revoked_at is null and a.status = 'active'
-       ),
+       parents as (${parents.sql}),
        ok as (select c.jti from checks c join parents p on p.jti = c.parent and p.token_hash = c.hash),
        ins as (
-         insert into issued_tokens (${cols})
+         insert into issued_tokens (${columns.map((c) => `"${c}"`).join(', ')})
          select ${columns.map((c) => `r."${c}"`).join(', ')} from json_populate_recordset(null::issued_tokens, ?::json) r
          where r.jti = any(?::text[]) or r.jti in (select jti from ok)
          returning jti
@@ -187,19 +192,16 @@ export class TokensRepo {
        insert into decision_events (decision, action, client_id, jti)
        select 'issued', e.action, e.client_id, e.jti from json_to_recordset(?::json) as e(jti text, action text, client_id text) join ins using (jti)
        returning jti`,
-      [JSON.stringify(checks), [...new Set(checks.map((c) => c.parent))], JSON.stringify(rows), unchecked, JSON.stringify(events)],
+      [JSON.stringify(checks), ...parents.bindings, JSON.stringify(rows), unchecked, JSON.stringify(events)],
     );
     return new Set((result.rows as { jti: string }[]).map((r) => r.jti));
   }
 
-  /** The checks (as `jti hash`) whose token is recorded with that hash, not revoked, issued to an active agent. */
-  private async parentsPassing(checks: ParentCheck[], trx: Knex): Promise<Set<string>> {
-    const usable = checks.filter((c) => !hasNul(c.jti));
-    if (!usable.length) return new Set();
-    const rows = await trx('issued_tokens as t').join('agents as a', 'a.id', 't.client_id')
-      .whereIn('t.jti', [...new Set(usable.map((c) => c.jti))])
-      .whereNull('t.revoked_at').where('a.status', 'active').select('t.jti', 't.token_hash');
-    return new Set(rows.map((r: { jti: string; token_hash: string }) => `${r.jti} ${r.token_hash}`));
+  /** Of these jtis, the tokens recorded unrevoked and issued to an active agent, with their hashes. */
+  private goodParents(trx: Knex, jtis: string[]) {
+    return trx('issued_tokens as p').join('agents as a', 'a.id', 'p.client_id')
+      .whereIn('p.jti', jtis).whereNull('p.revoked_at').where('a.status', 'active')
+      .select<{ jti: string; token_hash: string }[]>('p.jti', 'p.token_hash');
   }
 
   /** A record and the status of the agent it was issued to (undefined when there is no such agent), in one query. */

@@ -1,5 +1,6 @@
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import { jwsSignatureValid, normalizeTyp, parseCompactJws } from '../tokens/compact-jws.js';
+import { SERVER_ALGS } from '../tokens/our-jwt.js';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import { tokenHash } from '../tokens/token-hash.js';
 import { verifyWpt } from '../tokens/wpt.js';
@@ -89,9 +90,7 @@ export interface VerifiedRequest {
   workload?: VerifiedToken;
 }
 
-const SERVER_ALGS = new Set(['EdDSA', 'ES256']);
 const DPOP_ALGS = ['EdDSA', 'Ed25519', 'ES256'];
-
 
 /** `htu` / WPT `aud` form of a URL: scheme, authority and path, no query or fragment. */
 export function targetUri(url: string): string {
@@ -213,7 +212,7 @@ export class Verifier {
     if (!jws) throw fail('malformed');
     const { header: head, claims } = jws;
     const alg = head.alg;
-    if (typeof alg !== 'string' || !SERVER_ALGS.has(alg)) throw fail('alg not allowed');
+    if (typeof alg !== 'string' || !SERVER_ALGS.includes(alg)) throw fail('alg not allowed');
     if (normalizeTyp(head.typ) !== typ) throw fail(`typ must be ${typ}`);
     if (typeof head.kid !== 'string') throw fail('no kid');
     if (!this.keys) await this.ready();
