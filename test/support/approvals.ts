@@ -1,8 +1,8 @@
 import { expect } from 'vitest';
-import type { TestServer } from './test-server.js';
+import { agentId, type TestServer } from './test-server.js';
 import { postForm } from './oauth-client.js';
 import { readResponse } from './http.js';
-import type { SecretAgent } from './agents.js';
+import { registerSecretAgent, TOKEN_EXCHANGE, type SecretAgent } from './agents.js';
 
 export const CIBA = 'urn:openid:params:grant-type:ciba';
 
@@ -35,4 +35,39 @@ export async function approverApi(ts: TestServer, credential: string, method: st
     headers: { authorization: `Bearer ${credential}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
     body: body === undefined ? undefined : JSON.stringify(body),
   }));
+}
+
+/** The agents and approvers of the `refund` workflow registered by {@link registerRefundWorkflow}. */
+export interface RefundWorkflow {
+  reader: SecretAgent;
+  checker: SecretAgent;
+  payer: SecretAgent;
+  alice: Approver;
+  bob: Approver;
+}
+
+/**
+ * Registers the `refund` workflow (version 1) on `ts` for `api`: fetch (reader) → check (checker, by token
+ * exchange) → pay (payer, approval: true) → a fourth step of the caller's, with approvers alice and bob.
+ */
+export async function registerRefundWorkflow(ts: TestServer, opts: {
+  api: string; payer: { grant_types: string[]; scopes: string[] }; fourth: (agents: Pick<RefundWorkflow, 'reader' | 'checker' | 'payer'>) => Record<string, unknown>;
+}): Promise<RefundWorkflow> {
+  const reader = await registerSecretAgent(ts, { id: agentId('reader'), scopes: ['orders:read'], audiences: [opts.api] });
+  const checker = await registerSecretAgent(ts, {
+    id: agentId('checker'), grant_types: ['client_credentials', TOKEN_EXCHANGE], scopes: ['orders:read'], audiences: [opts.api], token_exchange: { may_act_for_others: true },
+  });
+  const payer = await registerSecretAgent(ts, { id: agentId('payer'), ...opts.payer, audiences: [opts.api] });
+  const alice = await registerApprover(ts, 'alice@example.com');
+  const bob = await registerApprover(ts, 'bob@example.com');
+  expect((await ts.admin('POST', '/admin/workflows', {
+    id: 'refund', version: 1,
+    steps: [
+      { id: 'fetch', agent: reader.id, tool: 'orders.read', scopes: ['orders:read'] },
+      { id: 'check', agent: checker.id, tool: 'orders.check', scopes: ['orders:read'], depends_on: ['fetch'] },
+      { id: 'pay', agent: payer.id, tool: 'payments.refund', scopes: ['payments:write'], depends_on: ['check'], approval: true },
+      opts.fourth({ reader, checker, payer }),
+    ],
+  })).status).toBe(201);
+  return { reader, checker, payer, alice, bob };
 }

@@ -2,9 +2,9 @@ import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chromium, type Browser } from 'playwright-core';
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
-import { agentId, enc, startTestServer, type TestServer } from '../support/test-server.js';
-import { AT, exchange, registerSecretAgent, TOKEN_EXCHANGE, type SecretAgent } from '../support/agents.js';
-import { approverApi, backchannel, CIBA, poll, registerApprover, type Approver } from '../support/approvals.js';
+import { enc, startTestServer, type TestServer } from '../support/test-server.js';
+import { AT, exchange, type SecretAgent } from '../support/agents.js';
+import { approverApi, backchannel, CIBA, poll, registerRefundWorkflow, type Approver } from '../support/approvals.js';
 
 const API = 'https://orders.example/api';
 const CHROMIUM = '/usr/bin/chromium';
@@ -45,22 +45,10 @@ describe('the approval page', () => {
 
   beforeAll(async () => {
     ts = await startTestServer({ APPROVAL_POLL_INTERVAL: '1' });
-    reader = await registerSecretAgent(ts, { id: agentId('reader'), scopes: ['orders:read'], audiences: [API] });
-    checker = await registerSecretAgent(ts, {
-      id: agentId('checker'), grant_types: ['client_credentials', TOKEN_EXCHANGE], scopes: ['orders:read'], audiences: [API], token_exchange: { may_act_for_others: true },
-    });
-    payer = await registerSecretAgent(ts, { id: agentId('payer'), grant_types: [CIBA], scopes: ['payments:write'], audiences: [API] });
-    alice = await registerApprover(ts, 'alice@example.com');
-    bob = await registerApprover(ts, 'bob@example.com');
-    expect((await ts.admin('POST', '/admin/workflows', {
-      id: 'refund', version: 1,
-      steps: [
-        { id: 'fetch', agent: reader.id, tool: 'orders.read', scopes: ['orders:read'] },
-        { id: 'check', agent: checker.id, tool: 'orders.check', scopes: ['orders:read'], depends_on: ['fetch'] },
-        { id: 'pay', agent: payer.id, tool: 'payments.refund', scopes: ['payments:write'], depends_on: ['check'], approval: true },
-        { id: 'notify', agent: checker.id, tool: 'notify.send', scopes: ['orders:read'], depends_on: ['pay'] },
-      ],
-    })).status).toBe(201);
+    ({ reader, checker, payer, alice, bob } = await registerRefundWorkflow(ts, {
+      api: API, payer: { grant_types: [CIBA], scopes: ['payments:write'] },
+      fourth: (a) => ({ id: 'notify', agent: a.checker.id, tool: 'notify.send', scopes: ['orders:read'], depends_on: ['pay'] }),
+    }));
   });
   afterAll(async () => {
     await ts?.close();

@@ -3,7 +3,7 @@ import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { agentId, ADMIN_TOKEN, enc, startTestServer, type TestServer } from '../support/test-server.js';
 import { AT, exchange, registerSecretAgent, TOKEN_EXCHANGE, type SecretAgent } from '../support/agents.js';
 import { client, discover } from '../support/oauth-client.js';
-import { approverApi, backchannel, CIBA, poll, registerApprover, type Approver } from '../support/approvals.js';
+import { approverApi, backchannel, CIBA, poll, registerApprover, registerRefundWorkflow, type Approver } from '../support/approvals.js';
 import { postForm } from '../support/oauth-client.js';
 import { newAgentKey, witByJoinToken, workloadHeaders } from '../support/workload.js';
 import { computeAgentChecksum } from '../../src/identity/agent-checksum.js';
@@ -157,22 +157,10 @@ describe('human approval: refusals', () => {
 
   beforeAll(async () => {
     ts = await startTestServer({ APPROVAL_POLL_INTERVAL: '2', APPROVAL_TTL: '120' });
-    reader = await registerSecretAgent(ts, { id: agentId('reader'), scopes: ['orders:read'], audiences: [API] });
-    checker = await registerSecretAgent(ts, {
-      id: agentId('checker'), grant_types: ['client_credentials', TOKEN_EXCHANGE], scopes: ['orders:read'], audiences: [API], token_exchange: { may_act_for_others: true },
-    });
-    payer = await registerSecretAgent(ts, { id: agentId('payer'), grant_types: ['client_credentials', CIBA], scopes: ['payments:write', 'orders:read'], audiences: [API] });
-    alice = await registerApprover(ts, 'alice@example.com');
-    bob = await registerApprover(ts, 'bob@example.com');
-    expect((await ts.admin('POST', '/admin/workflows', {
-      id: 'refund', version: 1,
-      steps: [
-        { id: 'fetch', agent: reader.id, tool: 'orders.read', scopes: ['orders:read'] },
-        { id: 'check', agent: checker.id, tool: 'orders.check', scopes: ['orders:read'], depends_on: ['fetch'] },
-        { id: 'pay', agent: payer.id, tool: 'payments.refund', scopes: ['payments:write'], depends_on: ['check'], approval: true },
-        { id: 'audit', agent: payer.id, tool: 'orders.read', scopes: ['orders:read'], depends_on: ['fetch'] },
-      ],
-    })).status).toBe(201);
+    ({ reader, checker, payer, alice, bob } = await registerRefundWorkflow(ts, {
+      api: API, payer: { grant_types: ['client_credentials', CIBA], scopes: ['payments:write', 'orders:read'] },
+      fourth: (a) => ({ id: 'audit', agent: a.payer.id, tool: 'orders.read', scopes: ['orders:read'], depends_on: ['fetch'] }),
+    }));
   });
   afterAll(async () => {
     await ts?.close();
