@@ -74,6 +74,26 @@ export type BatchOutcome = 'written' | 'over_txn_limit' | 'parent_refused';
 /** The distinct jtis the batch's parent checks name (a jti holding NUL can't be recorded, so it never passes). */
 const parentsOf = (items: BatchItem[]): string[] => [...new Set(items.flatMap((i) => (i.parent && !hasNul(i.parent.jti) ? [i.parent.jti] : [])))];
 
+/**
+ * The tail of a statement inserting a batch's records (those `filter` keeps) and their `issued` events from
+ * JSON rows: two bindings whatever the batch's size, and no per-row SQL to build. Returns the jtis inserted.
+ */
+function batchRows(items: BatchItem[], filter = '', filterBindings: Knex.RawBinding[] = []): { sql: string; bindings: Knex.RawBinding[] } {
+  const columns = [...new Set(items.flatMap(({ record }) => Object.keys(record)))].map((c) => `"${c}"`);
+  const events = items.map(({ record, issued }) => ({ jti: record.jti, action: issued.action, client_id: issued.client_id }));
+  return {
+    sql: `ins as (
+         insert into issued_tokens (${columns.join(', ')})
+         select ${columns.map((c) => `r.${c}`).join(', ')} from json_populate_recordset(null::issued_tokens, ?::json) r ${filter}
+         returning jti
+       )
+       insert into decision_events (decision, action, client_id, jti)
+       select 'issued', e.action, e.client_id, e.jti from json_to_recordset(?::json) as e(jti text, action text, client_id text) join ins using (jti)
+       returning jti`,
+    bindings: [JSON.stringify(items.map(({ record }) => record)), ...filterBindings, JSON.stringify(events)],
+  };
+}
+
 export class TokensRepo {
   constructor(
     private readonly db: Knex,
@@ -110,9 +130,8 @@ export class TokensRepo {
    * commit together or not at all), so a batch costs one round trip and no transaction of its own.
    */
   private async insertManyRows(items: BatchItem[], trx: Knex): Promise<void> {
-    const records = trx('issued_tokens').insert(items.map(({ record }) => toRow(record))).toSQL();
-    const events = trx('decision_events').insert(items.map(({ record, issued }) => ({ decision: 'issued', action: issued.action, client_id: issued.client_id, jti: record.jti }))).toSQL();
-    await trx.raw(`with t as (${records.sql}) ${events.sql}`, [...records.bindings, ...events.bindings]);
+    const rows = batchRows(items);
+    await trx.raw(`with ${rows.sql}`, rows.bindings);
   }
 
   /**
@@ -172,27 +191,17 @@ export class TokensRepo {
    * none, judging the parents in the statement's own snapshot; returns the jtis inserted.
    */
   private async insertRowsWithParentChecks(items: BatchItem[]): Promise<Set<string>> {
-    const rows = items.map(({ record }) => record);
-    const columns = [...new Set(rows.flatMap((r) => Object.keys(r)))];
     const checks = items.flatMap((i) => (i.parent && !hasNul(i.parent.jti) ? [{ jti: i.record.jti, parent: i.parent.jti, hash: i.parent.hash }] : []));
     const unchecked = items.filter((i) => !i.parent).map((i) => i.record.jti);
-    const events = items.map(({ record, issued }) => ({ jti: record.jti, action: issued.action, client_id: issued.client_id }));
     // Looked up by a list of jtis: joined to the JSON rows instead, the planner chose a sequential scan.
     const parents = this.goodParents(this.db, parentsOf(items)).toSQL();
+    const rows = batchRows(items, 'where r.jti = any(?::text[]) or r.jti in (select jti from ok)', [unchecked]);
     const result = await this.db.raw(
       `with checks as (select * from json_to_recordset(?::json) as c(jti text, parent text, hash text)),
        parents as (${parents.sql}),
        ok as (select c.jti from checks c join parents p on p.jti = c.parent and p.token_hash = c.hash),
-       ins as (
-         insert into issued_tokens (${columns.map((c) => `"${c}"`).join(', ')})
-         select ${columns.map((c) => `r."${c}"`).join(', ')} from json_populate_recordset(null::issued_tokens, ?::json) r
-         where r.jti = any(?::text[]) or r.jti in (select jti from ok)
-         returning jti
-       )
-       insert into decision_events (decision, action, client_id, jti)
-       select 'issued', e.action, e.client_id, e.jti from json_to_recordset(?::json) as e(jti text, action text, client_id text) join ins using (jti)
-       returning jti`,
-      [JSON.stringify(checks), ...parents.bindings, JSON.stringify(rows), unchecked, JSON.stringify(events)],
+       ${rows.sql}`,
+      [JSON.stringify(checks), ...parents.bindings, ...rows.bindings],
     );
     return new Set((result.rows as { jti: string }[]).map((r) => r.jti));
   }
