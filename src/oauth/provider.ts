@@ -7,9 +7,11 @@ import type { OidcPayloadsRepo } from '../storage/oidc-payloads-repo.js';
 import type { ReplayRepo } from '../storage/replay-repo.js';
 import type { ClientSecretVerifier } from '../identity/client-secret.js';
 import { adapterFactory } from './adapter.js';
+import { providerSigningKeys } from './signing-keys.js';
 import { AGENT_METADATA, type AgentClientFields } from './client-metadata.js';
 import { resourceServerFor, defaultResourceFor } from './resource-servers.js';
 import { bindToWorkloadKey } from './workload-bound-tokens.js';
+import { noteSignedClaims } from './token-records.js';
 import { databaseOutageMiddleware, noteServerError } from './database-outage.js';
 import { addWorkflowClaims, registerClientCredentials } from './grants/client-credentials.js';
 import type { WorkflowIntents } from './workflow-intent.js';
@@ -55,7 +57,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
 
   const configuration: Configuration = {
     adapter: adapterFactory(deps.agents, deps.payloads),
-    jwks: { keys: keys as Configuration['jwks'] extends { keys: infer K } | undefined ? K : never },
+    jwks: { keys: providerSigningKeys(keys) },
     cookies: { keys: cookieKeys },
     // `none` stands for WIT + WPT, which is checked before the provider (wit-client-auth.ts).
     clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'],
@@ -80,6 +82,8 @@ export function buildProvider(deps: ProviderDeps): Provider {
     },
     features: {
       devInteractions: { enabled: false },
+      // Our keys sign through node:crypto (signing-keys.ts).
+      externalSigningSupport: { enabled: true, ack: 'experimental-01' },
       userinfo: { enabled: false },
       rpInitiatedLogout: { enabled: false },
       clientCredentials: { enabled: true },
@@ -99,6 +103,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
         jwt: async (ctx, token, jwt) => {
           await bindToWorkloadKey(ctx, token, jwt);
           addWorkflowClaims(ctx, jwt);
+          noteSignedClaims(ctx, jwt.payload);
         },
       },
     },

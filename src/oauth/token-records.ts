@@ -31,6 +31,17 @@ export interface IssuanceContext {
   workflow?: WorkflowIssuance;
 }
 
+interface SignedClaimsState {
+  /** The claims of the access token oidc-provider signed in this request; null when it signed more than one. */
+  signedClaims?: Record<string, unknown> | null;
+}
+
+/** Called by the JWT access-token customizer with the claims about to be signed, so the record needn't decode them. */
+export function noteSignedClaims(ctx: unknown, claims: Record<string, unknown>): void {
+  const state = (ctx as { state?: SignedClaimsState } | undefined)?.state;
+  if (state) state.signedClaims = state.signedClaims === undefined ? claims : null;
+}
+
 function claimedClientId(ctx: KoaContextWithOIDC): string | null {
   const id = ctx.oidc?.client?.clientId ?? (ctx.oidc?.params as { client_id?: string } | undefined)?.client_id;
   return typeof id === 'string' ? id.slice(0, 2048) : null;
@@ -51,7 +62,7 @@ export function tokenRecordsMiddleware(deps: Deps) {
       let record: NewTokenRecord | undefined;
       try {
         const issuance = (ctx.state as { issuance?: IssuanceContext }).issuance;
-        record = issuance?.complete ?? accessTokenRecord(body.access_token, issuance?.record);
+        record = issuance?.complete ?? accessTokenRecord(body.access_token, issuance?.record, (ctx.state as SignedClaimsState).signedClaims ?? undefined);
         const issued = { action: `token:${grantType}`, client_id: clientId };
         if (issuance?.workflow) {
           const refusal = await deps.tokens.insertGuarded(record, stepRunGuard(deps.tokens, issuance.workflow, record.jti), issued);
