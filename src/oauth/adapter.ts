@@ -1,5 +1,6 @@
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 import type { AgentsCache } from '../storage/agents-cache.js';
+import type { AgentRecord } from '../storage/agents-repo.js';
 import type { OidcPayloadsRepo } from '../storage/oidc-payloads-repo.js';
 import { agentToClientMetadata } from './client-metadata.js';
 import { witAuthStorage } from './wit-client-auth.js';
@@ -9,6 +10,16 @@ import { witAuthStorage } from './wit-client-auth.js';
  * everything else it persists goes to the oidc_payloads table.
  */
 export function adapterFactory(agents: AgentsCache, payloads: OidcPayloadsRepo) {
+  // One metadata object per agent record, so the provider's Client built from it can be found again (client-lookup.ts).
+  const metadata = new WeakMap<AgentRecord, AdapterPayload>();
+  const metadataOf = (agent: AgentRecord) => {
+    let m = metadata.get(agent);
+    if (!m) {
+      m = agentToClientMetadata(agent) as AdapterPayload;
+      metadata.set(agent, m);
+    }
+    return m;
+  };
   return class DatabaseAdapter implements Adapter {
     constructor(readonly model: string) {}
 
@@ -23,7 +34,7 @@ export function adapterFactory(agents: AgentsCache, payloads: OidcPayloadsRepo) 
         if (agent?.status !== 'active') return undefined;
         // A WIT agent exists for the provider only in a request that authenticated with its WIT.
         if (agent.token_endpoint_auth_method === 'wit' && witAuthStorage.getStore()?.agentId !== agent.id) return undefined;
-        return agentToClientMetadata(agent) as AdapterPayload;
+        return metadataOf(agent);
       }
       return (await payloads.find(this.model, 'id', id)) as AdapterPayload | undefined;
     }

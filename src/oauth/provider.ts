@@ -8,6 +8,7 @@ import type { ReplayRepo } from '../storage/replay-repo.js';
 import type { ClientSecretVerifier } from '../identity/client-secret.js';
 import { adapterFactory } from './adapter.js';
 import { providerSigningKeys } from './signing-keys.js';
+import { reuseClientsPerMetadata } from './client-lookup.js';
 import { AGENT_METADATA, type AgentClientFields } from './client-metadata.js';
 import { resourceServerFor, defaultResourceFor } from './resource-servers.js';
 import { bindToWorkloadKey } from './workload-bound-tokens.js';
@@ -55,8 +56,9 @@ export function buildProvider(deps: ProviderDeps): Provider {
   // The first key of the configured algorithm signs; list it first.
   const keys = [...deps.signingKeys].sort((a, b) => Number(b.alg === deps.signingAlg) - Number(a.alg === deps.signingAlg));
 
+  const Adapter = adapterFactory(deps.agents, deps.payloads);
   const configuration: Configuration = {
-    adapter: adapterFactory(deps.agents, deps.payloads),
+    adapter: Adapter,
     jwks: { keys: providerSigningKeys(keys) },
     cookies: { keys: cookieKeys },
     // `none` stands for WIT + WPT, which is checked before the provider (wit-client-auth.ts).
@@ -125,6 +127,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
 
   const provider = new Provider(deps.issuer, configuration);
   provider.proxy = deps.trustProxy;
+  if (deps.agents.keepsRecords) reuseClientsPerMetadata(provider, new Adapter('Client'));
 
   // Secrets are stored as slow hashes, never in the clear.
   provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret: string }, actual: string) {

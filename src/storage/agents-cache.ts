@@ -10,6 +10,11 @@ export class AgentsCache {
 
   constructor(private readonly repo: AgentsRepo, private readonly ttlMs: number, private readonly maxEntries = 10_000) {}
 
+  /** Whether a record found is handed out again (the same object) for a while. */
+  get keepsRecords(): boolean {
+    return this.ttlMs > 0;
+  }
+
   async find(id: string): Promise<AgentRecord | undefined> {
     if (this.ttlMs <= 0) return this.repo.find(id);
     const now = Date.now();
