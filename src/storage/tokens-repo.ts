@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import { hasNul } from './text.js';
+import { runPrepared } from './prepared-statements.js';
 import { ignoreRecords, type RecordObserver } from './record-observer.js';
 import { inTransaction, noSignals, type InitiatingEntity, type RevokedToken, type SecuritySignals } from './security-signals.js';
 
@@ -75,6 +76,13 @@ export type BatchOutcome = 'written' | 'over_txn_limit' | 'parent_refused';
 const parentsOf = (items: BatchItem[]): string[] => [...new Set(items.flatMap((i) => (i.parent && !hasNul(i.parent.jti) ? [i.parent.jti] : [])))];
 
 /**
+ * Of the jtis bound (a text array), the tokens recorded unrevoked and issued to an active agent, with their
+ * hashes. Looked up by the array: joined to a batch's JSON rows instead, the planner chose a sequential scan.
+ */
+const GOOD_PARENTS = `select p.jti, p.token_hash from issued_tokens p join agents a on a.id = p.client_id
+  where p.jti = any(?::text[]) and p.revoked_at is null and a.status = 'active'`;
+
+/**
  * The tail of a statement inserting a batch's records (those `filter` keeps) and their `issued` events from
  * JSON rows: two bindings whatever the batch's size, and no per-row SQL to build. Returns the jtis inserted.
  */
@@ -131,7 +139,8 @@ export class TokensRepo {
    */
   private async insertManyRows(items: BatchItem[], trx: Knex): Promise<void> {
     const rows = batchRows(items);
-    await trx.raw(`with ${rows.sql}`, rows.bindings);
+    if (trx === this.db) await runPrepared(this.db, `with ${rows.sql}`, rows.bindings);
+    else await trx.raw(`with ${rows.sql}`, rows.bindings);
   }
 
   /**
@@ -170,7 +179,7 @@ export class TokensRepo {
       .select('txn', 'type').count<{ txn: string; type: string; n: number | string }[]>('* as n').groupBy('txn', 'type');
     const held = new Map(counts.map((r) => [`${r.type} ${r.txn}`, Number(r.n)]));
     const parentJtis = parentsOf(items);
-    const parents = parentJtis.length ? await this.goodParents(trx, parentJtis) : [];
+    const parents = parentJtis.length ? ((await trx.raw(GOOD_PARENTS, [parentJtis])) as { rows: { jti: string; token_hash: string }[] }).rows : [];
     const parentsOk = new Set(parents.map((r) => `${r.jti} ${r.token_hash}`));
     const outcomes = items.map((i): BatchOutcome => {
       if (i.parent && !parentsOk.has(`${i.parent.jti} ${i.parent.hash}`)) return 'parent_refused';
@@ -193,24 +202,15 @@ export class TokensRepo {
   private async insertRowsWithParentChecks(items: BatchItem[]): Promise<Set<string>> {
     const checks = items.flatMap((i) => (i.parent && !hasNul(i.parent.jti) ? [{ jti: i.record.jti, parent: i.parent.jti, hash: i.parent.hash }] : []));
     const unchecked = items.filter((i) => !i.parent).map((i) => i.record.jti);
-    // Looked up by a list of jtis: joined to the JSON rows instead, the planner chose a sequential scan.
-    const parents = this.goodParents(this.db, parentsOf(items)).toSQL();
     const rows = batchRows(items, 'where r.jti = any(?::text[]) or r.jti in (select jti from ok)', [unchecked]);
-    const result = await this.db.raw(
+    const inserted = await runPrepared(this.db,
       `with checks as (select * from json_to_recordset(?::json) as c(jti text, parent text, hash text)),
-       parents as (${parents.sql}),
+       parents as (${GOOD_PARENTS}),
        ok as (select c.jti from checks c join parents p on p.jti = c.parent and p.token_hash = c.hash),
        ${rows.sql}`,
-      [JSON.stringify(checks), ...parents.bindings, ...rows.bindings],
+      [JSON.stringify(checks), parentsOf(items), ...rows.bindings],
     );
-    return new Set((result.rows as { jti: string }[]).map((r) => r.jti));
-  }
-
-  /** Of these jtis, the tokens recorded unrevoked and issued to an active agent, with their hashes. */
-  private goodParents(trx: Knex, jtis: string[]) {
-    return trx('issued_tokens as p').join('agents as a', 'a.id', 'p.client_id')
-      .whereIn('p.jti', jtis).whereNull('p.revoked_at').where('a.status', 'active')
-      .select<{ jti: string; token_hash: string }[]>('p.jti', 'p.token_hash');
+    return new Set((inserted as { jti: string }[]).map((r) => r.jti));
   }
 
   /** A record and the status of the agent it was issued to (undefined when there is no such agent), in one query. */
