@@ -3,8 +3,10 @@
  * registration, autocannon load that fails on any answer other than 2xx, and min/median/max summaries.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { randomBytes } from 'node:crypto';
+import { Agent, request } from 'node:http';
 import autocannon from 'autocannon';
 import pg from 'pg';
 
@@ -18,12 +20,17 @@ export const freePort = () => new Promise<number>((resolve) => {
   });
 });
 
+/** V8 flags of `npm start`: a young generation of 4 MB semi-spaces keeps the resident set under load down. */
+export const SERVER_NODE_FLAGS = ['--max-semi-space-size=4'];
+
 /**
  * Forks a server script and resolves when it reports that it listens: a `.ts` script under tsx, a `.js` one
  * (compiled by `tsc -p tsconfig.bench.json` into dist/) under node with source maps, as `npm start` runs it.
  */
 export function startChild(script: string, env: Record<string, string>): Promise<ChildProcess> {
-  const extra = script.includes('agent-sts') && process.env.BENCH_SERVER_NODE_ARGS ? process.env.BENCH_SERVER_NODE_ARGS.split(' ') : [];
+  const server = script.includes('agent-sts');
+  // agent-sts runs with the V8 flags `npm start` and the container image give it (package.json, Dockerfile).
+  const extra = server ? [...SERVER_NODE_FLAGS, ...(process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [])] : [];
   const loader = script.endsWith('.ts') ? ['--import', 'tsx'] : ['--enable-source-maps'];
   const child = fork(script, [], { execArgv: [...loader, ...extra], env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   return new Promise((resolve, reject) => {
@@ -118,6 +125,80 @@ export async function load(o: LoadOptions): Promise<LoadResult> {
       + `(status codes ${JSON.stringify(result.statusCodeStats ?? {})}); one more request: ${sample}`);
   }
   return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, requests: result.requests.total };
+}
+
+/**
+ * Open-loop load at a steady rate, as a server sees it from many independent clients: requests due evenly
+ * spaced (one every 1/rate s), each sent on a free keep-alive connection (at most `connections`; a request
+ * finding none waits, and the wait counts in its latency). Requests are sent when due whatever the answers
+ * to earlier ones, so a slow answer can't hold back the requests behind it (no coordinated omission); the
+ * latency is counted from the send (the generator's 1 ms timer is not the server's fault). (autocannon's `overallRate` instead lets each connection send its budget for
+ * the second back to back and then pause: half the peak rate is then a burst at the full rate for half of
+ * every second.) Throws on any answer other than 2xx.
+ */
+export async function paced(o: LoadOptions & { rate: number }): Promise<LoadResult> {
+  const agent = new Agent({ keepAlive: true, maxSockets: o.connections });
+  const target = new URL(o.url);
+  const latencies: number[] = [];
+  const total = Math.round(o.rate * o.duration);
+  let failure: string | undefined;
+  const send = () => new Promise<void>((resolve) => {
+    const sentAt = performance.now();
+    const body = typeof o.body === 'string' ? o.body : o.body();
+    const req = request({
+      agent, host: target.hostname, port: target.port, path: target.pathname, method: 'POST',
+      headers: { authorization: o.auth, 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body) },
+    }, (res) => {
+      res.resume();
+      res.on('end', () => {
+        if (res.statusCode! < 200 || res.statusCode! >= 300) failure ??= `HTTP ${res.statusCode}`;
+        latencies.push(performance.now() - sentAt);
+        resolve();
+      });
+    });
+    req.on('error', (err) => {
+      failure ??= err.message;
+      resolve();
+    });
+    req.end(body);
+  });
+  const inFlight: Promise<void>[] = [];
+  const start = performance.now() + 5;
+  let sent = 0;
+  while (sent < total) {
+    const dueNow = Math.min(total, Math.floor(((performance.now() - start) * o.rate) / 1000) + 1);
+    for (; sent < dueNow; sent++) inFlight.push(send());
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  await Promise.all(inFlight);
+  agent.destroy();
+  if (failure) throw new Error(`${o.url}: paced load failed: ${failure}`);
+  const sorted = latencies.sort((a, b) => a - b);
+  const at = (q: number) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! * 10) / 10;
+  return { rps: (total * 1000) / (performance.now() - start), p50: at(0.5), p99: at(0.99), requests: total };
+}
+
+/** CPU seconds (user + system) of a process's main thread and of all its threads, from /proc (Linux). */
+export function processCpu(pid: number): { main: number; all: number } {
+  const seconds = (stat: string) => {
+    const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  };
+  return { main: seconds(readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8')), all: seconds(readFileSync(`/proc/${pid}/stat`, 'utf8')) };
+}
+
+/** CPU seconds of every PostgreSQL server process on this machine (0 where /proc can't tell). */
+export function postgresCpu(): number {
+  let total = 0;
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (stat.includes('(postgres)')) total += processCpu(Number(pid)).all;
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return total;
 }
 
 export const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

@@ -1,17 +1,33 @@
 /**
  * Token endpoint throughput: agent-sts (client credentials, JWT access tokens, every token recorded in
  * PostgreSQL) against a plain oidc-provider with an in-memory adapter issuing the same token, each server in
- * its own process and the load from autocannon in this one, in alternating rounds.
+ * its own process and the load from autocannon in this one, in alternating rounds; with the CPU time each server
+ * (and PostgreSQL) spent per request, read from /proc, which the machine's noise moves less than throughput.
+ * Then the latency at half agent-sts's peak, as evenly spaced requests (see `paced`), for both servers.
  * Needs PostgreSQL (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/test). Run: npm run bench:token
  * Profile the server while it runs: BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" npm run bench:token
  */
 import type { ChildProcess } from 'node:child_process';
-import { basicAuth, benchDatabase, freePort, load, median, startAgentSts, startChild, stopChildren, type LoadResult } from './support.js';
+import type { LoadOptions } from './support.js';
+import { basicAuth, benchDatabase, freePort, load, median, mmm as mmmOf, paced, postgresCpu, processCpu, startAgentSts, startChild, stopChildren } from './support.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const DURATION = Number(process.env.DURATION ?? 5);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 16);
 const BODY = 'grant_type=client_credentials';
+
+/** CPU time per request (µs) while a load ran: the server's main thread, all its threads, and PostgreSQL. */
+interface CpuPerRequest { main: number; process: number; postgres: number }
+
+/** A load, with the CPU the server (and PostgreSQL) spent on each request of it. */
+async function measured(o: LoadOptions, pid: number): Promise<LoadResult & { cpu: CpuPerRequest }> {
+  const before = processCpu(pid);
+  const pgBefore = postgresCpu();
+  const result = await load(o);
+  const after = processCpu(pid);
+  const perRequest = (seconds: number) => (seconds * 1e6) / result.requests;
+  return { ...result, cpu: { main: perRequest(after.main - before.main), process: perRequest(after.all - before.all), postgres: perRequest(postgresCpu() - pgBefore) } };
+}
 
 const db = await benchDatabase();
 const children: ChildProcess[] = [];
@@ -19,18 +35,22 @@ try {
   const sts = await startAgentSts(db.url);
   children.push(sts.child);
   const basePort = await freePort();
-  children.push(await startChild('bench/baseline-provider.ts', { PORT: String(basePort) }));
+  const baseline = await startChild('bench/baseline-provider.ts', { PORT: String(basePort) });
+  children.push(baseline);
   const agent = await sts.register({ id: 'spiffe://agent-sts.local/agents/bench', scopes: ['read'], audiences: ['https://api.example.com'] });
   const ours = { url: `${sts.url}/token`, auth: agent.auth, body: BODY, duration: DURATION, connections: CONNECTIONS };
   const base = { url: `http://127.0.0.1:${basePort}/token`, auth: basicAuth('bench', 'bench-secret'), body: BODY, duration: DURATION, connections: CONNECTIONS };
 
   await load(ours);
   await load(base);
-  const runs: { ours: LoadResult; base: LoadResult }[] = [];
-  for (let r = 0; r < ROUNDS; r++) runs.push({ ours: await load(ours), base: await load(base) });
+  const runs: { ours: Awaited<ReturnType<typeof measured>>; base: Awaited<ReturnType<typeof measured>> }[] = [];
+  for (let r = 0; r < ROUNDS; r++) runs.push({ ours: await measured(ours, sts.child.pid!), base: await measured(base, baseline.pid!) });
   const ratios = runs.map((r) => r.ours.rps / r.base.rps).sort((a, b) => a - b);
   const oursPeak = median(runs.map((r) => r.ours.rps));
-  const half = await load({ ...ours, rate: Math.floor(oursPeak / 2) });
+  const halfRate = Math.floor(oursPeak / 2);
+  const half = await paced({ ...ours, duration: 2 * DURATION, connections: 64, rate: halfRate });
+  const baseHalf = await paced({ ...base, duration: 2 * DURATION, connections: 64, rate: halfRate });
+  const burst = await load({ ...ours, rate: halfRate });
 
   console.log(`token endpoint, client credentials, ${CONNECTIONS} connections, ${ROUNDS} rounds x ${DURATION} s`);
   console.log('server                         | req/s min | median | max  | p99 ms (median)');
@@ -38,8 +58,16 @@ try {
     const rps = runs.map((r) => r[key].rps);
     console.log(`${name.padEnd(30)} | ${Math.min(...rps).toFixed(0).padStart(9)} | ${median(rps).toFixed(0).padStart(6)} | ${Math.max(...rps).toFixed(0).padStart(4)} | ${median(runs.map((r) => r[key].p99))}`);
   }
+  console.log('CPU per request, µs (median)       | main thread | process | PostgreSQL');
+  for (const [name, key] of [['agent-sts (records in Postgres)', 'ours'], ['oidc-provider, in-memory', 'base']] as const) {
+    const cpu = (k: keyof CpuPerRequest) => median(runs.map((r) => r[key].cpu[k])).toFixed(0);
+    console.log(`${name.padEnd(34)} | ${cpu('main').padStart(11)} | ${cpu('process').padStart(7)} | ${cpu('postgres').padStart(10)}`);
+  }
+  console.log(`main-thread CPU per request, baseline / agent-sts: ${mmmOf(runs.map((r) => r.base.cpu.main / r.ours.cpu.main))}`);
   console.log(`throughput ratio agent-sts / baseline: min ${ratios[0]!.toFixed(2)}, median ${median(ratios).toFixed(2)}, max ${ratios.at(-1)!.toFixed(2)}`);
-  console.log(`agent-sts at half its peak (${Math.floor(oursPeak / 2)} req/s): p50 ${half.p50} ms, p99 ${half.p99} ms`);
+  console.log(`agent-sts at half its peak (${halfRate} req/s, evenly spaced, ${2 * DURATION} s): p50 ${half.p50} ms, p99 ${half.p99} ms`);
+  console.log(`  oidc-provider, in-memory, at the same rate: p50 ${baseHalf.p50} ms, p99 ${baseHalf.p99} ms`);
+  console.log(`  agent-sts at the same rate as autocannon's overallRate sends it (each second's budget at full speed): p50 ${burst.p50} ms, p99 ${burst.p99} ms`);
 } finally {
   await stopChildren(children);
   await db.drop();
