@@ -96,6 +96,10 @@ describe('Dockerfile', () => {
     const pkg = JSON.parse(read('package.json')) as { scripts: Record<string, string> };
     expect(pkg.scripts.start!.split(/\s+/)).toContain(script);
     expect(pkg.scripts.build).toContain('tsconfig.build.json');
+    // The image gives V8 the same memory flags as `npm start` (the young generation's size).
+    const flags = cmd.filter((arg) => arg.startsWith('--max-'));
+    expect(flags).toEqual(['--max-semi-space-size=4']);
+    expect(pkg.scripts.start!.split(/\s+/)).toEqual(expect.arrayContaining(flags));
 
     // tsc writes <outDir>/<path relative to rootDir>: src/cli/main.ts becomes dist/src/cli/main.js.
     const base = JSON.parse(read('tsconfig.json')) as { compilerOptions: { outDir: string; rootDir: string } };
