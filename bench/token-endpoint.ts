@@ -8,7 +8,7 @@
  * Profile the server while it runs: BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" npm run bench:token
  */
 import type { ChildProcess } from 'node:child_process';
-import type { LoadOptions } from './support.js';
+import type { LoadOptions, LoadResult } from './support.js';
 import { basicAuth, benchDatabase, freePort, load, median, mmm as mmmOf, paced, postgresCpu, processCpu, startAgentSts, startChild, stopChildren } from './support.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
