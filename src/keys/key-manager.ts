@@ -13,6 +13,13 @@ export const BISCUIT_ROOT = 'Biscuit';
 const KEY_KINDS = [...SIGNING_ALGS, BISCUIT_ROOT] as const;
 type KeyKind = (typeof KEY_KINDS)[number];
 
+/** An active signing key: its kid, the JWS algorithm it signs with, the private key. */
+export interface ActiveSigner {
+  kid: string;
+  alg: string;
+  key: KeyObject;
+}
+
 export interface PublicKeyInfo {
   kid: string;
   alg: string;
@@ -81,15 +88,25 @@ export class KeyManager {
   }
 
   /** The active key of an algorithm, for the tokens we sign ourselves. */
-  async signer(alg: SigningAlg): Promise<{ kid: string; alg: string; key: KeyObject }> {
+  async signer(alg: SigningAlg): Promise<ActiveSigner> {
     const jwk = this.active.find((k) => k.alg === alg);
     if (!jwk?.kid) throw new Error(`no active ${alg} signing key`);
+    return this.signerOf(jwk as JWK & { kid: string; alg: string });
+  }
+
+  /** Every active signing key, one per algorithm, ready to sign (for oidc-provider's keystore). */
+  signers(): ActiveSigner[] {
+    return this.active.map((jwk) => this.signerOf(jwk as JWK & { kid: string; alg: string }));
+  }
+
+  /** A private JWK as a signer, its `KeyObject` imported once per kid. */
+  private signerOf(jwk: JWK & { kid: string; alg: string }): ActiveSigner {
     let key = this.importedPrivate.get(jwk.kid);
     if (!key) {
       key = createPrivateKey({ key: jwk as never, format: 'jwk' });
       this.importedPrivate.set(jwk.kid, key);
     }
-    return { kid: jwk.kid, alg, key };
+    return { kid: jwk.kid, alg: jwk.alg, key };
   }
 
   /** The active Biscuit root key (a private Ed25519 JWK) and the root key id tokens name it by. */

@@ -21,7 +21,7 @@ export class OAuthCore {
   }
 
   reload(): void {
-    const provider = buildProvider({ ...this.deps, signingKeys: this.keys.signingKeys() });
+    const provider = buildProvider({ ...this.deps, signingKeys: this.keys.signers() });
     this.handler = compose((provider as unknown as { middleware: Parameters<typeof compose>[0] }).middleware) as unknown as typeof this.handler;
     this.provider = provider;
   }

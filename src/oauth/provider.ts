@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
-import type { JWK } from 'jose';
+import type { ActiveSigner } from '../keys/key-manager.js';
 import type { Logger } from '../log/logger.js';
 import type { AgentsCache } from '../storage/agents-cache.js';
 import type { OidcPayloadsRepo } from '../storage/oidc-payloads-repo.js';
@@ -24,7 +24,7 @@ export interface ProviderDeps {
   signingAlg: 'EdDSA' | 'ES256';
   accessTokenTtl: number;
   trustProxy: boolean;
-  signingKeys: JWK[];
+  signingKeys: ActiveSigner[];
   /** Agent lookups for client authentication (short-lived cache). */
   agents: AgentsCache;
   payloads: OidcPayloadsRepo;

@@ -1,6 +1,6 @@
-import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { ExternalSigningKey } from 'oidc-provider';
-import type { JWK } from 'jose';
+import type { ActiveSigner } from '../keys/key-manager.js';
 import { signJwsInput } from '../tokens/compact-jws.js';
 
 /**
@@ -9,25 +9,21 @@ import { signJwsInput } from '../tokens/compact-jws.js';
  * on the thread pool, instead of through WebCrypto.
  */
 class ServerSigningKey extends ExternalSigningKey {
-  readonly #kid: string;
-  readonly #alg: string;
-  readonly #private: KeyObject;
+  readonly #signer: ActiveSigner;
   readonly #public: KeyObject;
 
-  constructor(jwk: JWK & { kid: string; alg: string }) {
+  constructor(signer: ActiveSigner) {
     super();
-    this.#kid = jwk.kid;
-    this.#alg = jwk.alg;
-    this.#private = createPrivateKey({ key: jwk as never, format: 'jwk' });
-    this.#public = createPublicKey(this.#private);
+    this.#signer = signer;
+    this.#public = createPublicKey(signer.key);
   }
 
   override get kid(): string {
-    return this.#kid;
+    return this.#signer.kid;
   }
 
   override get alg(): string {
-    return this.#alg;
+    return this.#signer.alg;
   }
 
   override keyObject(): KeyObject {
@@ -35,14 +31,11 @@ class ServerSigningKey extends ExternalSigningKey {
   }
 
   override sign(data: Uint8Array): Promise<Uint8Array> {
-    return signJwsInput(this.#alg, data, this.#private);
+    return signJwsInput(this.#signer.alg, data, this.#signer.key);
   }
 }
 
-/** The provider's `jwks.keys` for our private signing JWKs. */
-export function providerSigningKeys(keys: JWK[]): ExternalSigningKey[] {
-  return keys.map((jwk) => {
-    if (!jwk.kid || !jwk.alg) throw new Error('a signing key needs kid and alg');
-    return new ServerSigningKey(jwk as JWK & { kid: string; alg: string });
-  });
+/** The provider's `jwks.keys` for our active signing keys. */
+export function providerSigningKeys(signers: ActiveSigner[]): ExternalSigningKey[] {
+  return signers.map((signer) => new ServerSigningKey(signer));
 }
