@@ -132,9 +132,10 @@ export async function load(o: LoadOptions): Promise<LoadResult> {
  * spaced (one every 1/rate s), each sent on a free keep-alive connection (at most `connections`; a request
  * finding none waits, and the wait counts in its latency). Requests are sent when due whatever the answers
  * to earlier ones, so a slow answer can't hold back the requests behind it (no coordinated omission); the
- * latency is counted from the send (the generator's 1 ms timer is not the server's fault). (autocannon's `overallRate` instead lets each connection send its budget for
- * the second back to back and then pause: half the peak rate is then a burst at the full rate for half of
- * every second.) Throws on any answer other than 2xx.
+ * latency is counted from the send (the generator's 1 ms timer is not the server's fault). autocannon's
+ * `overallRate` instead lets each connection send its budget for the second back to back and then pause:
+ * half the peak rate is then a burst at the full rate for half of every second. Throws on any answer other
+ * than 2xx.
  */
 export async function paced(o: LoadOptions & { rate: number }): Promise<LoadResult> {
   const agent = new Agent({ keepAlive: true, maxSockets: o.connections });

@@ -8,8 +8,9 @@
  * Profile the server while it runs: BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" npm run bench:token
  */
 import type { ChildProcess } from 'node:child_process';
-import type { LoadOptions, LoadResult } from './support.js';
-import { basicAuth, benchDatabase, freePort, load, median, mmm as mmmOf, paced, postgresCpu, processCpu, startAgentSts, startChild, stopChildren } from './support.js';
+import {
+  basicAuth, benchDatabase, freePort, load, median, mmm, paced, postgresCpu, processCpu, startAgentSts, startChild, stopChildren, type LoadOptions, type LoadResult,
+} from './support.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const DURATION = Number(process.env.DURATION ?? 5);
@@ -19,8 +20,10 @@ const BODY = 'grant_type=client_credentials';
 /** CPU time per request (µs) while a load ran: the server's main thread, all its threads, and PostgreSQL. */
 interface CpuPerRequest { main: number; process: number; postgres: number }
 
+type Measured = LoadResult & { cpu: CpuPerRequest };
+
 /** A load, with the CPU the server (and PostgreSQL) spent on each request of it. */
-async function measured(o: LoadOptions, pid: number): Promise<LoadResult & { cpu: CpuPerRequest }> {
+async function measured(o: LoadOptions, pid: number): Promise<Measured> {
   const before = processCpu(pid);
   const pgBefore = postgresCpu();
   const result = await load(o);
@@ -43,7 +46,7 @@ try {
 
   await load(ours);
   await load(base);
-  const runs: { ours: Awaited<ReturnType<typeof measured>>; base: Awaited<ReturnType<typeof measured>> }[] = [];
+  const runs: { ours: Measured; base: Measured }[] = [];
   for (let r = 0; r < ROUNDS; r++) runs.push({ ours: await measured(ours, sts.child.pid!), base: await measured(base, baseline.pid!) });
   const ratios = runs.map((r) => r.ours.rps / r.base.rps).sort((a, b) => a - b);
   const oursPeak = median(runs.map((r) => r.ours.rps));
@@ -63,7 +66,7 @@ try {
     const cpu = (k: keyof CpuPerRequest) => median(runs.map((r) => r[key].cpu[k])).toFixed(0);
     console.log(`${name.padEnd(34)} | ${cpu('main').padStart(11)} | ${cpu('process').padStart(7)} | ${cpu('postgres').padStart(10)}`);
   }
-  console.log(`main-thread CPU per request, baseline / agent-sts: ${mmmOf(runs.map((r) => r.base.cpu.main / r.ours.cpu.main))}`);
+  console.log(`main-thread CPU per request, baseline / agent-sts: ${mmm(runs.map((r) => r.base.cpu.main / r.ours.cpu.main))}`);
   console.log(`throughput ratio agent-sts / baseline: min ${ratios[0]!.toFixed(2)}, median ${median(ratios).toFixed(2)}, max ${ratios.at(-1)!.toFixed(2)}`);
   console.log(`agent-sts at half its peak (${halfRate} req/s, evenly spaced, ${2 * DURATION} s): p50 ${half.p50} ms, p99 ${half.p99} ms`);
   console.log(`  oidc-provider, in-memory, at the same rate: p50 ${baseHalf.p50} ms, p99 ${baseHalf.p99} ms`);
