@@ -96,10 +96,17 @@ describe('Dockerfile', () => {
     const pkg = JSON.parse(read('package.json')) as { scripts: Record<string, string> };
     expect(pkg.scripts.start!.split(/\s+/)).toContain(script);
     expect(pkg.scripts.build).toContain('tsconfig.build.json');
-    // The image gives V8 the same memory flags as `npm start` (the young generation's size).
-    const flags = cmd.filter((arg) => arg.startsWith('--max-'));
-    expect(flags).toEqual(['--max-semi-space-size=4']);
+    // The image gives V8 the same memory flags as `npm start` (how far the old generation grows between collections).
+    const flags = cmd.filter((arg) => arg.startsWith('--') && arg !== '--enable-source-maps');
+    expect(flags).toEqual(['--heap-growing-percent=100']);
     expect(pkg.scripts.start!.split(/\s+/)).toEqual(expect.arrayContaining(flags));
+    // ... and the same malloc settings, which an environment variable of the same name overrides under `npm start`.
+    const malloc = instructions('ENV').join(' ').match(/MALLOC_\w+=\S+/g) ?? [];
+    expect(malloc).toEqual(['MALLOC_ARENA_MAX=2', 'MALLOC_MMAP_THRESHOLD_=131072']);
+    for (const setting of malloc) {
+      const [name, value] = setting.split('=');
+      expect(pkg.scripts.start).toContain(`${name}=\${${name}:-${value}}`);
+    }
 
     // tsc writes <outDir>/<path relative to rootDir>: src/cli/main.ts becomes dist/src/cli/main.js.
     const base = JSON.parse(read('tsconfig.json')) as { compilerOptions: { outDir: string; rootDir: string } };
