@@ -64,27 +64,27 @@ export function tokenRecordsMiddleware(deps: Deps) {
         const issuance = (ctx.state as { issuance?: IssuanceContext }).issuance;
         record = issuance?.complete ?? accessTokenRecord(body.access_token, issuance?.record, (ctx.state as SignedClaimsState).signedClaims ?? undefined);
         const issued = { action: `token:${grantType}`, client_id: clientId };
+        const parent = issuance?.parent;
+        let refusal: { error: string; detail: string | undefined } | undefined;
         if (issuance?.workflow) {
-          const refusal = await deps.tokens.insertGuarded(record, stepRunGuard(deps.tokens, issuance.workflow, record.jti), issued);
-          if (refusal !== undefined) {
-            ctx.status = 400;
-            ctx.body = { error: 'invalid_request', error_description: refusal };
-            await deps.events.record({ decision: 'refused', action: `token:${grantType}`, client_id: clientId, reason: 'invalid_request', detail: refusal, ...workflowTags(ctx) });
-            return;
-          }
+          const step = stepRunGuard(deps.tokens, issuance.workflow, record.jti);
+          refusal = await deps.tokens.insertGuarded(record, async (trx) => {
+            if (parent && !(await deps.tokens.parentHolds(parent, trx))) return { error: 'invalid_grant', detail: undefined };
+            const why = await step(trx);
+            return why === undefined ? undefined : { error: 'invalid_request', detail: why };
+          }, issued);
         } else {
           const limit = issuance?.maxPerTxn !== undefined && record.txn ? issuance.maxPerTxn : undefined;
-          const parent = issuance?.parent;
           const outcome = await deps.records.write(record, issued, { ...(limit !== undefined ? { maxPerTxn: limit } : {}), ...(parent ? { parent } : {}) });
-          if (outcome !== 'written') {
-            const [error, detail] = outcome === 'over_txn_limit'
-              ? ['invalid_request', `the transaction already has the maximum of ${limit} Txn-Tokens`]
-              : ['invalid_grant', (await deps.issuedTokens.refusal(parent!)) ?? `the ${parent!.what} changed while this request was answered; try again`];
-            ctx.status = 400;
-            ctx.body = { error, error_description: detail };
-            await deps.events.record({ decision: 'refused', action: `token:${grantType}`, client_id: clientId, reason: error, detail });
-            return;
-          }
+          if (outcome === 'over_txn_limit') refusal = { error: 'invalid_request', detail: `the transaction already has the maximum of ${limit} Txn-Tokens` };
+          else if (outcome === 'parent_refused') refusal = { error: 'invalid_grant', detail: undefined };
+        }
+        if (refusal) {
+          const detail = refusal.detail ?? (await deps.issuedTokens.refusal(parent!)) ?? `the ${parent!.what} changed while this request was answered; try again`;
+          ctx.status = 400;
+          ctx.body = { error: refusal.error, error_description: detail };
+          await deps.events.record({ decision: 'refused', action: `token:${grantType}`, client_id: clientId, reason: refusal.error, detail, ...workflowTags(ctx) });
+          return;
         }
       } catch (err) {
         deps.logger.error({ err: { message: (err as Error).message }, client_id: clientId }, 'token record could not be written; token withheld');

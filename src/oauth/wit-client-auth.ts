@@ -4,6 +4,7 @@ import { decodeJwt, type JWK } from 'jose';
 import type { EventsRepo } from '../storage/events-repo.js';
 import type { WorkloadAuthenticator } from '../identity/workload-authenticator.js';
 import { TokenVerificationError } from '../tokens/token-errors.js';
+import { tokenHash } from '../tokens/token-hash.js';
 import type { IssuanceContext } from './token-records.js';
 
 export interface WitClientAuth {
@@ -58,7 +59,11 @@ export function witClientAuth(deps: { authenticator: WorkloadAuthenticator; issu
       throw err;
     }
     if (auth.agent.token_endpoint_auth_method !== 'wit') return refuse(ctx, 'this agent does not authenticate with a WIT', auth.agent.id);
-    (ctx.state as { issuance?: IssuanceContext }).issuance = { record: { parent_jti: auth.claims.jti } };
+    // Tokens issued on this authentication descend from the WIT: revoking it revokes them, and their records
+    // are written only while the WIT's is good.
+    (ctx.state as { issuance?: IssuanceContext }).issuance = {
+      record: { parent_jti: auth.claims.jti }, parent: { jti: auth.claims.jti, hash: tokenHash(wit), what: 'WIT' },
+    };
     return witAuthStorage.run({
       agentId: auth.agent.id, witJti: auth.claims.jti, jkt: auth.jkt, jwk: auth.claims.cnf.jwk, ...(auth.claims.agent_checksum ? { agentChecksum: auth.claims.agent_checksum } : {}),
     }, next);

@@ -54,10 +54,14 @@ function fromRow(row: Record<string, unknown>): TokenRecord {
   };
 }
 
-/** A token presented in exchange: the record of what is issued for it is written only while this one's is good. */
+/**
+ * The token a new one is issued from (presented in exchange, the WIT it authenticated with, a Biscuit's
+ * recorded ancestor): the new record is written only while this one's is good. Without `hash`, any token
+ * recorded under the `jti` (a Biscuit appended offline is not the token recorded).
+ */
 export interface ParentCheck {
   jti: string;
-  hash: string;
+  hash?: string;
 }
 
 /** A record to insert with its `issued` decision event, and the conditions it is inserted under. */
@@ -78,9 +82,15 @@ const parentsOf = (items: BatchItem[]): string[] => [...new Set(items.flatMap((i
 /**
  * Of the jtis bound (a text array), the tokens recorded unrevoked and issued to an active agent, with their
  * hashes. Looked up by the array: joined to a batch's JSON rows instead, the planner chose a sequential scan.
+ * The rows are locked (FOR SHARE) until the inserting statement or transaction commits, so a revocation
+ * can't slip between the check and the insert: one that updated a parent first makes the check wait and
+ * see it revoked; one that comes later waits for the insert and then finds the new child (see `revokeTree`).
  */
 const GOOD_PARENTS = `select p.jti, p.token_hash from issued_tokens p join agents a on a.id = p.client_id
-  where p.jti = any(?::text[]) and p.revoked_at is null and a.status = 'active'`;
+  where p.jti = any(?::text[]) and p.revoked_at is null and a.status = 'active' for share of p`;
+
+/** Whether a parent check passes against the good parents found. */
+const parentPasses = (check: ParentCheck, good: Map<string, string>) => good.has(check.jti) && (check.hash === undefined || good.get(check.jti) === check.hash);
 
 /**
  * The tail of a statement inserting a batch's records (those `filter` keeps) and their `issued` events from
@@ -179,10 +189,9 @@ export class TokensRepo {
       .select('txn', 'type').count<{ txn: string; type: string; n: number | string }[]>('* as n').groupBy('txn', 'type');
     const held = new Map(counts.map((r) => [`${r.type} ${r.txn}`, Number(r.n)]));
     const parentJtis = parentsOf(items);
-    const parents = parentJtis.length ? ((await trx.raw(GOOD_PARENTS, [parentJtis])) as { rows: { jti: string; token_hash: string }[] }).rows : [];
-    const parentsOk = new Set(parents.map((r) => `${r.jti} ${r.token_hash}`));
+    const good = await this.goodParents(parentJtis, trx);
     const outcomes = items.map((i): BatchOutcome => {
-      if (i.parent && !parentsOk.has(`${i.parent.jti} ${i.parent.hash}`)) return 'parent_refused';
+      if (i.parent && !parentPasses(i.parent, good)) return 'parent_refused';
       if (i.maxPerTxn === undefined || !i.record.txn) return 'written';
       const key = `${i.record.type} ${i.record.txn}`;
       const n = held.get(key) ?? 0;
@@ -206,11 +215,23 @@ export class TokensRepo {
     const inserted = await runPrepared(this.db,
       `with checks as (select * from json_to_recordset(?::json) as c(jti text, parent text, hash text)),
        parents as (${GOOD_PARENTS}),
-       ok as (select c.jti from checks c join parents p on p.jti = c.parent and p.token_hash = c.hash),
+       ok as (select c.jti from checks c join parents p on p.jti = c.parent and (c.hash is null or p.token_hash = c.hash)),
        ${rows.sql}`,
       [JSON.stringify(checks), parentsOf(items), ...rows.bindings],
     );
     return new Set((inserted as { jti: string }[]).map((r) => r.jti));
+  }
+
+  /** Whether the parent check passes now, in `trx`; the parent stays locked against revocation until `trx` commits. */
+  async parentHolds(check: ParentCheck, trx: Knex): Promise<boolean> {
+    return !hasNul(check.jti) && parentPasses(check, await this.goodParents([check.jti], trx));
+  }
+
+  /** Of these jtis, the tokens recorded unrevoked for an active agent (jti → hash), locked until `trx` commits. */
+  private async goodParents(jtis: string[], trx: Knex): Promise<Map<string, string>> {
+    if (!jtis.length) return new Map();
+    const { rows } = (await trx.raw(GOOD_PARENTS, [jtis])) as { rows: { jti: string; token_hash: string }[] };
+    return new Map(rows.map((r) => [r.jti, r.token_hash]));
   }
 
   /** A record and the status of the agent it was issued to (undefined when there is no such agent), in one query. */
@@ -289,18 +310,28 @@ export class TokensRepo {
     return this.revokeTree(trx, 'select jti, 0 as depth from issued_tokens where (client_id = ? or sub = ?) and exp > ?', [agentId, agentId, nowSec], reason, by);
   }
 
+  /**
+   * Revokes the tree under `roots` until it stops growing. Each statement sees the records committed when it
+   * began; a child whose insert checked its parent (locking it, see GOOD_PARENTS) before this transaction
+   * updated the parent commits while the update waits for it, after the statement's snapshot: the next pass
+   * finds it. A pass that revokes nothing new ends it; an insert that comes later finds its parent revoked.
+   */
   private async revokeTree(trx: Knex, roots: string, bindings: unknown[], reason: string, by: InitiatingEntity): Promise<string[]> {
     return inTransaction(this.db, trx, async (t) => {
-      const result = await t.raw(
-        `with recursive tree as (
-           ${roots}
-           union all
-           select c.jti, tree.depth + 1 from issued_tokens c join tree on c.parent_jti = tree.jti where tree.depth < 64
-         ), firsts as (select jti, min(depth) as depth from tree group by jti)
-         update issued_tokens i set revoked_at = now(), revoked_reason = ?
-         from firsts where i.jti = firsts.jti and i.revoked_at is null
-         returning i.jti, i.type, i.client_id, i.sub, firsts.depth`, [...bindings as Knex.ValueDict[], reason]);
-      const rows = result.rows.map((r: RevokedToken) => ({ ...r, depth: Number(r.depth) })) as RevokedToken[];
+      const rows: RevokedToken[] = [];
+      for (;;) {
+        const result = await t.raw(
+          `with recursive tree as (
+             ${roots}
+             union all
+             select c.jti, tree.depth + 1 from issued_tokens c join tree on c.parent_jti = tree.jti where tree.depth < 64
+           ), firsts as (select jti, min(depth) as depth from tree group by jti)
+           update issued_tokens i set revoked_at = now(), revoked_reason = ?
+           from firsts where i.jti = firsts.jti and i.revoked_at is null
+           returning i.jti, i.type, i.client_id, i.sub, firsts.depth`, [...bindings as Knex.ValueDict[], reason]);
+        if (!result.rows.length) break;
+        rows.push(...result.rows.map((r: RevokedToken) => ({ ...r, depth: Number(r.depth) })) as RevokedToken[]);
+      }
       rows.sort((a, b) => a.depth - b.depth);
       if (rows.length) await this.signals.tokensRevoked(t, rows, { initiating_entity: by, reason });
       return rows.map((r) => r.jti);
@@ -312,7 +343,7 @@ export class TokensRepo {
    * transaction id (`txn`), returns a reason to refuse it; then returns that reason. Check and insert are
    * atomic: concurrent requests in one transaction see each other's records.
    */
-  async insertGuarded(record: NewTokenRecord, guard: (trx: Knex) => Promise<string | undefined>, issued?: { action: string; client_id: string | null }): Promise<string | undefined> {
+  async insertGuarded<R>(record: NewTokenRecord, guard: (trx: Knex) => Promise<R | undefined>, issued?: { action: string; client_id: string | null }): Promise<R | undefined> {
     if (!record.txn) throw new Error('a guarded insert needs a record with a txn');
     const refusal = await this.db.transaction(async (trx) => {
       await trx.raw('select pg_advisory_xact_lock(hashtext(?))', [`txn:${record.txn}`]);

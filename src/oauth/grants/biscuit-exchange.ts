@@ -56,8 +56,9 @@ function requesterKey(client: Client): string | undefined {
   return firstBiscuitKeyText(client.jwks?.keys as JWK[] | undefined);
 }
 
-function respond(ctx: KoaContextWithOIDC, token: string, record: NewTokenRecord, now: number): void {
-  (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record };
+/** Answers with the Biscuit; its record is written only while `parent`'s (the token it was minted or appended from) is good. */
+function respond(ctx: KoaContextWithOIDC, token: string, record: NewTokenRecord, now: number, parent: IssuanceContext['parent']): void {
+  (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record, ...(parent ? { parent } : {}) };
   ctx.body = { access_token: token, issued_token_type: BISCUIT_TOKEN_TYPE, token_type: 'N_A', expires_in: record.exp - now, ...(record.scope ? { scope: record.scope } : {}) };
 }
 
@@ -88,7 +89,7 @@ export async function mintBiscuitByExchange(ctx: KoaContextWithOIDC, deps: Biscu
     jti: facts.tokenId, type: 'biscuit', sub: facts.subject, client_id: client.clientId, actor: act ?? null, parent_jti: subject.parentJti,
     txn: facts.txn, scope: rights.join(' ') || null, audience: audiences, kid: `${BISCUIT_KID_PREFIX}${root.rootKeyId}`, iat: now, exp,
     token_hash: tokenHash(token), cnf_jkt: null, revocation_id: revocationId,
-  }, now);
+  }, now, subject.recordCheck);
 }
 
 /** The delegations of a chain as an RFC 8693 `act` claim: the current delegate outermost. */
@@ -172,5 +173,5 @@ export async function delegateBiscuitByExchange(ctx: KoaContextWithOIDC, deps: B
     jti: randomUUID(), type: 'biscuit', sub: chain.authority.subject, client_id: delegate, actor: actOf(chain, delegate), parent_jti: parent?.jti ?? null,
     txn: chain.authority.txn, scope: hop.rights.join(' ') || null, audience: hop.audiences, kid: `${BISCUIT_KID_PREFIX}${chain.rootKeyId}`,
     iat: now, exp: Math.floor(hop.expires.getTime() / 1000), token_hash: tokenHash(token), cnf_jkt: null, revocation_id: revocationId,
-  }, now);
+  }, now, parent ? { jti: parent.jti, what: 'Biscuit' } : undefined);
 }

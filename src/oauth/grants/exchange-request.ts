@@ -8,7 +8,7 @@ export interface Subject {
   claims: Record<string, unknown>;
   parentJti: string | null;
   txn?: string;
-  /** Set when the subject's record is checked as the issued token's record is written (and not yet). */
+  /** A token of ours: its record is checked (again, or only then) as the issued token's record is written. */
   recordCheck?: VerifiedClaims['recordCheck'];
 }
 

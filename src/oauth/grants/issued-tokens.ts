@@ -19,6 +19,8 @@ export interface IssuedToken {
   kind: IssuedKind;
   claims: Record<string, unknown>;
   record: TokenRecord;
+  /** Checked again as the record of a token issued for this one is written. */
+  recordCheck: VerifiedClaims['recordCheck'];
 }
 
 /**
@@ -56,7 +58,7 @@ export class IssuedTokenVerifier {
     const found = await this.deps.tokens.findWithAgentStatus(recordCheck.jti);
     const why = refusalOf(found, recordCheck);
     if (why) throw new TokenVerificationError(why);
-    return { kind, claims, record: found!.record };
+    return { kind, claims, record: found!.record, recordCheck };
   }
 
   /**
@@ -90,7 +92,7 @@ export class IssuedTokenVerifier {
 }
 
 function refusalOf(found: { record: TokenRecord; agentStatus: string | undefined } | undefined, check: VerifiedClaims['recordCheck']): string | undefined {
-  if (!found || found.record.token_hash !== check.hash) return `the ${check.what} was not issued by this server`;
+  if (!found || (check.hash !== undefined && found.record.token_hash !== check.hash)) return `the ${check.what} was not issued by this server`;
   if (found.record.revoked_at) return `the ${check.what} has been revoked`;
   if (found.agentStatus !== 'active') return `the ${check.what} was issued to an agent that is no longer active`;
   return undefined;

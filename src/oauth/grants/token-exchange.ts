@@ -153,7 +153,7 @@ async function resolveSubject(deps: TokenExchangeDeps, policy: NonNullable<Clien
       return { kind: kind as Subject['kind'], claims, parentJti: recordCheck.jti, recordCheck, ...(txn ? { txn } : {}) };
     }
     const issued = await deps.verifier.verify(token, ours);
-    return { kind: issued.kind as Subject['kind'], claims: issued.claims, parentJti: issued.record.jti, ...(issued.record.txn ? { txn: issued.record.txn } : {}) };
+    return { kind: issued.kind as Subject['kind'], claims: issued.claims, parentJti: issued.record.jti, recordCheck: issued.recordCheck, ...(issued.record.txn ? { txn: issued.record.txn } : {}) };
   }
   if (!deps.external.has(iss)) throw new TokenVerificationError(`the subject token's issuer ${iss} is not trusted by this server`);
   if (!(policy.subject_issuers ?? []).includes(iss)) throw new errors.UnauthorizedClient(`this agent may not exchange tokens issued by ${iss}`);
@@ -161,7 +161,7 @@ async function resolveSubject(deps: TokenExchangeDeps, policy: NonNullable<Clien
   return { kind: 'external', claims, parentJti: null };
 }
 
-/** The deferred record check of the subject token, for the record of the token issued for it. */
+/** The subject token's record check, made again (or, deferred, only) as the record of the token issued for it is written. */
 function parentOf(subject: Subject): Pick<IssuanceContext, 'parent'> {
   return subject.recordCheck ? { parent: subject.recordCheck } : {};
 }
