@@ -82,33 +82,42 @@ const parentsOf = (items: BatchItem[]): string[] => [...new Set(items.flatMap((i
 /**
  * Of the jtis bound (a text array), the tokens recorded unrevoked and issued to an active agent, with their
  * hashes. Looked up by the array: joined to a batch's JSON rows instead, the planner chose a sequential scan.
- * The rows are locked (FOR SHARE) until the inserting statement or transaction commits, so a revocation
- * can't slip between the check and the insert: one that updated a parent first makes the check wait and
- * see it revoked; one that comes later waits for the insert and then finds the new child (see `revokeTree`).
+ * (The batch statement's copy is in `record_tokens_checked`, migration 009.)
  */
 const GOOD_PARENTS = `select p.jti, p.token_hash from issued_tokens p join agents a on a.id = p.client_id
-  where p.jti = any(?::text[]) and p.revoked_at is null and a.status = 'active' for share of p`;
+  where p.jti = any(?::text[]) and p.revoked_at is null and a.status = 'active'`;
+
+/**
+ * The revocation lock (migration 009): a record whose parent is checked is written holding it shared, in a
+ * statement that starts after it is held; a revocation holds it exclusively. A check so sees every revocation
+ * finished before it, and a revocation every record written before it: no token is recorded alive under a
+ * revoked parent. (Row locks on the parents did the same at a quarter of the exchange throughput.)
+ */
+const REVOCATION_LOCK_SHARED = 'select pg_advisory_xact_lock_shared(21332, 1)';
+const REVOCATION_LOCK = 'select pg_advisory_xact_lock(21332, 1)';
 
 /** Whether a parent check passes against the good parents found. */
 const parentPasses = (check: ParentCheck, good: Map<string, string>) => good.has(check.jti) && (check.hash === undefined || good.get(check.jti) === check.hash);
 
+/** The `issued` events of a batch's records, as JSON rows. */
+const eventsOf = (items: BatchItem[]) => JSON.stringify(items.map(({ record, issued }) => ({ jti: record.jti, action: issued.action, client_id: issued.client_id })));
+
 /**
- * The tail of a statement inserting a batch's records (those `filter` keeps) and their `issued` events from
- * JSON rows: two bindings whatever the batch's size, and no per-row SQL to build. Returns the jtis inserted.
+ * The tail of a statement inserting a batch's records and their `issued` events from JSON rows: two bindings
+ * whatever the batch's size, and no per-row SQL to build. Returns the jtis inserted.
  */
-function batchRows(items: BatchItem[], filter = '', filterBindings: Knex.RawBinding[] = []): { sql: string; bindings: Knex.RawBinding[] } {
+function batchRows(items: BatchItem[]): { sql: string; bindings: Knex.RawBinding[] } {
   const columns = [...new Set(items.flatMap(({ record }) => Object.keys(record)))].map((c) => `"${c}"`);
-  const events = items.map(({ record, issued }) => ({ jti: record.jti, action: issued.action, client_id: issued.client_id }));
   return {
     sql: `ins as (
          insert into issued_tokens (${columns.join(', ')})
-         select ${columns.map((c) => `r.${c}`).join(', ')} from json_populate_recordset(null::issued_tokens, ?::json) r ${filter}
+         select ${columns.map((c) => `r.${c}`).join(', ')} from json_populate_recordset(null::issued_tokens, ?::json) r
          returning jti
        )
        insert into decision_events (decision, action, client_id, jti)
        select 'issued', e.action, e.client_id, e.jti from json_to_recordset(?::json) as e(jti text, action text, client_id text) join ins using (jti)
        returning jti`,
-    bindings: [JSON.stringify(items.map(({ record }) => record)), ...filterBindings, JSON.stringify(events)],
+    bindings: [JSON.stringify(items.map(({ record }) => record)), eventsOf(items)],
   };
 }
 
@@ -189,6 +198,7 @@ export class TokensRepo {
       .select('txn', 'type').count<{ txn: string; type: string; n: number | string }[]>('* as n').groupBy('txn', 'type');
     const held = new Map(counts.map((r) => [`${r.type} ${r.txn}`, Number(r.n)]));
     const parentJtis = parentsOf(items);
+    if (parentJtis.length) await trx.raw(REVOCATION_LOCK_SHARED);
     const good = await this.goodParents(parentJtis, trx);
     const outcomes = items.map((i): BatchOutcome => {
       if (i.parent && !parentPasses(i.parent, good)) return 'parent_refused';
@@ -205,29 +215,25 @@ export class TokensRepo {
   }
 
   /**
-   * One statement: inserts the records (and their `issued` events) whose parent check passes, or that have
-   * none, judging the parents in the statement's own snapshot; returns the jtis inserted.
+   * One call: inserts the records (and their `issued` events) whose parent check passes, or that have none,
+   * under the revocation lock (see REVOCATION_LOCK_SHARED); returns the jtis inserted.
    */
   private async insertRowsWithParentChecks(items: BatchItem[]): Promise<Set<string>> {
     const checks = items.flatMap((i) => (i.parent && !hasNul(i.parent.jti) ? [{ jti: i.record.jti, parent: i.parent.jti, hash: i.parent.hash }] : []));
     const unchecked = items.filter((i) => !i.parent).map((i) => i.record.jti);
-    const rows = batchRows(items, 'where r.jti = any(?::text[]) or r.jti in (select jti from ok)', [unchecked]);
-    const inserted = await runPrepared(this.db,
-      `with checks as (select * from json_to_recordset(?::json) as c(jti text, parent text, hash text)),
-       parents as (${GOOD_PARENTS}),
-       ok as (select c.jti from checks c join parents p on p.jti = c.parent and (c.hash is null or p.token_hash = c.hash)),
-       ${rows.sql}`,
-      [JSON.stringify(checks), parentsOf(items), ...rows.bindings],
-    );
+    const inserted = await runPrepared(this.db, 'select record_tokens_checked as jti from record_tokens_checked(?::json, ?::json, ?::json, ?::text[], ?::text[])',
+      [JSON.stringify(items.map((i) => i.record)), eventsOf(items), JSON.stringify(checks), parentsOf(items), unchecked]);
     return new Set((inserted as { jti: string }[]).map((r) => r.jti));
   }
 
-  /** Whether the parent check passes now, in `trx`; the parent stays locked against revocation until `trx` commits. */
+  /** Whether the parent check passes now, in `trx`, which then holds off revocations until it commits. */
   async parentHolds(check: ParentCheck, trx: Knex): Promise<boolean> {
-    return !hasNul(check.jti) && parentPasses(check, await this.goodParents([check.jti], trx));
+    if (hasNul(check.jti)) return false;
+    await trx.raw(REVOCATION_LOCK_SHARED);
+    return parentPasses(check, await this.goodParents([check.jti], trx));
   }
 
-  /** Of these jtis, the tokens recorded unrevoked for an active agent (jti → hash), locked until `trx` commits. */
+  /** Of these jtis, the tokens recorded unrevoked for an active agent (jti → hash). */
   private async goodParents(jtis: string[], trx: Knex): Promise<Map<string, string>> {
     if (!jtis.length) return new Map();
     const { rows } = (await trx.raw(GOOD_PARENTS, [jtis])) as { rows: { jti: string; token_hash: string }[] };
@@ -310,28 +316,20 @@ export class TokensRepo {
     return this.revokeTree(trx, 'select jti, 0 as depth from issued_tokens where (client_id = ? or sub = ?) and exp > ?', [agentId, agentId, nowSec], reason, by);
   }
 
-  /**
-   * Revokes the tree under `roots` until it stops growing. Each statement sees the records committed when it
-   * began; a child whose insert checked its parent (locking it, see GOOD_PARENTS) before this transaction
-   * updated the parent commits while the update waits for it, after the statement's snapshot: the next pass
-   * finds it. A pass that revokes nothing new ends it; an insert that comes later finds its parent revoked.
-   */
+  /** Revokes the tree under `roots`, under the revocation lock: every record written from a parent before it is in the tree. */
   private async revokeTree(trx: Knex, roots: string, bindings: unknown[], reason: string, by: InitiatingEntity): Promise<string[]> {
     return inTransaction(this.db, trx, async (t) => {
-      const rows: RevokedToken[] = [];
-      for (;;) {
-        const result = await t.raw(
-          `with recursive tree as (
-             ${roots}
-             union all
-             select c.jti, tree.depth + 1 from issued_tokens c join tree on c.parent_jti = tree.jti where tree.depth < 64
-           ), firsts as (select jti, min(depth) as depth from tree group by jti)
-           update issued_tokens i set revoked_at = now(), revoked_reason = ?
-           from firsts where i.jti = firsts.jti and i.revoked_at is null
-           returning i.jti, i.type, i.client_id, i.sub, firsts.depth`, [...bindings as Knex.ValueDict[], reason]);
-        if (!result.rows.length) break;
-        rows.push(...result.rows.map((r: RevokedToken) => ({ ...r, depth: Number(r.depth) })) as RevokedToken[]);
-      }
+      await t.raw(REVOCATION_LOCK);
+      const result = await t.raw(
+        `with recursive tree as (
+           ${roots}
+           union all
+           select c.jti, tree.depth + 1 from issued_tokens c join tree on c.parent_jti = tree.jti where tree.depth < 64
+         ), firsts as (select jti, min(depth) as depth from tree group by jti)
+         update issued_tokens i set revoked_at = now(), revoked_reason = ?
+         from firsts where i.jti = firsts.jti and i.revoked_at is null
+         returning i.jti, i.type, i.client_id, i.sub, firsts.depth`, [...bindings as Knex.ValueDict[], reason]);
+      const rows = result.rows.map((r: RevokedToken) => ({ ...r, depth: Number(r.depth) })) as RevokedToken[];
       rows.sort((a, b) => a.depth - b.depth);
       if (rows.length) await this.signals.tokensRevoked(t, rows, { initiating_entity: by, reason });
       return rows.map((r) => r.jti);

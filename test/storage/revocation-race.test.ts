@@ -49,7 +49,7 @@ describe.skipIf(!POSTGRES_URL)('revocation racing the record of a token exchange
     const revocation = await db.knex.transaction();
     await tokens.revokeWithDescendants('p1', 'test', revocation);
     const write = new RecordWriter(db.knex).write(record('c1', 'p1'), issued, { parent: { jti: 'p1', hash: 'hash-of-p1' } });
-    // Before the revocation commits, the child's parent check waits on the parent's row.
+    // Until the revocation commits, the child's write waits for the revocation lock.
     await lockWaiters(1);
     await revocation.commit();
     expect(await write).toBe('parent_refused');
@@ -58,12 +58,12 @@ describe.skipIf(!POSTGRES_URL)('revocation racing the record of a token exchange
 
   it('revokes the child whose parent check came first, though it commits after the revocation began', async () => {
     await tokens.insert(record('p2'));
-    // Another session holds the child's jti, so the child's insert checks (and locks) the parent, then waits.
+    // Another session holds the child's jti: the child's write takes the revocation lock, checks the parent, then waits.
     const holder = await db.knex.transaction();
     await tokens.insert(record('c2', 'p2'), holder);
     const write = new RecordWriter(db.knex).write(record('c2', 'p2'), issued, { parent: { jti: 'p2', hash: 'hash-of-p2' } });
     await lockWaiters(1);
-    // The revocation's first pass can't see the child; its update of the parent waits for the child's insert.
+    // The revocation waits for the child's write to commit, and then finds the child.
     const revoked = tokens.revokeWithDescendants('p2', 'test');
     await lockWaiters(2);
     await holder.rollback();
