@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomId } from '../tokens/random-id.js';
 import type { Knex } from 'knex';
 import type { CredentialChange, InitiatingEntity, RevokedToken, SecuritySignals } from '../storage/security-signals.js';
 import type { FanOutEvent, SsfRepo, StreamRecord } from '../storage/ssf-repo.js';
@@ -6,7 +6,7 @@ import {
   CREDENTIAL_CHANGE, CREDENTIAL_TYPE, REQUESTABLE_EVENTS, SESSION_REVOKED, TOKEN_CLAIMS_CHANGE, subjectKey, tokenSubject, uriSubject,
 } from '../tokens/security-event.js';
 
-export const newJti = () => randomBytes(16).toString('base64url');
+export const newJti = () => randomId(16);
 
 /** The event types a stream's receiver gets: what it asked for that we send. */
 export function eventsDelivered(stream: Pick<StreamRecord, 'events_requested'>): string[] {

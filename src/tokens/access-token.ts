@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomId } from './random-id.js';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { signJwt, type Signer } from './our-jwt.js';
 import type { NewTokenRecord } from '../storage/tokens-repo.js';
@@ -42,6 +42,19 @@ export function readJwt(token: string): { header: { typ?: string; kid?: string; 
   }
 }
 
+/** Headers of tokens just issued, by their encoded form: one per signing key, so decoded once per key. */
+const issuedHeaders = new Map<string, { typ?: string; kid?: string }>();
+function issuedHeader(token: string): { typ?: string; kid?: string } {
+  const encoded = token.slice(0, token.indexOf('.'));
+  let header = issuedHeaders.get(encoded);
+  if (!header) {
+    header = decodeProtectedHeader(token) as { typ?: string; kid?: string };
+    if (issuedHeaders.size >= 16) issuedHeaders.clear();
+    issuedHeaders.set(encoded, header);
+  }
+  return header;
+}
+
 /**
  * The record of an RFC 9068 access token the server has just issued; `claims`, when the issuer handed over
  * the claims it signed, spares decoding them again (only the header is read).
@@ -50,7 +63,7 @@ export function accessTokenRecord(token: string, extra: Partial<Pick<NewTokenRec
   let header: { typ?: string; kid?: string };
   let payload: Record<string, unknown>;
   try {
-    header = decodeProtectedHeader(token) as { typ?: string; kid?: string };
+    header = issuedHeader(token);
     payload = claims ?? decodeJwt(token);
   } catch {
     throw new Error('not an access token JWT');
@@ -100,7 +113,7 @@ export async function mintAccessToken(opts: {
     client_id: opts.clientId,
     aud: opts.audience,
     ...(opts.scope ? { scope: opts.scope } : {}),
-    jti: randomBytes(24).toString('base64url'),
+    jti: randomId(24),
     iat: opts.now,
     exp: opts.exp,
     ...(opts.act ? { act: opts.act } : {}),

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomId } from './random-id.js';
 import type { NewTokenRecord } from '../storage/tokens-repo.js';
 import type { ActClaim } from './access-token.js';
 import { signJwt, type Signer } from './our-jwt.js';
@@ -23,7 +23,7 @@ export async function mintJwtGrant(opts: {
     client_id: opts.clientId,
     iat: opts.now,
     exp: opts.exp,
-    jti: randomBytes(24).toString('base64url'),
+    jti: randomId(24),
     ...(opts.scope ? { scope: opts.scope } : {}),
     ...(opts.act ? { act: opts.act } : {}),
   };

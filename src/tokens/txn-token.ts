@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomId } from './random-id.js';
 import type { NewTokenRecord } from '../storage/tokens-repo.js';
 import { signJwt, type Signer } from './our-jwt.js';
 import { tokenHash } from './token-hash.js';
@@ -22,7 +22,7 @@ export interface TxnTokenClaims {
 }
 
 /** A new transaction id. */
-export const newTxn = () => randomBytes(16).toString('base64url');
+export const newTxn = () => randomId(16);
 
 /** Mints a Txn-Token and its record. The inbound token is never embedded. */
 export async function mintTxnToken(opts: {
@@ -34,7 +34,7 @@ export async function mintTxnToken(opts: {
     iat: opts.now,
     exp: opts.now + opts.ttl,
     aud: opts.trustDomain,
-    jti: randomBytes(24).toString('base64url'),
+    jti: randomId(24),
     txn: opts.txn,
     sub: opts.subject,
     ...(opts.scope ? { scope: opts.scope } : {}),

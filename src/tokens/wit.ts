@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomId } from './random-id.js';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import type { NewTokenRecord } from '../storage/tokens-repo.js';
 import { tokenHash } from './token-hash.js';
@@ -38,7 +38,7 @@ export async function mintWit(opts: {
     sub: opts.subject,
     iat: opts.now,
     exp: opts.now + opts.ttl,
-    jti: randomBytes(24).toString('base64url'),
+    jti: randomId(24),
     cnf: { jwk },
     ...(opts.agentChecksum ? { agent_checksum: opts.agentChecksum } : {}),
   };

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomId } from './random-id.js';
 import { decodeProtectedHeader, importJWK, jwtVerify, SignJWT, type CryptoKey, type JWK, type KeyObject } from 'jose';
 import { tokenHash } from './token-hash.js';
 import { asVerificationError, TokenVerificationError } from './token-errors.js';
@@ -25,7 +25,7 @@ export async function createWpt(opts: {
   const claims: WptClaims = {
     aud: opts.audience,
     exp: now + (opts.lifetime ?? 60),
-    jti: randomBytes(18).toString('base64url'),
+    jti: randomId(18),
     wth: tokenHash(opts.wit),
     ...(opts.accessToken ? { ath: tokenHash(opts.accessToken) } : {}),
     ...(opts.txnToken ? { tth: tokenHash(opts.txnToken) } : {}),
