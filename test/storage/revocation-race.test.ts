@@ -56,17 +56,22 @@ describe.skipIf(!POSTGRES_URL)('revocation racing the record of a token exchange
     expect(await db.knex('issued_tokens').where({ jti: 'c1' }).first()).toBeUndefined();
   });
 
+  /** The write of `child` under `parent`, held back after its parent check: another session holds the child's jti. */
+  async function writeHeldBack(child: string, parent: string) {
+    const holder = await db.knex.transaction();
+    await tokens.insert(record(child, parent), holder);
+    const write = new RecordWriter(db.knex).write(record(child, parent), issued, { parent: { jti: parent, hash: `hash-of-${parent}` } });
+    await lockWaiters(1);
+    return { write, release: () => holder.rollback() };
+  }
+
   it('revokes the child whose parent check came first, though it commits after the revocation began', async () => {
     await tokens.insert(record('p2'));
-    // Another session holds the child's jti: the child's write takes the revocation lock, checks the parent, then waits.
-    const holder = await db.knex.transaction();
-    await tokens.insert(record('c2', 'p2'), holder);
-    const write = new RecordWriter(db.knex).write(record('c2', 'p2'), issued, { parent: { jti: 'p2', hash: 'hash-of-p2' } });
-    await lockWaiters(1);
+    const { write, release } = await writeHeldBack('c2', 'p2');
     // The revocation waits for the child's write to commit, and then finds the child.
     const revoked = tokens.revokeWithDescendants('p2', 'test');
     await lockWaiters(2);
-    await holder.rollback();
+    await release();
     expect(await write).toBe('written');
     expect(await revoked).toEqual(['p2', 'c2']);
     expect(await revokedAt('c2')).not.toBeNull();
@@ -75,13 +80,10 @@ describe.skipIf(!POSTGRES_URL)('revocation racing the record of a token exchange
   it('revokes a grandchild recorded while its parent was revoked with the tree', async () => {
     await tokens.insert(record('p3'));
     await tokens.insert(record('c3', 'p3'));
-    const holder = await db.knex.transaction();
-    await tokens.insert(record('g3', 'c3'), holder);
-    const write = new RecordWriter(db.knex).write(record('g3', 'c3'), issued, { parent: { jti: 'c3', hash: 'hash-of-c3' } });
-    await lockWaiters(1);
+    const { write, release } = await writeHeldBack('g3', 'c3');
     const revoked = tokens.revokeWithDescendants('p3', 'test');
     await lockWaiters(2);
-    await holder.rollback();
+    await release();
     expect(await write).toBe('written');
     expect(await revoked).toEqual(['p3', 'c3', 'g3']);
     expect(await revokedAt('g3')).not.toBeNull();
