@@ -92,11 +92,15 @@ export class WitIssuer {
       signer: await this.deps.keys.signer(this.deps.signingAlg), ...(checksum ? { agentChecksum: checksum } : {}),
       ...(result.renews ? { parentJti: result.renews } : {}),
     });
+    let recorded = true;
     try {
-      await this.deps.tokens.insert(record);
+      // A renewal is recorded only while the WIT it renews is good (a revocation racing it revokes both or refuses this).
+      if (result.renews) recorded = await this.deps.tokens.insertUnder(record, { jti: result.renews });
+      else await this.deps.tokens.insert(record);
     } catch {
       throw new WitNotRecordedError('the WIT could not be recorded');
     }
+    if (!recorded) throw new WitRequestError('invalid_grant', 'the WIT being renewed has been revoked, or its agent disabled');
     return { wit: token, expires_in: this.deps.ttl, jti: record.jti, agent_id: agent.id, detail: result.detail };
   }
 }

@@ -226,6 +226,17 @@ export class TokensRepo {
     return new Set((inserted as { jti: string }[]).map((r) => r.jti));
   }
 
+  /** Inserts the record if its parent's check passes, under the revocation lock; says whether it did. */
+  async insertUnder(record: NewTokenRecord, parent: ParentCheck): Promise<boolean> {
+    const inserted = await this.db.transaction(async (trx) => {
+      if (!(await this.parentHolds(parent, trx))) return false;
+      await this.insertRow(record, trx);
+      return true;
+    });
+    if (inserted) this.observer.tokenRecorded(record.type);
+    return inserted;
+  }
+
   /** Whether the parent check passes now, in `trx`, which then holds off revocations until it commits. */
   async parentHolds(check: ParentCheck, trx: Knex): Promise<boolean> {
     if (hasNul(check.jti)) return false;

@@ -99,4 +99,17 @@ describe.skipIf(!POSTGRES_URL)('revocation racing the record of a token exchange
     expect(await guarded).toBe('parent revoked');
     expect(await db.knex('issued_tokens').where({ jti: 'c4' }).first()).toBeUndefined();
   });
+
+  it('records a WIT renewal only while the renewed WIT is good, against a revocation in flight', async () => {
+    await tokens.insert(record('w5'));
+    const revocation = await db.knex.transaction();
+    await tokens.revokeWithDescendants('w5', 'test', revocation);
+    const renewal = tokens.insertUnder(record('w5-renewed', 'w5'), { jti: 'w5' });
+    await lockWaiters(1);
+    await revocation.commit();
+    expect(await renewal).toBe(false);
+    expect(await tokens.insertUnder(record('w6-renewed', 'w5'), { jti: 'w5' })).toBe(false);
+    await tokens.insert(record('w7'));
+    expect(await tokens.insertUnder(record('w7-renewed', 'w7'), { jti: 'w7' })).toBe(true);
+  });
 });
