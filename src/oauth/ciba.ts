@@ -4,6 +4,7 @@ import type { ApprovalsRepo } from '../storage/approvals-repo.js';
 import type { ApproversRepo } from '../storage/approvers-repo.js';
 import type { EventsRepo } from '../storage/events-repo.js';
 import type { Logger } from '../log/logger.js';
+import { hasNul } from '../storage/text.js';
 import { BINDING_MESSAGE_PATTERN } from '../policy/approvals.js';
 import { stepScope, WORKFLOW_PARAMS } from '../policy/workflows.js';
 import type { AgentClientFields } from './client-metadata.js';
@@ -51,6 +52,9 @@ export function workflowExtraParams(intents: WorkflowIntents): Record<string, ((
     }
     const client = ctx.oidc.client as unknown as AgentClientFields & { clientId: string };
     const params = ctx.oidc.params as Record<string, unknown> & { scope?: string; txn?: string; workflow_version?: string };
+    // The request is stored as it was made (jsonb), which can't hold U+0000: refuse it rather than fail to store it.
+    const withNul = Object.keys(params).filter((k) => [params[k]].flat().some((v) => typeof v === 'string' && hasNul(v)));
+    if (withNul.length) throw new errors.InvalidRequest(`${withNul.join(', ')} must not contain NUL (U+0000) characters`);
     const checksum = witAuthStorage.getStore()?.agentChecksum;
     try {
       const issuance = await intents.resolve(ctx, { clientId: client.clientId, ...(checksum ? { agentChecksum: checksum } : {}) }, undefined, { viaApproval: true });

@@ -294,6 +294,8 @@ describe('human approval: refusals', () => {
     expect((await ask(ready, { login_hint: 'mallory@example.com' })).body.error).toBe('unknown_user_id');
     expect((await backchannel(ts, payer, { scope: 'openid', login_hint: alice.id, workflow_id: 'refund', workflow_step: 'pay', txn: ready })).body.error).toBe('invalid_binding_message');
     expect((await ask(ready, { binding_message: 'line\nbreak' })).body.error).toBe('invalid_binding_message');
+    // The request is stored as made: a NUL anywhere (here in acr_values) is refused, not a 500.
+    expect((await ask(ready, { acr_values: 'urn:acr\u0000x' })).body).toEqual({ error: 'invalid_request', error_description: 'acr_values must not contain NUL (U+0000) characters' });
     expect((await ask(ready, { scope: 'openid orders:read' })).body).toEqual({ error: 'invalid_scope', error_description: 'scope beyond workflow step pay: orders:read' });
     expect((await ask(ready, { scope: 'payments:write' })).body.error).toBe('invalid_request');
     const byChecker = await backchannel(ts, checker, { scope: 'openid', login_hint: alice.id, binding_message: 'x', workflow_id: 'refund', workflow_step: 'pay', txn: ready });
