@@ -97,17 +97,21 @@ export async function keysCommand(args: string[], env: NodeJS.ProcessEnv): Promi
   throw new CliError('usage: agent-sts keys list|rotate', 2);
 }
 
-/** `token --id ID --secret SECRET [--scope S] [--resource R]`: client credentials, for trying things. */
+/**
+ * `token --id ID --secret=SECRET [--scope S] [--resource R]`: client credentials, for trying things. The secret may
+ * come from AGENT_STS_CLIENT_SECRET instead; a generated secret can start with `-`, which only `--secret=` takes.
+ */
 export async function tokenCommand(args: string[], env: NodeJS.ProcessEnv): Promise<unknown> {
   const { values } = parse(args, { id: { type: 'string' }, secret: { type: 'string' }, scope: { type: 'string' }, resource: { type: 'string' } });
-  if (!values.id || !values.secret) throw new CliError('usage: agent-sts token --id ID --secret SECRET [--scope S] [--resource R]', 2);
+  const secret = values.secret ?? env.AGENT_STS_CLIENT_SECRET;
+  if (!values.id || !secret) throw new CliError('usage: agent-sts token --id ID --secret=SECRET [--scope S] [--resource R] (or the secret in AGENT_STS_CLIENT_SECRET)', 2);
   const { url } = target(values, env);
   const form = new URLSearchParams({ grant_type: 'client_credentials', ...(values.scope ? { scope: values.scope } : {}), ...(values.resource ? { resource: values.resource } : {}) });
   let res: Response;
   try {
     res = await fetch(`${url}/token`, {
       method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: clientSecretBasic(values.id, values.secret) },
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: clientSecretBasic(values.id, secret) },
       body: form.toString(),
     });
   } catch (err) {

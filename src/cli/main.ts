@@ -18,7 +18,8 @@ commands:
   agents    add --id ID [--scope S]... [--audience A]... [--auth-method M] [--json '{...}'] | list [--status S]
             | show ID | disable ID
   keys      list | rotate
-  token     --id ID --secret SECRET [--scope S] [--resource R]   (client credentials, for trying things)
+  token     --id ID --secret=SECRET [--scope S] [--resource R]   (client credentials, for trying things; the secret
+                                      may come from AGENT_STS_CLIENT_SECRET instead)
   decode    JWT   (header and claims, not verified)
             BISCUIT [--issuer URL]   (root key id, revocation ids, each block's Datalog and the chain; needs the
                                       issuer's root key, from --issuer or AGENT_STS_URL; revocation not checked)

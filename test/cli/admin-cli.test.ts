@@ -22,8 +22,10 @@ describe('agent-sts agents | keys | token | decode', () => {
     expect(JSON.parse((await cli(['agents', 'list'], env)).stdout).agents.map((a: { id: string }) => a.id)).toContain(id);
     expect(JSON.parse((await cli(['agents', 'show', id], env)).stdout)).toMatchObject({ id, scopes: ['read'] });
 
-    const token = await cli(['token', '--id', id, '--secret', secret], env);
+    const token = await cli(['token', '--id', id, `--secret=${secret}`], env);
     expect(token.status, token.stderr).toBe(0);
+    const fromEnv = await cli(['token', '--id', id], { ...env, AGENT_STS_CLIENT_SECRET: secret });
+    expect(fromEnv.status, fromEnv.stderr).toBe(0);
     const at = JSON.parse(token.stdout).access_token as string;
     const decoded = JSON.parse((await cli(['decode', at])).stdout);
     expect(decoded).toMatchObject({ header: { typ: 'at+jwt' }, claims: { sub: id, scope: 'read' }, verified: false });
@@ -42,7 +44,7 @@ describe('agent-sts agents | keys | token | decode', () => {
     expect(JSON.parse((await cli(['keys', 'list'], env)).stdout).keys.length).toBeGreaterThanOrEqual(6);
 
     expect(JSON.parse((await cli(['agents', 'disable', id], env)).stdout).agent.status).toBe('disabled');
-    const refused = await cli(['token', '--id', id, '--secret', secret], env);
+    const refused = await cli(['token', '--id', id, `--secret=${secret}`], env);
     expect(refused.status).toBe(1);
     expect(refused.stderr).toMatch(/401 invalid_client/);
   });
