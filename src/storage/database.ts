@@ -3,6 +3,7 @@ import knexFactory, { type Knex } from 'knex';
 import ClientPgLite from 'knex-pglite';
 import pg from 'pg';
 import { lockDataDir } from './data-dir-lock.js';
+import { openEmbeddedDatabase, type EmbeddedDatabase } from './embedded-database.js';
 import { migrationSource } from '../../migrations/index.js';
 
 export type Db = Knex;
@@ -10,6 +11,8 @@ export type Db = Knex;
 export interface Database {
   knex: Knex;
   kind: 'postgres' | 'embedded';
+  /** The embedded database, when that is the one in use. */
+  embedded?: EmbeddedDatabase;
   /** Runs pending migrations; returns the names applied. */
   migrate(): Promise<string[]>;
   /** True when a trivial query answers. */
@@ -30,6 +33,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
   let knex: Knex;
   let release = () => {};
   let kind: Database['kind'];
+  let embedded: EmbeddedDatabase | undefined;
   if (opts.databaseUrl) {
     kind = 'postgres';
     knex = knexFactory({
@@ -41,10 +45,17 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
   } else {
     kind = 'embedded';
     release = lockDataDir(opts.dataDir);
+    try {
+      embedded = await openEmbeddedDatabase(join(resolve(opts.dataDir), 'pgdata'));
+    } catch (err) {
+      release();
+      throw new Error(`cannot open the embedded database: ${(err as Error).message}`);
+    }
     knex = knexFactory({
       client: ClientPgLite as unknown as typeof Knex.Client,
       dialect: 'postgres',
-      connection: { filename: join(resolve(opts.dataDir), 'pgdata') } as Knex.StaticConnectionConfig,
+      // knex-pglite uses the instance given (and closes it when knex is destroyed).
+      connection: { pglite: embedded.pglite } as unknown as Knex.StaticConnectionConfig,
       acquireConnectionTimeout: 30_000,
     });
   }
@@ -58,6 +69,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
   return {
     knex,
     kind,
+    ...(embedded ? { embedded } : {}),
     async migrate() {
       const [, applied] = await knex.migrate.latest({ migrationSource });
       return applied as string[];
