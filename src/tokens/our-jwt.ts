@@ -19,10 +19,54 @@ export async function signJwt(typ: string, claims: Record<string, unknown>, sign
   return signCompactJws({ typ, alg: signer.alg, kid: signer.kid }, claims, asKeyObject(signer.key));
 }
 
+/** Why a server JWT's registered claims don't hold: a claim and what is wrong with it. */
+export interface ClaimProblem {
+  claim: 'sub' | 'jti' | 'exp' | 'iat' | 'nbf' | 'iss' | 'aud';
+  problem: 'missing' | 'expired' | 'in the future' | 'not yet valid' | 'unexpected';
+}
+
+/**
+ * The registered claims every JWT this server signs carries, checked the same way by the server and by the
+ * verifier library: `sub` and `jti` strings, finite `exp` and `iat`, our issuer, the audience when one is
+ * expected, unexpired, and `nbf` (when present) a number already passed. With `refuseFutureIat`, also not
+ * issued in the future, as the verifier library asks (RFC 7519 leaves `iat` to the application; the server
+ * decides nothing on it, and its tests run it with a clock apart from oidc-provider's). Returns the first problem.
+ */
+export function registeredClaimsProblem(claims: Record<string, unknown>, opts: {
+  issuer: string; audience?: string | undefined; now: number; tolerance: number; refuseFutureIat?: boolean;
+}): ClaimProblem | undefined {
+  for (const claim of ['sub', 'jti'] as const) {
+    if (typeof claims[claim] !== 'string') return { claim, problem: 'missing' };
+  }
+  for (const claim of ['exp', 'iat'] as const) {
+    if (typeof claims[claim] !== 'number' || !Number.isFinite(claims[claim])) return { claim, problem: 'missing' };
+  }
+  if (claims.iss !== opts.issuer) return { claim: 'iss', problem: 'unexpected' };
+  if (opts.audience !== undefined) {
+    const aud = claims.aud;
+    if (!(aud === opts.audience || (Array.isArray(aud) && aud.includes(opts.audience)))) return { claim: 'aud', problem: 'unexpected' };
+  }
+  if ((claims.exp as number) <= opts.now - opts.tolerance) return { claim: 'exp', problem: 'expired' };
+  if (opts.refuseFutureIat && (claims.iat as number) > opts.now + opts.tolerance) return { claim: 'iat', problem: 'in the future' };
+  if (claims.nbf !== undefined && (typeof claims.nbf !== 'number' || !(claims.nbf <= opts.now + opts.tolerance))) return { claim: 'nbf', problem: 'not yet valid' };
+  return undefined;
+}
+
+/** How the server words a claim problem (as jose does). */
+const OUR_WORDING: Record<ClaimProblem['claim'], (problem: ClaimProblem['problem']) => string> = {
+  sub: () => 'sub claim is not valid (missing)',
+  jti: () => 'jti claim is not valid (missing)',
+  exp: (p) => (p === 'missing' ? 'exp claim is not valid (missing)' : 'has expired'),
+  iat: () => 'iat claim is not valid (missing)',
+  nbf: () => 'nbf claim is not valid (not yet valid)',
+  iss: () => 'iss claim is not valid (unexpected "iss" claim value)',
+  aud: () => 'aud claim is not valid (unexpected "aud" claim value)',
+};
+
 /**
  * Verifies a JWT this server signed: one of our published keys with the algorithm it is published for,
- * `typ` exactly as given (so no other token type passes for this one), our issuer, unexpired and already
- * valid (`nbf`), with `sub`, `jti`, `iat` and `exp`.
+ * `typ` exactly as given (so no other token type passes for this one), and the registered claims (see
+ * {@link registeredClaimsProblem}).
  */
 export async function verifyOurJwt(token: string, opts: {
   typ: string; what: string; issuer: string; keyFor: KeyResolver; now: number; audience?: string; clockTolerance?: number;
@@ -42,19 +86,7 @@ export async function verifyOurJwt(token: string, opts: {
   if (!key) throw refuse('is not signed by a key of this server');
   if (key.alg !== header.alg || (!opts.signatureVerifiedBefore && !jwsSignatureValid(jws, header.alg, key.key))) throw refuse('signature is not valid');
 
-  const tolerance = opts.clockTolerance ?? 5;
-  for (const claim of ['sub', 'jti'] as const) {
-    if (typeof claims[claim] !== 'string') throw refuse(`${claim} claim is not valid (missing)`);
-  }
-  for (const claim of ['exp', 'iat'] as const) {
-    if (typeof claims[claim] !== 'number' || !Number.isFinite(claims[claim])) throw refuse(`${claim} claim is not valid (missing)`);
-  }
-  if (claims.iss !== opts.issuer) throw refuse('iss claim is not valid (unexpected "iss" claim value)');
-  if (opts.audience !== undefined) {
-    const aud = claims.aud;
-    if (!(aud === opts.audience || (Array.isArray(aud) && aud.includes(opts.audience)))) throw refuse('aud claim is not valid (unexpected "aud" claim value)');
-  }
-  if ((claims.exp as number) <= opts.now - tolerance) throw refuse('has expired');
-  if (claims.nbf !== undefined && (typeof claims.nbf !== 'number' || claims.nbf > opts.now + tolerance)) throw refuse('nbf claim is not valid (not yet valid)');
+  const problem = registeredClaimsProblem(claims, { issuer: opts.issuer, audience: opts.audience, now: opts.now, tolerance: opts.clockTolerance ?? 5 });
+  if (problem) throw refuse(OUR_WORDING[problem.claim](problem.problem));
   return claims;
 }

@@ -1,6 +1,6 @@
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import { jwsSignatureValid, normalizeTyp, parseCompactJws } from '../tokens/compact-jws.js';
-import { SERVER_ALGS } from '../tokens/our-jwt.js';
+import { registeredClaimsProblem, SERVER_ALGS, type ClaimProblem } from '../tokens/our-jwt.js';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import { tokenHash } from '../tokens/token-hash.js';
 import { verifyWpt } from '../tokens/wpt.js';
@@ -14,6 +14,17 @@ import { RevocationList } from './revocation-list.js';
 import { verifyBiscuit as verifyBiscuitChain, type BiscuitChain, type RunLimits } from '../tokens/biscuit-chain.js';
 import { BiscuitError } from '../tokens/biscuit-errors.js';
 import { BISCUIT_KID_PREFIX, rootKeyIdOfToken } from '../tokens/biscuit-keys.js';
+
+/** How the verifier words a claim problem in its `invalid_token` description. */
+const VERIFIER_WORDING: Record<ClaimProblem['claim'], (problem: ClaimProblem['problem']) => string> = {
+  sub: () => 'no sub',
+  jti: () => 'no jti',
+  exp: (p) => (p === 'missing' ? 'no exp' : 'expired'),
+  iat: (p) => (p === 'missing' ? 'no iat' : 'issued in the future'),
+  nbf: () => 'not yet valid',
+  iss: () => 'issued by another issuer',
+  aud: () => 'meant for another audience',
+};
 
 export interface VerifierOptions {
   /** The agent-sts issuer; its RFC 8414 metadata names the JWKS. */
@@ -193,16 +204,8 @@ export class Verifier {
   private async verifyServerJwt(token: string, typ: string, what: string, audience: string | undefined, scheme: 'Bearer' | 'DPoP' = 'Bearer'): Promise<Record<string, unknown>> {
     const fail = (why: string) => new VerificationError('invalid_token', `${what}: ${why}`, scheme);
     const claims = await this.verifyServerSignature(token, typ, fail);
-    const now = Math.floor(Date.now() / 1000);
-    if (claims.iss !== this.options.issuer) throw fail('issued by another issuer');
-    if (typeof claims.exp !== 'number' || claims.exp <= now - this.skew) throw fail('expired');
-    if (typeof claims.nbf === 'number' && claims.nbf > now + this.skew) throw fail('not yet valid');
-    if (typeof claims.iat === 'number' && claims.iat > now + this.skew) throw fail('issued in the future');
-    if (typeof claims.sub !== 'string') throw fail('no sub');
-    if (audience !== undefined) {
-      const aud = claims.aud;
-      if (!(aud === audience || (Array.isArray(aud) && aud.includes(audience)))) throw fail('meant for another audience');
-    }
+    const problem = registeredClaimsProblem(claims, { issuer: this.options.issuer, audience, now: Math.floor(Date.now() / 1000), tolerance: this.skew, refuseFutureIat: true });
+    if (problem) throw fail(VERIFIER_WORDING[problem.claim](problem.problem));
     return claims;
   }
 

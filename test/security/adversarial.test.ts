@@ -326,7 +326,8 @@ describe('adversarial suite: generated attacks, all refused; valid controls, all
         fc.record({ kind: fc.constant('not yet valid (nbf)'), by: fc.integer({ min: 10, max: 10_000_000 }), alg: fc.constantFrom<'EdDSA' | 'ES256'>('EdDSA', 'ES256') }),
         fc.record({ kind: fc.constant('issued in the future (iat)'), by: fc.integer({ min: 10, max: 10_000_000 }), alg: fc.constantFrom<'EdDSA' | 'ES256'>('EdDSA', 'ES256') }),
         fc.record({ kind: fc.constantFrom('exp as a string', 'exp as an array'), by: fc.integer({ min: 60, max: 100_000 }), alg: fc.constantFrom<'EdDSA' | 'ES256'>('EdDSA', 'ES256') }),
-        fc.record({ kind: fc.constantFrom('no exp', 'exp null', 'exp NaN text', 'exp 0'), by: fc.constant(0), alg: fc.constantFrom<'EdDSA' | 'ES256'>('EdDSA', 'ES256') }),
+        fc.record({ kind: fc.constantFrom('no exp', 'exp null', 'exp NaN text', 'exp 0', 'no iat', 'iat as a string'), by: fc.constant(0), alg: fc.constantFrom<'EdDSA' | 'ES256'>('EdDSA', 'ES256') }),
+        fc.record({ kind: fc.constant('nbf as a string'), by: fc.integer({ min: 10, max: 10_000_000 }), alg: fc.constantFrom<'EdDSA' | 'ES256'>('EdDSA', 'ES256') }),
       );
       const all = variants(arb, 90, seedOf(C.time));
       await pool(all, 16, async (v) => {
@@ -339,9 +340,12 @@ describe('adversarial suite: generated attacks, all refused; valid controls, all
           : v.kind === 'exp as an array' ? { exp: [t + v.by] }
           : v.kind === 'exp null' ? { exp: null }
           : v.kind === 'exp NaN text' ? { exp: 'NaN' }
-          : v.kind === 'exp 0' ? { exp: 0 } : {};
+          : v.kind === 'exp 0' ? { exp: 0 }
+          : v.kind === 'iat as a string' ? { iat: String(t) }
+          : v.kind === 'nbf as a string' ? { nbf: String(t + v.by) } : {};
         const claims = accessClaims(over);
         if (v.kind === 'no exp') delete (claims as Record<string, unknown>).exp;
+        if (v.kind === 'no iat') delete (claims as Record<string, unknown>).iat;
         ledger.attack(C.time, 'verifier', JSON.stringify(v), await throughGuard(verifier, bearer(await sign(claims, {}, v.alg))), INVALID_TOKEN);
       });
       // Controls: lifetimes from seconds to a day, nbf and iat in the past or within the allowed skew.
