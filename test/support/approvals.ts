@@ -1,8 +1,9 @@
 import { expect } from 'vitest';
+import { decodeJwt } from 'jose';
 import { agentId, type TestServer } from './test-server.js';
 import { postForm } from './oauth-client.js';
 import { readResponse } from './http.js';
-import { registerSecretAgent, TOKEN_EXCHANGE, type SecretAgent } from './agents.js';
+import { AT, exchange, registerSecretAgent, TOKEN_EXCHANGE, type SecretAgent } from './agents.js';
 
 export const CIBA = 'urn:openid:params:grant-type:ciba';
 
@@ -70,4 +71,13 @@ export async function registerRefundWorkflow(ts: TestServer, opts: {
     ],
   })).status).toBe(201);
   return { reader, checker, payer, alice, bob };
+}
+
+/** Runs the refund workflow's fetch (client credentials) and check (token exchange); returns both tokens and the transaction. */
+export async function fetchAndCheck(w: Pick<RefundWorkflow, 'reader' | 'checker'>): Promise<{ t1: string; t2: string; txn: string }> {
+  const t1 = await w.reader.token({ grant_type: 'client_credentials', workflow_id: 'refund', workflow_step: 'fetch' });
+  expect(t1.status, JSON.stringify(t1.body)).toBe(200);
+  const t2 = await exchange(w.checker, { subject_token: t1.body.access_token, subject_token_type: AT, workflow_id: 'refund', workflow_step: 'check' });
+  expect(t2.status, JSON.stringify(t2.body)).toBe(200);
+  return { t1: t1.body.access_token as string, t2: t2.body.access_token as string, txn: decodeJwt(t1.body.access_token).txn as string };
 }

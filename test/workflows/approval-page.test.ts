@@ -4,7 +4,7 @@ import { chromium, type Browser } from 'playwright-core';
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { enc, startTestServer, type TestServer } from '../support/test-server.js';
 import { AT, exchange, type SecretAgent } from '../support/agents.js';
-import { approverApi, backchannel, CIBA, poll, registerRefundWorkflow, type Approver } from '../support/approvals.js';
+import { approverApi, backchannel, CIBA, fetchAndCheck, poll, registerRefundWorkflow, type Approver } from '../support/approvals.js';
 
 const API = 'https://orders.example/api';
 const CHROMIUM = '/usr/bin/chromium';
@@ -22,12 +22,7 @@ describe('the approval page', () => {
   let alice: Approver;
   let bob: Approver;
 
-  const firstTwo = async () => {
-    const t1 = await reader.token({ grant_type: 'client_credentials', workflow_id: 'refund', workflow_step: 'fetch' });
-    const t2 = await exchange(checker, { subject_token: t1.body.access_token, subject_token_type: AT, workflow_id: 'refund', workflow_step: 'check' });
-    expect(t2.status, JSON.stringify(t2.body)).toBe(200);
-    return { t2: t2.body.access_token as string, txn: decodeJwt(t1.body.access_token).txn as string };
-  };
+  const firstTwo = () => fetchAndCheck({ reader, checker });
   const ask = async (txn: string, message: string) => {
     const res = await backchannel(ts, payer, { scope: 'openid payments:write', login_hint: alice.id, binding_message: message, workflow_id: 'refund', workflow_step: 'pay', txn });
     expect(res.status, JSON.stringify(res.body)).toBe(200);

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { agentId, ADMIN_TOKEN, enc, startTestServer, type TestServer } from '../support/test-server.js';
-import { AT, exchange, registerSecretAgent, TOKEN_EXCHANGE, type SecretAgent } from '../support/agents.js';
+import { AT, exchange, registerSecretAgent, type SecretAgent } from '../support/agents.js';
 import { client, discover } from '../support/oauth-client.js';
-import { approverApi, backchannel, CIBA, poll, registerApprover, registerRefundWorkflow, type Approver } from '../support/approvals.js';
+import { approverApi, backchannel, CIBA, fetchAndCheck, poll, registerRefundWorkflow, type Approver } from '../support/approvals.js';
 import { postForm } from '../support/oauth-client.js';
 import { newAgentKey, witByJoinToken, workloadHeaders } from '../support/workload.js';
 import { computeAgentChecksum } from '../../src/identity/agent-checksum.js';
@@ -20,34 +20,15 @@ describe('human approval of workflow steps (CIBA)', () => {
 
   const hop = (agent: SecretAgent, subject: string, form: Record<string, string>) => exchange(agent, { subject_token: subject, subject_token_type: AT, ...form });
   const run = async (txn: string) => (await ts.admin('GET', `/admin/workflows/refund/runs/${enc(txn)}`)).body;
-  /** Runs fetch and check, and returns the check token and the transaction. */
-  const firstTwo = async () => {
-    const t1 = await reader.token({ grant_type: 'client_credentials', workflow_id: 'refund', workflow_step: 'fetch' });
-    expect(t1.status, JSON.stringify(t1.body)).toBe(200);
-    const t2 = await hop(checker, t1.body.access_token, { workflow_id: 'refund', workflow_step: 'check' });
-    expect(t2.status, JSON.stringify(t2.body)).toBe(200);
-    return { t2: t2.body.access_token as string, txn: decodeJwt(t1.body.access_token).txn as string };
-  };
+  const firstTwo = () => fetchAndCheck({ reader, checker });
 
   beforeAll(async () => {
     ts = await startTestServer({ APPROVAL_POLL_INTERVAL: '1' });
     jwks = createRemoteJWKSet(new URL(`${ts.url}/jwks`));
-    reader = await registerSecretAgent(ts, { id: agentId('reader'), scopes: ['orders:read'], audiences: [API] });
-    checker = await registerSecretAgent(ts, {
-      id: agentId('checker'), grant_types: ['client_credentials', TOKEN_EXCHANGE], scopes: ['orders:read', 'notify:send'], audiences: [API], token_exchange: { may_act_for_others: true },
-    });
-    payer = await registerSecretAgent(ts, { id: agentId('payer'), grant_types: ['client_credentials', CIBA], scopes: ['payments:write', 'payments:read'], audiences: [API] });
-    alice = await registerApprover(ts, 'alice@example.com');
-    const created = await ts.admin('POST', '/admin/workflows', {
-      id: 'refund', version: 1,
-      steps: [
-        { id: 'fetch', agent: reader.id, tool: 'orders.read', scopes: ['orders:read'] },
-        { id: 'check', agent: checker.id, tool: 'orders.check', scopes: ['orders:read'], depends_on: ['fetch'] },
-        { id: 'pay', agent: payer.id, tool: 'payments.refund', scopes: ['payments:write'], depends_on: ['check'], approval: true },
-        { id: 'notify', agent: checker.id, tool: 'notify.send', scopes: ['orders:read'], depends_on: ['pay'] },
-      ],
-    });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    ({ reader, checker, payer, alice } = await registerRefundWorkflow(ts, {
+      api: API, payer: { grant_types: ['client_credentials', CIBA], scopes: ['payments:write', 'payments:read'] },
+      fourth: (a) => ({ id: 'notify', agent: a.checker.id, tool: 'notify.send', scopes: ['orders:read'], depends_on: ['pay'] }),
+    }));
   });
   afterAll(async () => {
     await ts?.close();
@@ -137,12 +118,7 @@ describe('human approval: refusals', () => {
 
   const hop = (agent: SecretAgent, subject: string, form: Record<string, string>) => exchange(agent, { subject_token: subject, subject_token_type: AT, ...form });
   const run = async (txn: string) => (await ts.admin('GET', `/admin/workflows/refund/runs/${enc(txn)}`)).body;
-  const firstTwo = async () => {
-    const t1 = await reader.token({ grant_type: 'client_credentials', workflow_id: 'refund', workflow_step: 'fetch' });
-    const t2 = await hop(checker, t1.body.access_token, { workflow_id: 'refund', workflow_step: 'check' });
-    expect(t2.status, JSON.stringify(t2.body)).toBe(200);
-    return { t1: t1.body.access_token as string, txn: decodeJwt(t1.body.access_token).txn as string };
-  };
+  const firstTwo = () => fetchAndCheck({ reader, checker });
   const ask = (txn: string, extra: Record<string, string> = {}) => backchannel(ts, payer, {
     scope: 'openid payments:write', login_hint: alice.id, binding_message: 'Refund order 1234: 20 EUR',
     workflow_id: 'refund', workflow_step: 'pay', txn, ...extra,
