@@ -1,4 +1,4 @@
-import { createHash, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+import { hash as digestOf, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 
 /** scrypt cost parameters for stored client secrets. */
 const N = 16384;
@@ -34,7 +34,7 @@ export class ClientSecretVerifier {
   constructor(private readonly maxEntries = 10_000) {}
 
   async verify(presented: string, stored: string): Promise<boolean> {
-    const digest = createHash('sha256').update(presented).digest();
+    const digest = digestOf('sha256', presented, 'buffer');
     const known = this.verified.get(stored);
     if (known) return timingSafeEqual(known, digest);
     const [scheme, n, r, p, salt, hash] = stored.split('$');
