@@ -228,13 +228,7 @@ export class TokensRepo {
 
   /** Inserts the record if its parent's check passes, under the revocation lock; says whether it did. */
   async insertUnder(record: NewTokenRecord, parent: ParentCheck): Promise<boolean> {
-    const inserted = await this.db.transaction(async (trx) => {
-      if (!(await this.parentHolds(parent, trx))) return false;
-      await this.insertRow(record, trx);
-      return true;
-    });
-    if (inserted) this.observer.tokenRecorded(record.type);
-    return inserted;
+    return (await this.insertUnless(record, async (trx) => ((await this.parentHolds(parent, trx)) ? undefined : 'parent refused'))) === undefined;
   }
 
   /** Whether the parent check passes now, in `trx`, which then holds off revocations until it commits. */
@@ -354,9 +348,16 @@ export class TokensRepo {
    */
   async insertGuarded<R>(record: NewTokenRecord, guard: (trx: Knex) => Promise<R | undefined>, issued?: { action: string; client_id: string | null }): Promise<R | undefined> {
     if (!record.txn) throw new Error('a guarded insert needs a record with a txn');
-    const refusal = await this.db.transaction(async (trx) => {
+    return this.insertUnless(record, async (trx) => {
       await trx.raw('select pg_advisory_xact_lock(hashtext(?))', [`txn:${record.txn}`]);
-      const reason = await guard(trx);
+      return guard(trx);
+    }, issued);
+  }
+
+  /** In one database transaction: the reason `refuse` gives, or else the record inserted (and the observer told). */
+  private async insertUnless<R>(record: NewTokenRecord, refuse: (trx: Knex) => Promise<R | undefined>, issued?: { action: string; client_id: string | null }): Promise<R | undefined> {
+    const refusal = await this.db.transaction(async (trx) => {
+      const reason = await refuse(trx);
       if (reason !== undefined) return reason;
       await this.insertRow(record, trx, issued);
       return undefined;
