@@ -2,10 +2,14 @@
  * Biscuit chains: mint, append a delegation offline (signed by the delegator), and verify, at depths 0 to 5;
  * p50/p99 and sizes. The baseline, measured in the same run on the same tokens: the plain library parsing the
  * token and running its checks with `allow if true` (signatures and Datalog, none of agent-sts's chain rules).
+ * The floor: the token's Ed25519 signatures (one for the authority block, two for each delegation: the block's
+ * and the delegator's) each verified once by node:crypto, natively, measured in the same run.
+ * Every operation takes the current WebAssembly instance, as agent-sts does (see BISCUIT_INSTANCE_MAX_BYTES).
  * Run: npm run bench:biscuit
  */
 import type { JWK } from 'jose';
 import { exportJWK, generateKeyPair } from 'jose';
+import { generateKeyPairSync, sign, verify } from 'node:crypto';
 import { loadBiscuit, datalogParams } from '../src/tokens/biscuit-wasm.js';
 import { biscuitKeyText, biscuitPublicKey, biscuitRootKeys } from '../src/tokens/biscuit-keys.js';
 import { mintBiscuit } from '../src/tokens/biscuit-token.js';
@@ -13,7 +17,6 @@ import { delegate, verifyBiscuit } from '../src/tokens/biscuit.js';
 
 const N = Number(process.env.N ?? 400);
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
-const b = await loadBiscuit();
 
 const jwk = async (): Promise<JWK> => exportJWK((await generateKeyPair('EdDSA', { extractable: true, crv: 'Ed25519' })).privateKey);
 const root = await jwk();
@@ -25,18 +28,18 @@ const id = (i: number) => `spiffe://agent-sts.local/agents/agent-${i}`;
 const TOOLS = 'https://tools.example/mcp';
 const exp = new Date((Math.floor(Date.now() / 1000) + 3600) * 1000);
 
-const mint = () => mintBiscuit(b, {
+const mint = async () => mintBiscuit(await loadBiscuit(), {
   issuer: 'https://sts.example', subject: 'spiffe://agent-sts.local/users/alice', tokenId: '6f1c0b9e-6a0e-4c56-9b7e-0a3f1c2d4e5f', txn: '2b1f7c1e-9d3a-4e0b-8c6f-1a2b3c4d5e6f',
   holder: id(0), holderKey: biscuitKeyText(keys[0]!), rights: ['search', 'read', 'write', 'pay'], audiences: [TOOLS], budget: 10_000, maxDepth: 5, expires: exp,
 }, { privateJwk: root, rootKeyId: 1 }).token;
 const hop = (token: string, i: number) => delegate(token, { delegate: id(i + 1), delegateKey: pub(keys[i + 1]!), context: `step ${i + 1}: narrow and hand on`, tools: ['search', 'read'], budget: 5000 - i * 500 }, keys[i]!, jwks);
 
-const chains: string[] = [mint()];
+const chains: string[] = [await mint()];
 for (let i = 0; i < 5; i++) chains.push(await hop(chains[i]!, i));
 const request = { tools: ['read'], resource: TOOLS, spend: 100 };
-const rootPublic = biscuitPublicKey(b, biscuitKeyText(root));
-const baseline = (token: string) => {
-  const parsed = b.Biscuit.fromBase64(token, rootPublic);
+const baseline = async (token: string) => {
+  const b = await loadBiscuit();
+  const parsed = b.Biscuit.fromBase64(token, biscuitPublicKey(b, biscuitKeyText(root)));
   const builder = new b.AuthorizerBuilder();
   builder.addCodeWithParameters('time({now}); tool({tool}); resource({resource}); spend({spend}); allow if true', datalogParams({ now: new Date(), tool: 'read', resource: TOOLS, spend: 100 }), {});
   const authorizer = builder.buildAuthenticated(parsed);
@@ -57,19 +60,28 @@ async function sample(fn: () => unknown): Promise<number[]> {
 const pct = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
 const median = (xs: number[]) => [...xs].sort((a, c) => a - c)[Math.floor(xs.length / 2)]!;
 
+// One native Ed25519 verification of a block-sized message.
+const native = generateKeyPairSync('ed25519');
+const message = Buffer.alloc(400, 7);
+const signature = sign(null, message, native.privateKey);
+const nativeVerify = async () => {
+  if (!verify(null, message, native.publicKey, signature)) throw new Error('signature');
+};
+
 console.log(`Biscuit chains, Ed25519, ${ROUNDS} rounds x ${N} per operation (ms; p50/p99 are medians over rounds)`);
-console.log('depth | bytes | +bytes/hop | mint p50 | append p50 | verify p50 | verify p99 | baseline p50 | verify / baseline');
+console.log('depth | bytes | +bytes/hop | mint p50 | append p50 | verify p50 | verify p99 | baseline p50 | verify / baseline | floor p50 | verify / floor');
 for (let depth = 0; depth <= 5; depth++) {
   const token = chains[depth]!;
-  const v50: number[] = []; const v99: number[] = []; const b50: number[] = []; const m50: number[] = []; const a50: number[] = [];
+  const v50: number[] = []; const v99: number[] = []; const b50: number[] = []; const m50: number[] = []; const a50: number[] = []; const f50: number[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     const v = await sample(() => verifyBiscuit(token, { rootKeys, request: { ...request, now: new Date() } }));
     const base = await sample(() => baseline(token));
     v50.push(pct(v, 0.5)); v99.push(pct(v, 0.99)); b50.push(pct(base, 0.5));
+    f50.push(pct(await sample(nativeVerify), 0.5) * (1 + 2 * depth));
     if (depth === 0) m50.push(pct(await sample(mint), 0.5));
     else a50.push(pct(await sample(() => hop(chains[depth - 1]!, depth - 1)), 0.5));
   }
   const bytes = Buffer.from(token, 'base64url').length;
   const perHop = depth ? ((bytes - Buffer.from(chains[0]!, 'base64url').length) / depth).toFixed(0) : '-';
-  console.log(`${depth}     | ${String(bytes).padStart(5)} | ${perHop.padStart(10)} | ${depth === 0 ? median(m50).toFixed(3).padStart(8) : '       -'} | ${depth ? median(a50).toFixed(3).padStart(10) : '         -'} | ${median(v50).toFixed(3).padStart(10)} | ${median(v99).toFixed(3).padStart(10)} | ${median(b50).toFixed(3).padStart(12)} | ${(median(v50) / median(b50)).toFixed(2)}x`);
+  console.log(`${depth}     | ${String(bytes).padStart(5)} | ${perHop.padStart(10)} | ${depth === 0 ? median(m50).toFixed(3).padStart(8) : '       -'} | ${depth ? median(a50).toFixed(3).padStart(10) : '         -'} | ${median(v50).toFixed(3).padStart(10)} | ${median(v99).toFixed(3).padStart(10)} | ${median(b50).toFixed(3).padStart(12)} | ${(median(v50) / median(b50)).toFixed(2).padStart(16)}x | ${median(f50).toFixed(3).padStart(9)} | ${(median(v50) / median(f50)).toFixed(2)}x`);
 }

@@ -2,21 +2,36 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { compileFunction } from 'node:vm';
 
 export type BiscuitApi = typeof import('@biscuit-auth/biscuit-wasm');
 
 /** The part of the WebAssembly global used here (not in this project's TypeScript libs). */
 interface WasmModule { readonly brand?: 'module' }
+interface WasmMemory { readonly buffer: ArrayBuffer }
 const wasm = (globalThis as unknown as {
   WebAssembly: {
     compile(bytes: Uint8Array): Promise<WasmModule>;
     Module: { imports(module: WasmModule): { module: string; name: string }[] };
-    instantiate(module: WasmModule, imports: Record<string, Record<string, unknown>>): Promise<{ exports: Record<string, unknown> }>;
+    Instance: new (module: WasmModule, imports: Record<string, Record<string, unknown>>) => { exports: Record<string, unknown> };
   };
 }).WebAssembly;
 
-let loading: Promise<BiscuitApi> | undefined;
+type Glue = BiscuitApi & { __wbg_set_wasm(exports: Record<string, unknown>): void };
+
+/**
+ * A fresh instance is made once the current one's linear memory passes this size. The package's Rust side
+ * allocates with wee_alloc, which never reuses much of what is freed (RUSTSEC-2022-0054): memory grows by
+ * about 126 KB for every verification of a five-hop chain, and a WebAssembly memory never shrinks, so one
+ * instance would reach the 4 GiB ceiling and abort after some 30,000 of them. Long before that, the growth
+ * sets off a full garbage collection every few milliseconds (a limit of 128 MiB doubled the time of a
+ * verification; 8 to 64 MiB measured alike).
+ */
+export const BISCUIT_INSTANCE_MAX_BYTES = 32 * 1024 * 1024;
+
+interface Generation { b: Glue; memory: WasmMemory; number: number }
+let compiled: Promise<{ module: WasmModule; glue: () => Glue }> | undefined;
+let current: Generation | undefined;
 
 /** The installed package's `module/` folder (its `exports` only lets bundlers import it). */
 function moduleDir(): string {
@@ -28,44 +43,84 @@ function moduleDir(): string {
   throw new Error('@biscuit-auth/biscuit-wasm is not installed');
 }
 
+const EXPORTED = /^export (function|class|const) ([A-Za-z_$][\w$]*)/gm;
+
 /**
- * Loads `@biscuit-auth/biscuit-wasm` without a bundler or a command-line flag, once per process: the
- * package imports its `.wasm` file the bundler way, which plain Node refuses, so the module is compiled
- * here and its imports wired by hand (the JS glue, and `performance_now` for every snippet), built from
- * the module's own import list rather than hard-coded snippet names. Then one authorization with a date
- * check runs, so the first real one is not slow.
+ * The package's JS glue (`biscuit_bg.js`) as a function that returns a fresh copy of it on each call: its
+ * state (the instance it drives, its caches, the finalizers that free objects) lives in module scope, so
+ * each instance needs its own copy, and a copy must be collectable with its instance, which an imported
+ * ES module never is. The glue is generated code with no imports, only `export function|class|const`.
  */
-export function loadBiscuit(): Promise<BiscuitApi> {
-  loading ??= (async () => {
+function glueFactory(source: string, filename: string): () => Glue {
+  const names: string[] = [];
+  const body = source.replace(EXPORTED, (_, kind: string, name: string) => {
+    names.push(name);
+    return `${kind} ${name}`;
+  });
+  if (/^\s*(import|export)\b/m.test(body) || !names.includes('__wbg_set_wasm')) {
+    throw new Error(`${filename} has a shape this loader does not know (an import, or an export other than function, class or const)`);
+  }
+  return compileFunction(`'use strict';\n${body}\nreturn { ${names.join(', ')} };`, [], { filename }) as () => Glue;
+}
+
+/** Compiles the package's module and glue once per process. */
+function compile(): Promise<{ module: WasmModule; glue: () => Glue }> {
+  compiled ??= (async () => {
     const dir = moduleDir();
-    const glue = (await import(pathToFileURL(join(dir, 'biscuit_bg.js')).href)) as BiscuitApi & {
-      __wbg_set_wasm(exports: Record<string, unknown>): void;
-    };
+    const glue = glueFactory(await readFile(join(dir, 'biscuit_bg.js'), 'utf8'), join(dir, 'biscuit_bg.js'));
     const module = await wasm.compile(await readFile(join(dir, 'biscuit_bg.wasm')));
-    const imports: Record<string, Record<string, unknown>> = {};
     for (const imp of wasm.Module.imports(module)) {
-      if (imports[imp.module]) continue;
-      if (imp.module === './biscuit_bg.js') imports[imp.module] = glue as unknown as Record<string, unknown>;
-      else if (imp.module.startsWith('./snippets/')) imports[imp.module] = { performance_now: () => performance.now() };
-      else throw new Error(`biscuit-wasm needs an import this loader does not know: ${imp.module}`);
+      if (imp.module !== './biscuit_bg.js' && !imp.module.startsWith('./snippets/')) throw new Error(`biscuit-wasm needs an import this loader does not know: ${imp.module}`);
     }
-    const instance = await wasm.instantiate(module, imports);
-    glue.__wbg_set_wasm(instance.exports);
-    // The start function announces itself on stdout; keep stdout for the application.
-    const log = console.log;
-    console.log = () => {};
-    try {
-      (instance.exports.__wbindgen_start as () => void)();
-    } finally {
-      console.log = log;
-    }
-    warmUp(glue);
-    return glue;
+    return { module, glue };
   })().catch((err) => {
-    loading = undefined;
+    compiled = undefined;
     throw err;
   });
-  return loading;
+  return compiled;
+}
+
+/** One instance with its own copy of the glue: the glue's exports, and `performance_now` for every snippet. */
+function instantiate(c: { module: WasmModule; glue: () => Glue }, number: number): Generation {
+  const glue = c.glue();
+  const imports: Record<string, Record<string, unknown>> = {};
+  for (const imp of wasm.Module.imports(c.module)) {
+    imports[imp.module] ??= imp.module === './biscuit_bg.js' ? glue as unknown as Record<string, unknown> : { performance_now: () => performance.now() };
+  }
+  const instance = new wasm.Instance(c.module, imports);
+  glue.__wbg_set_wasm(instance.exports);
+  // The start function announces itself on stdout; keep stdout for the application.
+  const log = console.log;
+  console.log = () => {};
+  try {
+    (instance.exports.__wbindgen_start as () => void)();
+  } finally {
+    console.log = log;
+  }
+  warmUp(glue);
+  return { b: glue, memory: instance.exports.memory as WasmMemory, number };
+}
+
+/**
+ * Loads `@biscuit-auth/biscuit-wasm` without a bundler or a command-line flag: the package imports its
+ * `.wasm` file the bundler way, which plain Node refuses, so the module is compiled here (once per process)
+ * and its imports wired by hand, built from the module's own import list rather than hard-coded snippet
+ * names. Each instance runs one authorization with a date check first, so the first real one is not slow.
+ *
+ * Returns the current instance, or a fresh one when the current one's memory has passed
+ * {@link BISCUIT_INSTANCE_MAX_BYTES}. Get it for each operation and use it synchronously: objects of one
+ * instance can't be given to another (the glue refuses them), and an instance dropped here is reclaimed
+ * once nothing holds it or its objects.
+ */
+export async function loadBiscuit(): Promise<BiscuitApi> {
+  const c = await compile();
+  if (!current || current.memory.buffer.byteLength > BISCUIT_INSTANCE_MAX_BYTES) current = instantiate(c, (current?.number ?? 0) + 1);
+  return current.b;
+}
+
+/** The current instance's number (1 for the first) and linear memory size, for tests and metrics. */
+export function biscuitInstance(): { number: number; memoryBytes: number } | undefined {
+  return current && { number: current.number, memoryBytes: current.memory.buffer.byteLength };
 }
 
 /**
