@@ -203,6 +203,20 @@ export function postgresCpu(): number {
   return total;
 }
 
+/** CPU time per request (µs) while a load ran: the server's main thread, all its threads, and PostgreSQL. */
+export interface CpuPerRequest { main: number; process: number; postgres: number }
+export type Measured = LoadResult & { cpu: CpuPerRequest };
+
+/** A load, with the CPU the server `pid` (and PostgreSQL) spent on each request of it. */
+export async function measured(o: LoadOptions, pid: number): Promise<Measured> {
+  const before = processCpu(pid);
+  const pgBefore = postgresCpu();
+  const result = await load(o);
+  const after = processCpu(pid);
+  const perRequest = (seconds: number) => (seconds * 1e6) / result.requests;
+  return { ...result, cpu: { main: perRequest(after.main - before.main), process: perRequest(after.all - before.all), postgres: perRequest(postgresCpu() - pgBefore) } };
+}
+
 export const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 export const summary = (xs: readonly number[]) => ({ min: Math.min(...xs), median: median(xs), max: Math.max(...xs) });
 /** `min …, median …, max …` of a list, with `digits` decimals. */

@@ -9,28 +9,13 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import {
-  basicAuth, benchDatabase, freePort, load, median, mmm, paced, postgresCpu, processCpu, startAgentSts, startChild, stopChildren, type LoadOptions, type LoadResult,
+  basicAuth, benchDatabase, freePort, load, measured, median, mmm, paced, startAgentSts, startChild, stopChildren, type CpuPerRequest, type Measured,
 } from './support.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const DURATION = Number(process.env.DURATION ?? 5);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 16);
 const BODY = 'grant_type=client_credentials';
-
-/** CPU time per request (µs) while a load ran: the server's main thread, all its threads, and PostgreSQL. */
-interface CpuPerRequest { main: number; process: number; postgres: number }
-
-type Measured = LoadResult & { cpu: CpuPerRequest };
-
-/** A load, with the CPU the server (and PostgreSQL) spent on each request of it. */
-async function measured(o: LoadOptions, pid: number): Promise<Measured> {
-  const before = processCpu(pid);
-  const pgBefore = postgresCpu();
-  const result = await load(o);
-  const after = processCpu(pid);
-  const perRequest = (seconds: number) => (seconds * 1e6) / result.requests;
-  return { ...result, cpu: { main: perRequest(after.main - before.main), process: perRequest(after.all - before.all), postgres: perRequest(postgresCpu() - pgBefore) } };
-}
 
 const db = await benchDatabase();
 const children: ChildProcess[] = [];

@@ -11,7 +11,7 @@ import type { ChildProcess } from 'node:child_process';
 import { TOKEN_EXCHANGE_GRANT as TOKEN_EXCHANGE } from '../src/identity/agent-registration.js';
 import { ACCESS_TOKEN_TYPE as AT } from '../src/tokens/access-token.js';
 import { TXN_TOKEN_TYPE as TXN } from '../src/tokens/txn-token.js';
-import { benchDatabase, load, median, mmm, startAgentSts, stopChildren, type LoadResult } from './support.js';
+import { benchDatabase, load, measured, median, mmm, startAgentSts, stopChildren, type Measured } from './support.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const DURATION = Number(process.env.DURATION ?? 5);
@@ -76,13 +76,14 @@ try {
     if (res.status !== 200 || json.issued_token_type !== kinds[kind].issued) throw new Error(`${kinds[kind].name}: HTTP ${res.status} ${JSON.stringify(json)}`);
   }
 
-  const run = async (kind: Kind) => load({ url: tokenUrl, auth: orchestrator.auth, body: await kinds[kind].body(), duration: DURATION, connections: CONNECTIONS });
-  for (const kind of order) await run(kind);
-  const runs: Record<Kind, LoadResult>[] = [];
+  const options = async (kind: Kind) => ({ url: tokenUrl, auth: orchestrator.auth, body: await kinds[kind].body(), duration: DURATION, connections: CONNECTIONS });
+  const run = async (kind: Kind) => measured(await options(kind), sts.child.pid!);
+  for (const kind of order) await load(await options(kind));
+  const runs: Record<Kind, Measured>[] = [];
   for (let r = 0; r < ROUNDS; r++) {
-    const round: Partial<Record<Kind, LoadResult>> = {};
+    const round: Partial<Record<Kind, Measured>> = {};
     for (const kind of order) round[kind] = await run(kind);
-    runs.push(round as Record<Kind, LoadResult>);
+    runs.push(round as Record<Kind, Measured>);
   }
 
   console.log(`token exchange on /token, one orchestrator agent, ${CONNECTIONS} connections, ${POOL} subject tokens, ${ROUNDS} rounds x ${DURATION} s`);
@@ -91,6 +92,11 @@ try {
     const rps = runs.map((r) => r[kind].rps);
     const ratio = median(runs.map((r) => r[kind].rps / r.cc.rps));
     console.log(`${kinds[kind].name.padEnd(35)} | ${Math.min(...rps).toFixed(0).padStart(9)} | ${median(rps).toFixed(0).padStart(6)} | ${Math.max(...rps).toFixed(0).padStart(4)} | ${String(median(runs.map((r) => r[kind].p99))).padStart(15)} | ${ratio.toFixed(2)}x`);
+  }
+  console.log('CPU per request, µs (median)       | main thread | process | PostgreSQL');
+  for (const kind of order) {
+    const cpu = (k: 'main' | 'process' | 'postgres') => median(runs.map((r) => r[kind].cpu[k])).toFixed(0);
+    console.log(`${kinds[kind].name.padEnd(34)} | ${cpu('main').padStart(11)} | ${cpu('process').padStart(7)} | ${cpu('postgres').padStart(10)}`);
   }
   for (const kind of order.filter((k) => k !== 'cc')) {
     const ratios = runs.map((r) => r[kind].rps / r.cc.rps);

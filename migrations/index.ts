@@ -8,6 +8,7 @@ import * as m006 from './006_workflows.js';
 import * as m007 from './007_approvals.js';
 import * as m008 from './008_shared_signals.js';
 import * as m009 from './009_revocation_lock.js';
+import * as m010 from './010_parent_lookup_by_jti.js';
 
 interface Migration {
   name: string;
@@ -16,7 +17,7 @@ interface Migration {
 }
 
 /** Every migration, in order. A new migration is a new file here, never an edit of an applied one. */
-const migrations: Migration[] = [m001, m002, m003, m004, m005, m006, m007, m008, m009];
+const migrations: Migration[] = [m001, m002, m003, m004, m005, m006, m007, m008, m009, m010];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
   getMigrations: async () => migrations,
