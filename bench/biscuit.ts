@@ -39,7 +39,9 @@ for (let i = 0; i < 5; i++) chains.push(await hop(chains[i]!, i));
 const request = { tools: ['read'], resource: TOOLS, spend: 100 };
 const baseline = async (token: string) => {
   const b = await loadBiscuit();
-  const parsed = b.Biscuit.fromBase64(token, biscuitPublicKey(b, biscuitKeyText(root)));
+  const key = biscuitPublicKey(b, biscuitKeyText(root));
+  const parsed = b.Biscuit.fromBase64(token, key);
+  key.free();
   const builder = new b.AuthorizerBuilder();
   builder.addCodeWithParameters('time({now}); tool({tool}); resource({resource}); spend({spend}); allow if true', datalogParams({ now: new Date(), tool: 'read', resource: TOOLS, spend: 100 }), {});
   const authorizer = builder.buildAuthenticated(parsed);
