@@ -1,13 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDatabase, type Database } from '../../src/storage/database.js';
-import { TokensRepo, type NewTokenRecord } from '../../src/storage/tokens-repo.js';
+import type { Database } from '../../src/storage/database.js';
+import { TokensRepo } from '../../src/storage/tokens-repo.js';
+import { agentTokenRecord, databaseWithAgent } from '../support/storage.js';
 import { POSTGRES_URL, TestDatabase } from '../support/test-server.js';
 
 const AGENT = 'spiffe://agent-sts.local/agents/plan';
-const record = (jti: string, parent: string | null = null): NewTokenRecord => ({
-  jti, type: 'access_token', sub: AGENT, client_id: AGENT, actor: null, parent_jti: parent, txn: null, scope: null, audience: ['a'],
-  kid: 'k', iat: 1, exp: 4_000_000_000, token_hash: `hash-of-${jti}`, cnf_jkt: null,
-});
+const record = (jti: string, parent: string | null = null) => agentTokenRecord(AGENT, jti, parent);
 const child = (jti: string, parent: string) => ({ record: record(jti, parent), issued: { action: 'token:test', client_id: AGENT }, parent: { jti: parent, hash: `hash-of-${parent}` } });
 
 // The records of exchanged tokens are written by record_tokens_checked, whose plan PL/pgSQL caches. A plan made
@@ -17,16 +15,10 @@ describe.skipIf(!POSTGRES_URL)('the parent check of exchanged tokens\' records',
   let db: Database;
   let tokens: TokensRepo;
   beforeAll(async () => {
-    await tdb.create();
     // One connection: the plan cached by the first calls is the one used after the table grew.
-    db = await openDatabase({ databaseUrl: tdb.url, dataDir: tdb.dataDir, poolMax: 1 });
-    await db.migrate();
+    db = await databaseWithAgent(tdb, AGENT, 1);
     await db.knex.raw('alter table issued_tokens set (autovacuum_enabled = false)');
     tokens = new TokensRepo(db.knex);
-    await db.knex('agents').insert({
-      id: AGENT, scopes: JSON.stringify([]), audiences: JSON.stringify(['a']), token_endpoint_auth_method: 'client_secret_basic',
-      grant_types: JSON.stringify(['client_credentials']), max_delegation_depth: 3, agent_checksums: JSON.stringify([]),
-    });
   });
   afterAll(async () => {
     await db?.close();

@@ -1,14 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDatabase, type Database } from '../../src/storage/database.js';
+import type { Database } from '../../src/storage/database.js';
 import { RecordWriter } from '../../src/storage/record-writer.js';
-import { TokensRepo, type NewTokenRecord } from '../../src/storage/tokens-repo.js';
+import { TokensRepo } from '../../src/storage/tokens-repo.js';
+import { agentTokenRecord, databaseWithAgent } from '../support/storage.js';
 import { POSTGRES_URL, TestDatabase } from '../support/test-server.js';
 
 const AGENT = 'spiffe://agent-sts.local/agents/race';
-const record = (jti: string, parent: string | null = null): NewTokenRecord => ({
-  jti, type: 'access_token', sub: AGENT, client_id: AGENT, actor: null, parent_jti: parent, txn: null, scope: null, audience: ['a'],
-  kid: 'k', iat: 1, exp: 4_000_000_000, token_hash: `hash-of-${jti}`, cnf_jkt: null,
-});
+const record = (jti: string, parent: string | null = null) => agentTokenRecord(AGENT, jti, parent);
 const issued = { action: 'token:test', client_id: AGENT };
 
 // A token exchanged from another while that one is being revoked: whichever comes first, the new token is
@@ -19,14 +17,8 @@ describe.skipIf(!POSTGRES_URL)('revocation racing the record of a token exchange
   let db: Database;
   let tokens: TokensRepo;
   beforeAll(async () => {
-    await tdb.create();
-    db = await openDatabase({ databaseUrl: tdb.url, dataDir: tdb.dataDir, poolMax: 6 });
-    await db.migrate();
+    db = await databaseWithAgent(tdb, AGENT, 6);
     tokens = new TokensRepo(db.knex);
-    await db.knex('agents').insert({
-      id: AGENT, scopes: JSON.stringify([]), audiences: JSON.stringify(['a']), token_endpoint_auth_method: 'client_secret_basic',
-      grant_types: JSON.stringify(['client_credentials']), max_delegation_depth: 3, agent_checksums: JSON.stringify([]),
-    });
   });
   afterAll(async () => {
     await db?.close();
