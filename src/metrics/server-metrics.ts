@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Database } from '../storage/database.js';
+import { biscuitInstance } from '../tokens/biscuit-wasm.js';
 import type { RecordObserver } from '../storage/record-observer.js';
 import { ActionLabel, BoundedLabel, methodLabel, statusClass } from './labels.js';
 
@@ -19,6 +20,21 @@ function processMetrics(): Registry {
   if (!processRegistry) {
     processRegistry = new Registry();
     collectDefaultMetrics({ register: processRegistry });
+    const registers = [processRegistry];
+    new Gauge({
+      name: 'agent_sts_biscuit_wasm_memory_bytes', registers,
+      help: 'Linear memory of the current Biscuit WebAssembly instance; a fresh instance replaces it past BISCUIT_INSTANCE_MAX_BYTES.',
+      collect() {
+        this.set(biscuitInstance()?.memoryBytes ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'agent_sts_biscuit_wasm_instance', registers,
+      help: 'Sequence number of the current Biscuit WebAssembly instance (1 for the first; 0 before any): it rises by one each time one is replaced.',
+      collect() {
+        this.set(biscuitInstance()?.number ?? 0);
+      },
+    });
   }
   return processRegistry;
 }

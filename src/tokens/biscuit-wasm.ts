@@ -118,7 +118,7 @@ export async function loadBiscuit(): Promise<BiscuitApi> {
   return current.b;
 }
 
-/** The current instance's number (1 for the first) and linear memory size, for tests. */
+/** The current instance's number (1 for the first) and linear memory size (for /metrics). */
 export function biscuitInstance(): { number: number; memoryBytes: number } | undefined {
   return current && { number: current.number, memoryBytes: current.memory.buffer.byteLength };
 }

@@ -3,6 +3,7 @@ import { ADMIN_TOKEN, agentId, startTestServer, TRUST_DOMAIN, type TestServer } 
 import { basic, postForm } from '../support/oauth-client.js';
 import { AT, exchange, registerSecretAgent, TOKEN_EXCHANGE, TXN, type SecretAgent } from '../support/agents.js';
 import { parsePrometheus, sampleValue, type Sample } from '../support/prometheus.js';
+import { BISCUIT_INSTANCE_MAX_BYTES } from '../../src/tokens/biscuit-wasm.js';
 
 const API = 'https://api.example.com';
 
@@ -33,7 +34,8 @@ describe('GET /metrics', () => {
     const { samples, help, types } = parsePrometheus(await res.text());
     for (const name of ['agent_sts_tokens_issued_total', 'agent_sts_refusals_total', 'agent_sts_http_request_duration_seconds',
       'agent_sts_db_pool_used_connections', 'agent_sts_db_pool_free_connections', 'agent_sts_db_pool_pending_acquires',
-      'agent_sts_db_pool_max_connections', 'agent_sts_outbox_backlog', 'process_cpu_user_seconds_total']) {
+      'agent_sts_db_pool_max_connections', 'agent_sts_outbox_backlog', 'agent_sts_biscuit_wasm_memory_bytes', 'agent_sts_biscuit_wasm_instance',
+      'process_cpu_user_seconds_total']) {
       expect(help.get(name), name).toBeTruthy();
       expect(types.get(name), name).toBeTruthy();
     }
@@ -45,6 +47,10 @@ describe('GET /metrics', () => {
     expect(sampleValue(samples, 'agent_sts_db_info', { kind })).toBe(1);
     expect(sampleValue(samples, 'agent_sts_db_pool_max_connections')).toBe(ts.config.databaseUrl ? ts.config.databasePoolMax : 1);
     expect(sampleValue(samples, 'agent_sts_db_pool_pending_acquires')).toBeGreaterThanOrEqual(0);
+    // The server loads Biscuit support as it starts.
+    expect(sampleValue(samples, 'agent_sts_biscuit_wasm_instance')).toBeGreaterThanOrEqual(1);
+    expect(sampleValue(samples, 'agent_sts_biscuit_wasm_memory_bytes')).toBeGreaterThan(0);
+    expect(sampleValue(samples, 'agent_sts_biscuit_wasm_memory_bytes')).toBeLessThanOrEqual(BISCUIT_INSTANCE_MAX_BYTES + 8 * 1024 * 1024);
   });
 
   it('counts issued tokens by type once their records are committed', async () => {
