@@ -23,7 +23,7 @@ function processMetrics(): Registry {
     const registers = [processRegistry];
     new Gauge({
       name: 'agent_sts_biscuit_wasm_memory_bytes', registers,
-      help: 'Linear memory of the current Biscuit WebAssembly instance; a fresh instance replaces it past BISCUIT_INSTANCE_MAX_BYTES.',
+      help: 'Linear memory of the current Biscuit WebAssembly instance; a fresh instance replaces it past BISCUIT_INSTANCE_MAX_BYTES, and replaced ones count in the resident set until they are garbage-collected.',
       collect() {
         this.set(biscuitInstance()?.memoryBytes ?? 0);
       },

@@ -82,7 +82,7 @@ const parentsOf = (items: BatchItem[]): string[] => [...new Set(items.flatMap((i
 /**
  * Of the jtis bound (a text array), the tokens recorded unrevoked and issued to an active agent, with their
  * hashes. Looked up by the array: joined to a batch's JSON rows instead, the planner chose a sequential scan.
- * (The batch statement's copy is in `record_tokens_checked`, migration 009.)
+ * (The batch statement's copy is in `record_tokens_checked`, migration 010.)
  */
 // The tokens are read by jti alone first (migration 010 says why): joined at once, the planner may start from the agent.
 const GOOD_PARENTS = `with recorded as materialized (select jti, token_hash, client_id from issued_tokens where jti = any(?::text[]) and revoked_at is null)

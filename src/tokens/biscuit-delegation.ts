@@ -19,8 +19,8 @@ export async function readBiscuitChain(token: string, jwks: { keys?: JWK[] }, no
  * Only narrowing is possible; verifiers check the whole chain with the issuer's root key (from `jwks`).
  */
 export async function delegate(token: string, req: DelegationRequest, delegatorKey: JWK, jwks: { keys?: JWK[] }, opts: { now?: Date } = {}): Promise<string> {
-  const b = await loadBiscuit();
   const chain = await readBiscuitChain(token, jwks, opts.now);
+  const b = await loadBiscuit();
   const signerText = biscuitKeyText(delegatorKey);
   if (chain.current.holderKey !== signerText) {
     throw new BiscuitError('signer', chain.current.holderKey

@@ -1,4 +1,5 @@
 import { TokenVerificationError } from './token-errors.js';
+import { retireBiscuitAfterTrap } from './biscuit-wasm.js';
 
 /** Which check refused a Biscuit. */
 export type BiscuitFailure =
@@ -22,6 +23,7 @@ interface FailedCheck { Block?: { block_id: number; rule: string }; Authorizer?:
 /** Turns what the wasm library throws (plain objects, not `Error`s) into a {@link BiscuitError}. */
 export function fromLibraryError(err: unknown, during: string): BiscuitError {
   if (err instanceof BiscuitError) return err;
+  retireBiscuitAfterTrap(err);
   const e = (err ?? {}) as Record<string, any>;
   if (e.Format) {
     const format = e.Format as Record<string, unknown>;

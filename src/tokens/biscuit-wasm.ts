@@ -101,6 +101,10 @@ function instantiate(c: { module: WasmModule; glue: () => Glue }, number: number
   return { b: glue, memory: instance.exports.memory as WasmMemory, number };
 }
 
+/** When a replacement failed, the next attempt waits this long; the current instance serves meanwhile. */
+const RETRY_REPLACEMENT_MS = 1000;
+let replacementFailedAt = -Infinity;
+
 /**
  * Loads `@biscuit-auth/biscuit-wasm` without a bundler or a command-line flag: the package imports its
  * `.wasm` file the bundler way, which plain Node refuses, so the module is compiled here (once per process)
@@ -108,14 +112,35 @@ function instantiate(c: { module: WasmModule; glue: () => Glue }, number: number
  * names. Each instance runs one authorization with a date check first, so the first real one is not slow.
  *
  * Returns the current instance, or a fresh one when the current one's memory has passed
- * {@link BISCUIT_INSTANCE_MAX_BYTES}. Get it for each operation and use it synchronously: objects of one
- * instance can't be given to another (the glue refuses them), and an instance dropped here is reclaimed
- * once nothing holds it or its objects.
+ * {@link BISCUIT_INSTANCE_MAX_BYTES} (if making it fails, the current one serves on and the next attempt
+ * waits a second). Get it for each operation and use it synchronously: an object of one instance must
+ * never reach another (most methods refuse it, but a root key returned by a key provider makes the other
+ * instance trap), and an instance dropped here is reclaimed once nothing holds it or its objects.
  */
 export async function loadBiscuit(): Promise<BiscuitApi> {
   const c = await compile();
-  if (!current || current.memory.buffer.byteLength > BISCUIT_INSTANCE_MAX_BYTES) current = instantiate(c, (current?.number ?? 0) + 1);
+  if (!current) {
+    current = instantiate(c, (retiredNumber ?? 0) + 1);
+  } else if (current.memory.buffer.byteLength > BISCUIT_INSTANCE_MAX_BYTES && performance.now() - replacementFailedAt > RETRY_REPLACEMENT_MS) {
+    try {
+      current = instantiate(c, current.number + 1);
+    } catch {
+      replacementFailedAt = performance.now();
+    }
+  }
   return current.b;
+}
+
+let retiredNumber: number | undefined;
+
+/**
+ * Drops the current instance after `err` if it is a WebAssembly trap (a panic in the library): what the
+ * instance holds may be left inconsistent, so the next {@link loadBiscuit} makes a fresh one.
+ */
+export function retireBiscuitAfterTrap(err: unknown): void {
+  if (!(err instanceof (globalThis as unknown as { WebAssembly: { RuntimeError: new () => Error } }).WebAssembly.RuntimeError) || !current) return;
+  retiredNumber = current.number;
+  current = undefined;
 }
 
 /** The current instance's number (1 for the first) and linear memory size (for /metrics). */

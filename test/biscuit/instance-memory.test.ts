@@ -3,6 +3,7 @@ import type { JWK } from 'jose';
 import { BISCUIT_INSTANCE_MAX_BYTES, biscuitInstance, loadBiscuit } from '../../src/tokens/biscuit-wasm.js';
 import { biscuitPublicKey } from '../../src/tokens/biscuit-keys.js';
 import { delegate, verifyBiscuit, biscuitRootKeys, BiscuitError } from '../../src/tokens/biscuit.js';
+import { fromLibraryError } from '../../src/tokens/biscuit-errors.js';
 import { authority, mint, privateJwk, publicOf, rootKey } from '../support/biscuit.js';
 
 const id = (n: string) => `spiffe://agent-sts.test/${n}`;
@@ -41,6 +42,25 @@ describe('Biscuit WebAssembly instances', () => {
     const tampered = `${chain.slice(0, 200)}${chain[200] === 'A' ? 'B' : 'A'}${chain.slice(201)}`;
     await expect(verify(tampered)).rejects.toBeInstanceOf(BiscuitError);
     await expect(verifyBiscuit(chain, { rootKeys: biscuitRootKeys(root.jwks), request: { tools: ['write'], now: new Date() } })).rejects.toMatchObject({ failure: 'request' });
+  });
+
+  it('are dropped after a trap, and the next operation gets a fresh one', async () => {
+    const b = await loadBiscuit();
+    const before = biscuitInstance()!.number;
+    let trapped: unknown;
+    try {
+      // Not a key: the library panics, which traps.
+      b.Biscuit.fromBase64WithProvider(chain, () => ({})).free();
+    } catch (err) {
+      trapped = err;
+    }
+    const { RuntimeError } = (globalThis as unknown as { WebAssembly: { RuntimeError: new () => Error } }).WebAssembly;
+    expect(trapped).toBeInstanceOf(RuntimeError);
+    expect(fromLibraryError(trapped, 'parsing')).toMatchObject({ failure: 'malformed' });
+    const next = await loadBiscuit();
+    expect(next).not.toBe(b);
+    expect(biscuitInstance()!.number).toBe(before + 1);
+    expect((await verify(chain)).current.holder).toBe(id('a5'));
   });
 
   it('refuse each other\'s objects rather than misread them', async () => {
