@@ -14,6 +14,7 @@ const wasm = (globalThis as unknown as {
     compile(bytes: Uint8Array): Promise<WasmModule>;
     Module: { imports(module: WasmModule): { module: string; name: string }[] };
     Instance: new (module: WasmModule, imports: Record<string, Record<string, unknown>>) => { exports: Record<string, unknown> };
+    RuntimeError: new () => Error;
   };
 }).WebAssembly;
 
@@ -32,6 +33,8 @@ export const BISCUIT_INSTANCE_MAX_BYTES = 32 * 1024 * 1024;
 interface Generation { b: Glue; memory: WasmMemory; number: number }
 let compiled: Promise<{ module: WasmModule; glue: () => Glue }> | undefined;
 let current: Generation | undefined;
+/** Instances made so far: the next one's number is one more. */
+let made = 0;
 
 /** The installed package's `module/` folder (its `exports` only lets bundlers import it). */
 function moduleDir(): string {
@@ -81,7 +84,7 @@ function compile(): Promise<{ module: WasmModule; glue: () => Glue }> {
 }
 
 /** One instance with its own copy of the glue: the glue's exports, and `performance_now` for every snippet. */
-function instantiate(c: { module: WasmModule; glue: () => Glue }, number: number): Generation {
+function instantiate(c: { module: WasmModule; glue: () => Glue }): Generation {
   const glue = c.glue();
   const imports: Record<string, Record<string, unknown>> = {};
   for (const imp of wasm.Module.imports(c.module)) {
@@ -98,7 +101,7 @@ function instantiate(c: { module: WasmModule; glue: () => Glue }, number: number
     console.log = log;
   }
   warmUp(glue);
-  return { b: glue, memory: instance.exports.memory as WasmMemory, number };
+  return { b: glue, memory: instance.exports.memory as WasmMemory, number: ++made };
 }
 
 /** When a replacement failed, the next attempt waits this long; the current instance serves meanwhile. */
@@ -120,10 +123,10 @@ let replacementFailedAt = -Infinity;
 export async function loadBiscuit(): Promise<BiscuitApi> {
   const c = await compile();
   if (!current) {
-    current = instantiate(c, (retiredNumber ?? 0) + 1);
+    current = instantiate(c);
   } else if (current.memory.buffer.byteLength > BISCUIT_INSTANCE_MAX_BYTES && performance.now() - replacementFailedAt > RETRY_REPLACEMENT_MS) {
     try {
-      current = instantiate(c, current.number + 1);
+      current = instantiate(c);
     } catch {
       replacementFailedAt = performance.now();
     }
@@ -131,16 +134,12 @@ export async function loadBiscuit(): Promise<BiscuitApi> {
   return current.b;
 }
 
-let retiredNumber: number | undefined;
-
 /**
  * Drops the current instance after `err` if it is a WebAssembly trap (a panic in the library): what the
  * instance holds may be left inconsistent, so the next {@link loadBiscuit} makes a fresh one.
  */
 export function retireBiscuitAfterTrap(err: unknown): void {
-  if (!(err instanceof (globalThis as unknown as { WebAssembly: { RuntimeError: new () => Error } }).WebAssembly.RuntimeError) || !current) return;
-  retiredNumber = current.number;
-  current = undefined;
+  if (err instanceof wasm.RuntimeError) current = undefined;
 }
 
 /** The current instance's number (1 for the first) and linear memory size (for /metrics). */
