@@ -12,7 +12,9 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import type { MemorySample } from './child-ready.js';
-import { basicAuth, benchDatabase, freePort, load, median, mmm, startAgentSts, startChild, stopChildren, type LoadOptions } from './support.js';
+import {
+  basicAuth, benchDatabase, freePort, load, median, mmm, MEMORY_INTERVAL_MS as INTERVAL_MS, sampledLoad, sampleMemory, startAgentSts, startChild, stopChildren, type LoadOptions,
+} from './support.js';
 
 const SOAK = process.argv.includes('--soak');
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
@@ -20,38 +22,11 @@ const DURATION = Number(process.env.DURATION ?? 10);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 16);
 const SOAK_MINUTES = Number(process.env.SOAK_MINUTES ?? 10);
 const WARMUP_SECONDS = Number(process.env.WARMUP_SECONDS ?? 30);
-const INTERVAL_MS = 500;
 const RSS_GOAL_MB = 200;
 const DRIFT_GOAL = 0.1;
 const BODY = 'grant_type=client_credentials';
 
 const mb = (bytes: number) => bytes / 2 ** 20;
-
-/** Asks the child for its memory every INTERVAL_MS until `stop`, which returns the samples (ms since start). */
-function sampleMemory(child: ChildProcess) {
-  const samples: (MemorySample & { at: number })[] = [];
-  const start = Date.now();
-  const onMessage = (m: unknown) => {
-    const memory = (m as { memory?: MemorySample } | undefined)?.memory;
-    if (memory) samples.push({ ...memory, at: Date.now() - start });
-  };
-  child.on('message', onMessage);
-  const ask = () => child.send('memory');
-  ask();
-  const timer = setInterval(ask, INTERVAL_MS);
-  return async () => {
-    clearInterval(timer);
-    await new Promise((r) => setTimeout(r, 100));
-    child.off('message', onMessage);
-    return samples;
-  };
-}
-
-async function sampledLoad(child: ChildProcess, options: LoadOptions) {
-  const stop = sampleMemory(child);
-  const result = await load(options);
-  return { result, samples: await stop() };
-}
 
 const line = (name: string, xs: number[]) => {
   const sorted = [...xs].sort((a, b) => a - b);

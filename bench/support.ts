@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { Agent, request } from 'node:http';
 import autocannon from 'autocannon';
 import pg from 'pg';
+import type { MemorySample } from './child-ready.js';
 
 export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 export const ADMIN_TOKEN = 'bench-admin-token-0123456789abcdef0123456789';
@@ -201,6 +202,39 @@ export function postgresCpu(): number {
     }
   }
   return total;
+}
+
+/** How often sampleMemory asks a child for its memory. */
+export const MEMORY_INTERVAL_MS = 500;
+
+/**
+ * Asks a child started by startChild (see child-ready.ts) for its memory every MEMORY_INTERVAL_MS until `stop`,
+ * which returns the samples (ms since start).
+ */
+export function sampleMemory(child: ChildProcess) {
+  const samples: (MemorySample & { at: number })[] = [];
+  const start = Date.now();
+  const onMessage = (m: unknown) => {
+    const memory = (m as { memory?: MemorySample } | undefined)?.memory;
+    if (memory) samples.push({ ...memory, at: Date.now() - start });
+  };
+  child.on('message', onMessage);
+  const ask = () => child.send('memory');
+  ask();
+  const timer = setInterval(ask, MEMORY_INTERVAL_MS);
+  return async () => {
+    clearInterval(timer);
+    await new Promise((r) => setTimeout(r, 100));
+    child.off('message', onMessage);
+    return samples;
+  };
+}
+
+/** A load, with the child's memory sampled while it ran. */
+export async function sampledLoad(child: ChildProcess, options: LoadOptions) {
+  const stop = sampleMemory(child);
+  const result = await load(options);
+  return { result, samples: await stop() };
 }
 
 /** CPU time per request (µs) while a load ran: the server's main thread, all its threads, and PostgreSQL. */
