@@ -89,6 +89,13 @@ export const placeholder = (slot: number) => `ZZSIGNED${slot}ZZ`;
 /** Often the token as signed, otherwise mutated. */
 export const mostlyKept = (): fc.Arbitrary<TokenMutation> => fc.oneof({ arbitrary: fc.constant({ op: 'keep' as const }), weight: 3 }, { arbitrary: tokenMutation, weight: 2 });
 
+/**
+ * Mostly `arb`, one time in ten `wellFormed`. Where every layer of a generator can break a request on its own,
+ * few requests come out well-formed by chance; this keeps the successes a group requires from hanging on the seed.
+ */
+export const sometimesWellFormed = <T>(arb: fc.Arbitrary<T>, wellFormed: fc.Arbitrary<T>): fc.Arbitrary<T> =>
+  fc.oneof({ arbitrary: arb, weight: 9 }, { arbitrary: wellFormed, weight: 1 });
+
 // ---------------------------------------------------------------------------------------------------
 // Generated values
 

@@ -23,7 +23,7 @@ import { parseWorkloadId } from '../../src/identity/workload-id.js';
 import {
   closeClient, commonProblems, CONCURRENCY, fuzzGroup, CONTENT_TYPES, enc, encodeForm, extraHeaders, formEncoding, FUZZ_RUNS, FUZZ_SEED, fuzzJson, fuzzKey,
   fuzzString, fuzzStringOrHuge, headerSafe, jsonBody, mostlyKept, mutatedObject, mutatedToken, mutateFields, placeholder, send, sha256,
-  signJwt, toJson, tokenMutation, mutateToken, type Fields, type FuzzKey, type FuzzRequest, type FuzzResponse, type SignSpec, type TargetResult,
+  signJwt, sometimesWellFormed, toJson, tokenMutation, mutateToken, type Fields, type FuzzKey, type FuzzRequest, type FuzzResponse, type SignSpec, type TargetResult,
 } from './fuzz-support.js';
 
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -243,6 +243,7 @@ describe('fuzzing every endpoint', () => {
     );
   }
 
+  const basicAuthOf = (agent: SecretAgent) => ({ fields: [] as Fields, headers: [['authorization', agent.auth.authorization]] as [string, string][], signed: [] as SignSpec[] });
   const combine = (auth: { fields: Fields; headers: [string, string][]; signed: SignSpec[] }, fields: Fields, signed: SignSpec[] = []) => ({
     fields: [...fields, ...auth.fields], headers: auth.headers, signed: [...auth.signed, ...signed],
   });
@@ -298,7 +299,11 @@ describe('fuzzing every endpoint', () => {
       ...field('requested_token_type', requested), ...field('audience', audience), ...field('resource', resource), ...field('scope', scope),
       ...field('request_details', details), ...field('request_context', ctxParam),
     ], subj.signed));
-    await run('POST /token token-exchange', formRequest('token-exchange', '/token', arb), { oauth: true });
+    const wellFormed = fc.constantFrom(AT, TXN).map((requested) => combine(basicAuthOf(a), [
+      ['grant_type', TOKEN_EXCHANGE], ['subject_token', tokens.atA!], ['subject_token_type', AT], ['scope', 'read'],
+      ...(requested === TXN ? [['requested_token_type', TXN], ['audience', TRUST_DOMAIN]] as Fields : [['resource', API2]] as Fields),
+    ]));
+    await run('POST /token token-exchange', formRequest('token-exchange', '/token', sometimesWellFormed(arb, wellFormed)), { oauth: true });
   });
 
   it('POST /token, jwt-bearer', { timeout: TIMEOUT }, async () => {
@@ -316,7 +321,11 @@ describe('fuzzing every endpoint', () => {
     ).map(([auth, grant, scope, resource, audience]) => combine(auth, [
       ['grant_type', JWT_BEARER], ['assertion', placeholder(SLOT_GRANT)], ...field('scope', scope), ...field('resource', resource), ...field('audience', audience),
     ], [grant]));
-    await run('POST /token jwt-bearer', formRequest('jwt-bearer', '/token', arb), { oauth: true });
+    const wellFormed = fc.constant(combine(basicAuthOf(a), [['grant_type', JWT_BEARER], ['assertion', placeholder(SLOT_GRANT)], ['scope', 'read']], [{
+      slot: SLOT_GRANT, key: keys.partner, header: { typ: 'JWT' }, mutation: { op: 'keep' },
+      claims: { iss: PARTNER, sub: 'user:alice', aud: ts.issuer, jti: '$fresh', iat: '$now', exp: '$now+60', scope: 'read' },
+    }]));
+    await run('POST /token jwt-bearer', formRequest('jwt-bearer', '/token', sometimesWellFormed(arb, wellFormed)), { oauth: true });
   });
 
   it('POST /token, any grant type', { timeout: TIMEOUT }, async () => {
