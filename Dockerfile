@@ -34,4 +34,6 @@ USER node
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:8080/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-CMD ["node", "--heap-growing-percent=100", "dist/src/cli/main.js", "serve"]
+# A shell reads HEAP_GROWING_PERCENT as `npm start` does (unset or empty: 100; see the README's Configuration)
+# and execs node, which stays PID 1.
+CMD ["sh", "-c", "exec node --heap-growing-percent=${HEAP_GROWING_PERCENT:-100} dist/src/cli/main.js serve"]

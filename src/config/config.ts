@@ -149,6 +149,9 @@ const schema = z.object({
   TRUSTED_ISSUERS: jsonVariable(trustedIssuers, '{issuer, jwks_uri | jwks, audience}'),
   PARTNER_DOMAINS: jsonVariable(partnerDomains, '{issuer, jwks_uri | jwks, subject_map, subject_prefixes}'),
   DATABASE_POOL_MAX: positiveInt(200).default(10),
+  // Applied by `npm start` and the image as node's --heap-growing-percent (before any of this runs; empty means
+  // the default there too); checked here so a value V8 would take but no one means (0, negative) stops the server.
+  HEAP_GROWING_PERCENT: z.preprocess((v) => (v === '' ? undefined : v), positiveInt(1000).optional()),
   AGENT_CACHE_TTL_MS: z.coerce.number().int('must be a whole number').min(0, 'must be 0 or more').max(60_000, 'must be at most 60000').default(1000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'must be one of fatal, error, warn, info, debug, trace, silent' }).default('info'),
   TRUST_PROXY: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),

@@ -87,7 +87,7 @@ describe('loadConfig', () => {
   });
 
   it('treats empty optional values as unset', () => {
-    const c = loadConfig({ DATABASE_URL: '', AGENT_STS_ADMIN_TOKEN: '', AGENT_STS_KEY_ENCRYPTION_KEY: '' });
+    const c = loadConfig({ DATABASE_URL: '', AGENT_STS_ADMIN_TOKEN: '', AGENT_STS_KEY_ENCRYPTION_KEY: '', HEAP_GROWING_PERCENT: '' });
     expect(c.databaseUrl).toBeUndefined();
     expect(c.adminToken).toBeUndefined();
     expect(c.keyEncryptionKey).toBeUndefined();
@@ -121,6 +121,9 @@ describe('loadConfig', () => {
     ['METRICS_ENABLED', 'on', /true or false/],
     ['METRICS_TOKEN', 'short', /32/],
     ['METRICS_TOKEN', `${'x'.repeat(32)} y`, /printable/],
+    ['HEAP_GROWING_PERCENT', '0', /at least 1/],
+    ['HEAP_GROWING_PERCENT', '-5'],
+    ['HEAP_GROWING_PERCENT', '1001', /1000/],
   ];
 
   for (const [variable, value, problem] of bad) {
