@@ -78,6 +78,18 @@ describe('Dockerfile', () => {
     expect(instructions('COPY').some((c) => /^--from=\S+ \S*dist\S* /.test(c))).toBe(true);
   });
 
+  it('has the dependency patches in place before each npm ci, whose postinstall applies them', () => {
+    const pkg = JSON.parse(read('package.json')) as { scripts: Record<string, string> };
+    expect(pkg.scripts.postinstall).toBe('node patches/apply.mjs');
+    const steps = dockerfile.filter((l) => /^(FROM|COPY|RUN) /i.test(l));
+    const installs = steps.flatMap((l, i) => (/^RUN npm ci\b/.test(l) ? [i] : []));
+    expect(installs).toHaveLength(2);
+    for (const i of installs) {
+      const stage = steps.slice(0, i).findLastIndex((l) => l.startsWith('FROM '));
+      expect(steps.slice(stage, i)).toContain('COPY patches ./patches');
+    }
+  });
+
   it('runs as the node user on port 8080 with a healthcheck', () => {
     expect(instructions('USER')).toEqual(['node']);
     expect(instructions('EXPOSE')).toEqual(['8080']);
