@@ -1,4 +1,5 @@
-import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, jwtVerify, type JWK, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWK, type JWTVerifyGetKey } from 'jose';
+import { unverifiedClaims } from '../tokens/compact-jws.js';
 import { asVerificationError, TokenVerificationError } from '../tokens/token-errors.js';
 
 /** An external issuer whose JWTs this server accepts, with its keys. */
@@ -15,13 +16,8 @@ const ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES
 
 /** The `iss` a JWT claims, unverified (to pick the issuer whose keys verify it); undefined when unreadable. */
 export function claimedIssuer(token: string | undefined): string | undefined {
-  if (!token) return undefined;
-  try {
-    const { iss } = decodeJwt(token);
-    return typeof iss === 'string' ? iss : undefined;
-  } catch {
-    return undefined;
-  }
+  const iss = token ? unverifiedClaims(token)?.iss : undefined;
+  return typeof iss === 'string' ? iss : undefined;
 }
 
 /**

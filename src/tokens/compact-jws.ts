@@ -40,6 +40,18 @@ export function parseCompactJws(token: string): CompactJws | undefined {
   return { header, claims, signingInput: `${parts[0]}.${parts[1]}`, signature: Buffer.from(parts[2]!, 'base64url') };
 }
 
+/**
+ * The payload of a compact JWS, neither its header nor its signature read, nor checked: for choosing how to
+ * verify a token (by the issuer it claims) before verifying it. The segment must be strict base64url, as above.
+ */
+export function unverifiedClaims(token: string): Record<string, unknown> | undefined {
+  const start = token.indexOf('.') + 1;
+  const end = token.indexOf('.', start);
+  if (start === 0 || end === -1 || token.indexOf('.', end + 1) !== -1) return undefined;
+  const payload = token.slice(start, end);
+  return B64URL.test(payload) ? jsonObject(payload) : undefined;
+}
+
 /** `typ` compared the way RFC 7515 §4.1.9 allows: case-insensitively, `application/` optional. */
 export const normalizeTyp = (typ: unknown) => (typeof typ === 'string' ? typ.toLowerCase().replace(/^application\//, '') : undefined);
 
