@@ -51,6 +51,8 @@ export interface Config {
   agentCacheTtlMs: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   trustProxy: boolean;
+  /** Sign tokens on libuv's thread pool instead of the event loop. */
+  signOnThreadPool: boolean;
   /** Serve `GET /metrics` (Prometheus text format). */
   metricsEnabled: boolean;
   /** When set, `/metrics` requires `Authorization: Bearer <this>`. */
@@ -155,6 +157,7 @@ const schema = z.object({
   AGENT_CACHE_TTL_MS: z.coerce.number().int('must be a whole number').min(0, 'must be 0 or more').max(60_000, 'must be at most 60000').default(1000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'must be one of fatal, error, warn, info, debug, trace, silent' }).default('info'),
   TRUST_PROXY: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),
+  SIGN_ON_THREAD_POOL: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),
   METRICS_ENABLED: z.enum(['true', 'false'], { error: 'must be true or false' }).default('true'),
   METRICS_TOKEN: z.string().optional()
     .transform((v) => (v === '' ? undefined : v))
@@ -209,6 +212,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     agentCacheTtlMs: v.AGENT_CACHE_TTL_MS,
     logLevel: v.LOG_LEVEL,
     trustProxy: v.TRUST_PROXY === 'true',
+    signOnThreadPool: v.SIGN_ON_THREAD_POOL === 'true',
     metricsEnabled: v.METRICS_ENABLED === 'true',
     metricsToken: v.METRICS_TOKEN,
     ssf: {

@@ -92,7 +92,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const metrics = config.metricsEnabled
       ? new ServerMetrics({ db, grantTypes: ['client_credentials', TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT, CIBA_GRANT, 'unknown'], outboxBacklog: () => ssf.backlog() })
       : undefined;
-    const keys = new KeyManager(knex, config.keyEncryptionKey, now);
+    const keys = new KeyManager(knex, config.keyEncryptionKey, now, config.signOnThreadPool);
     await keys.init();
     // The Shared Signals transmitter: revocations and agent changes write security events to its outbox.
     transmitter = new Transmitter({

@@ -13,11 +13,13 @@ export const BISCUIT_ROOT = 'Biscuit';
 const KEY_KINDS = [...SIGNING_ALGS, BISCUIT_ROOT] as const;
 type KeyKind = (typeof KEY_KINDS)[number];
 
-/** An active signing key: its kid, the JWS algorithm it signs with, the private key. */
+/** An active signing key: its kid, the JWS algorithm it signs with, the private key, where it signs. */
 export interface ActiveSigner {
   kid: string;
   alg: string;
   key: KeyObject;
+  /** Sign on libuv's thread pool rather than on the event loop (SIGN_ON_THREAD_POOL). */
+  threadPool: boolean;
 }
 
 export interface PublicKeyInfo {
@@ -51,6 +53,7 @@ export class KeyManager {
     private readonly db: Knex,
     private readonly encryptionKey: Buffer | undefined,
     private readonly now: () => number = () => Math.floor(Date.now() / 1000),
+    private readonly signOnThreadPool = false,
   ) {
     this.repo = new KeysRepo(db);
   }
@@ -106,7 +109,7 @@ export class KeyManager {
       key = createPrivateKey({ key: jwk as never, format: 'jwk' });
       this.importedPrivate.set(jwk.kid, key);
     }
-    return { kid: jwk.kid, alg: jwk.alg, key };
+    return { kid: jwk.kid, alg: jwk.alg, key, threadPool: this.signOnThreadPool };
   }
 
   /** The active Biscuit root key (a private Ed25519 JWK) and the root key id tokens name it by. */

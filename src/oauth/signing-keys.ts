@@ -6,7 +6,7 @@ import { signJwsInput } from '../tokens/compact-jws.js';
 /**
  * A server signing key as oidc-provider's external signing key: the provider's tokens (access tokens from
  * client credentials and CIBA) are signed by the same `node:crypto` path as the tokens we mint ourselves,
- * on the thread pool, instead of through WebCrypto.
+ * instead of through WebCrypto (which signs on the thread pool).
  */
 class ServerSigningKey extends ExternalSigningKey {
   readonly #signer: ActiveSigner;
@@ -31,7 +31,7 @@ class ServerSigningKey extends ExternalSigningKey {
   }
 
   override sign(data: Uint8Array): Promise<Uint8Array> {
-    return signJwsInput(this.#signer.alg, data, this.#signer.key);
+    return signJwsInput(this.#signer.alg, data, this.#signer.key, this.#signer.threadPool);
   }
 }
 

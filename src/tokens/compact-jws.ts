@@ -69,21 +69,28 @@ export function jwsSignatureValid(jws: CompactJws, alg: string, key: KeyObject):
 }
 
 /**
- * Signs a JWS signing input with `alg` (EdDSA or ES256) on libuv's thread pool: the event loop only queues
- * the work, so signing doesn't hold up other requests (about a fifth of the event loop's time a synchronous
- * signature takes).
+ * Signs a JWS signing input with `alg` (EdDSA or ES256): on the event loop (an Ed25519 signature takes about
+ * 20 µs), or with `threadPool` on libuv's thread pool, where the event loop only queues the work but wakes a
+ * pool thread for it (see SIGN_ON_THREAD_POOL in the README for when each pays).
  */
-export function signJwsInput(alg: string, input: Uint8Array, key: KeyObject): Promise<Buffer> {
+export function signJwsInput(alg: string, input: Uint8Array, key: KeyObject, threadPool = false): Promise<Buffer> {
   if (alg !== 'EdDSA' && alg !== 'ES256') return Promise.reject(new Error(`unsupported signing alg ${alg}`));
+  if (!threadPool) {
+    try {
+      return Promise.resolve(sign(digestOf(alg), input, keyFor(alg, key)));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
   return new Promise((resolve, reject) => {
     sign(digestOf(alg), input, keyFor(alg, key), (err, signature) => (err ? reject(err) : resolve(signature)));
   });
 }
 
 /** Signs `claims` as a compact JWS with `header` (which names `alg`: EdDSA or ES256). */
-export async function signCompactJws(header: { alg: string } & Record<string, unknown>, claims: Record<string, unknown>, key: KeyObject): Promise<string> {
+export async function signCompactJws(header: { alg: string } & Record<string, unknown>, claims: Record<string, unknown>, key: KeyObject, threadPool = false): Promise<string> {
   const input = `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
-  return `${input}.${(await signJwsInput(header.alg, Buffer.from(input), key)).toString('base64url')}`;
+  return `${input}.${(await signJwsInput(header.alg, Buffer.from(input), key, threadPool)).toString('base64url')}`;
 }
 
 /** A key for node:crypto, whether given as a `KeyObject` or a WebCrypto `CryptoKey`. */

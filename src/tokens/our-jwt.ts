@@ -7,6 +7,8 @@ export interface Signer {
   kid: string;
   alg: string;
   key: KeyObject | webcrypto.CryptoKey;
+  /** Sign on libuv's thread pool rather than on the event loop (SIGN_ON_THREAD_POOL). */
+  threadPool?: boolean;
 }
 
 /** Finds a published server JWT signing key, and the algorithm it signs with, by `kid`. */
@@ -16,7 +18,7 @@ export type KeyResolver = (kid: string | undefined) => Promise<{ key: KeyObject;
 export const SERVER_ALGS = ['EdDSA', 'ES256'];
 
 export async function signJwt(typ: string, claims: Record<string, unknown>, signer: Signer): Promise<string> {
-  return signCompactJws({ typ, alg: signer.alg, kid: signer.kid }, claims, asKeyObject(signer.key));
+  return signCompactJws({ typ, alg: signer.alg, kid: signer.kid }, claims, asKeyObject(signer.key), signer.threadPool);
 }
 
 /** Why a server JWT's registered claims don't hold: a claim and what is wrong with it. */

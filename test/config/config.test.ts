@@ -35,6 +35,7 @@ describe('loadConfig', () => {
       maxDelegationDepth: 5,
       logLevel: 'info',
       trustProxy: false,
+      signOnThreadPool: false,
       metricsEnabled: true,
       metricsToken: undefined,
     });
@@ -64,6 +65,7 @@ describe('loadConfig', () => {
       SIGNING_ALG: 'ES256',
       LOG_LEVEL: 'debug',
       TRUST_PROXY: 'true',
+      SIGN_ON_THREAD_POOL: 'true',
       METRICS_ENABLED: 'false',
       METRICS_TOKEN: 'm'.repeat(32),
     });
@@ -77,6 +79,7 @@ describe('loadConfig', () => {
       signingAlg: 'ES256',
       logLevel: 'debug',
       trustProxy: true,
+      signOnThreadPool: true,
       metricsEnabled: false,
       metricsToken: 'm'.repeat(32),
     });
@@ -118,6 +121,7 @@ describe('loadConfig', () => {
     ['SIGNING_ALG', 'none'],
     ['MAX_DELEGATION_DEPTH', '0'],
     ['TRUST_PROXY', 'yes'],
+    ['SIGN_ON_THREAD_POOL', 'on', /true or false/],
     ['METRICS_ENABLED', 'on', /true or false/],
     ['METRICS_TOKEN', 'short', /32/],
     ['METRICS_TOKEN', `${'x'.repeat(32)} y`, /printable/],
