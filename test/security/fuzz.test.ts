@@ -188,7 +188,7 @@ describe('fuzzing every endpoint', () => {
     ).map(([header, claims, mutation]) => ({ slot: SLOT_DPOP, key: keys.dpop, header, claims, mutation }));
     const noParts = { fields: [] as Fields, headers: [] as [string, string][], signed: [] as SignSpec[] };
     return fc.oneof(
-      { arbitrary: fc.constantFrom(...basicAgents).map((ag) => ({ ...noParts, headers: [['authorization', ag.auth.authorization]] as [string, string][] })), weight: 8 },
+      { arbitrary: fc.constantFrom(...basicAgents).map(basicAuthOf), weight: 8 },
       { arbitrary: fc.constant({ ...noParts, fields: [['client_id', p.id], ['client_secret', p.secret]] as Fields }), weight: 2 },
       {
         // private_key_jwt with a generated or mutated assertion signed by the agent's key.
