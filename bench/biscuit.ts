@@ -5,13 +5,17 @@
  * The floor: the token's Ed25519 signatures (one for the authority block, two for each delegation: the block's
  * and the delegator's) each verified once by node:crypto, natively, measured in the same run.
  * Every operation takes the current WebAssembly instance, as agent-sts does (see BISCUIT_INSTANCE_MAX_BYTES).
+ * Then the bytes one delegation adds, as agent-sts writes it and with the same hop said in fewer bytes, to show
+ * where the growth per hop goes.
  * Run: npm run bench:biscuit
  */
 import type { JWK } from 'jose';
 import { exportJWK, generateKeyPair } from 'jose';
 import { generateKeyPairSync, sign, verify } from 'node:crypto';
 import { loadBiscuit, datalogParams } from '../src/tokens/biscuit-wasm.js';
-import { biscuitKeyText, biscuitPublicKey, biscuitRootKeys } from '../src/tokens/biscuit-keys.js';
+import { biscuitKeyText, biscuitPrivateKey, biscuitPublicKey, biscuitRootKeys } from '../src/tokens/biscuit-keys.js';
+import { hopBlock, keyBytes } from '../src/tokens/biscuit-blocks.js';
+import { parseBiscuit } from '../src/tokens/biscuit-chain.js';
 import { mintBiscuit } from '../src/tokens/biscuit-token.js';
 import { delegate, verifyBiscuit } from '../src/tokens/biscuit.js';
 
@@ -86,4 +90,41 @@ for (let depth = 0; depth <= 5; depth++) {
   const bytes = Buffer.from(token, 'base64url').length;
   const perHop = depth ? ((bytes - Buffer.from(chains[0]!, 'base64url').length) / depth).toFixed(0) : '-';
   console.log(`${depth}     | ${String(bytes).padStart(5)} | ${perHop.padStart(10)} | ${depth === 0 ? median(m50).toFixed(3).padStart(8) : '       -'} | ${depth ? median(a50).toFixed(3).padStart(10) : '         -'} | ${median(v50).toFixed(3).padStart(10)} | ${median(v99).toFixed(3).padStart(10)} | ${median(b50).toFixed(3).padStart(12)} | ${(median(v50) / median(b50)).toFixed(2).padStart(16)}x | ${median(f50).toFixed(3).padStart(9)} | ${(median(v50) / median(f50)).toFixed(2)}x`);
+}
+
+// One hop's bytes by what its block says: the first delegation of the chain above (narrowing the budget; then
+// the tools too), as agent-sts writes it, and the same hop in a smaller vocabulary (the delegate's key inside the
+// hop fact, facts named after the limit, variables named after symbols the block holds anyway), with nothing but
+// the hop and the check, and as written with identifiers of 12 characters. Each is a third-party block signed by
+// the delegator, appended to the depth-0 token.
+{
+  const b = await loadBiscuit();
+  const hopParams = (short: boolean) => ({
+    i: 1, delegator: short ? 'spiffe://a/0' : id(0), delegate: short ? 'spiffe://a/1' : id(1), context: 'step 1: narrow and hand on',
+    delegate_key: keyBytes(biscuitKeyText(keys[1]!)), budget: 5000, rights: new Set(['search', 'read']),
+  });
+  const written = (withTools: boolean) => hopBlock({ index: 1, delegator: '', delegate: '', context: '', rights: withTools ? ['search', 'read'] : ['search', 'read', 'write', 'pay'], audiences: [TOOLS], budget: 5000, expires: exp, delegateKey: 'k' }, { rights: ['search', 'read', 'write', 'pay'], audiences: [TOOLS], budget: 10_000, expires: exp }).code;
+  const smaller = 'hop({i}, {delegator}, {delegate}, {context}, {delegate_key}); budget({i}, {budget}); reject if spend($budget), $budget > {budget};';
+  const smallerTools = 'tools({i}, {rights}); reject if tool($tools), !{rights}.contains($tools);';
+  const variants: [string, string, boolean][] = [
+    ['as agent-sts writes it', written(false), false],
+    ['the same, smaller vocabulary', smaller, false],
+    ['only the hop and the check', 'hop({i}, {delegator}, {delegate}, {context}, {delegate_key}); reject if spend($budget), $budget > {budget};', false],
+    ['as written, 12-character identifiers', written(false), true],
+    ['+ tools, as agent-sts writes it', written(true), false],
+    ['+ tools, smaller vocabulary', `${smaller} ${smallerTools}`, false],
+  ];
+  const rootBytes = Buffer.from(chains[0]!, 'base64url').length;
+  console.log('\nbytes one delegation adds (budget narrowed; "+ tools": the tools too), by what the block says');
+  for (const [name, code, short] of variants) {
+    const { biscuit } = parseBiscuit(b, chains[0]!, rootKeys);
+    const builder = new b.BlockBuilder();
+    const privateKey = biscuitPrivateKey(b, keys[0]!);
+    const publicKey = biscuitPublicKey(b, biscuitKeyText(keys[0]!));
+    builder.addCodeWithParameters(code, datalogParams(hopParams(short)), {});
+    const block = biscuit.getThirdPartyRequest().createBlock(privateKey, builder);
+    const next = biscuit.appendThirdPartyBlock(publicKey, block);
+    console.log(`${name.padEnd(38)} | ${String(Buffer.from(next.toBase64(), 'base64url').length - rootBytes).padStart(4)}`);
+    for (const o of [next, block, privateKey, publicKey, builder, biscuit]) o.free();
+  }
 }
