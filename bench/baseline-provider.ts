@@ -1,28 +1,62 @@
 /**
  * The baseline for the token-endpoint benchmark: a plain oidc-provider with its in-memory adapter, one
  * static client_secret_basic client, issuing the same kind of token (RFC 9068 JWT, EdDSA) for client credentials.
+ * With FEATURES=agent-sts, the same provider configured with what agent-sts's provider enables besides (its client
+ * authentication methods, introspection, revocation, DPoP, CIBA in poll mode, the token-exchange and jwt-bearer
+ * grants and client credentials with their parameters), none of agent-sts's own code run on a request: how much
+ * of the token endpoint's cost is oidc-provider serving that configuration.
  */
 import { createServer } from 'node:http';
 import { exportJWK, generateKeyPair } from 'jose';
-import Provider from 'oidc-provider';
+import Provider, { errors, type Configuration } from 'oidc-provider';
 import { reportReady } from './child-ready.js';
 
 const port = Number(process.env.PORT);
 const issuer = `http://127.0.0.1:${port}`;
+const withFeatures = process.env.FEATURES === 'agent-sts';
 const { privateKey } = await generateKeyPair('EdDSA', { extractable: true });
+const features: Configuration['features'] = {
+  devInteractions: { enabled: false },
+  clientCredentials: { enabled: true },
+  resourceIndicators: {
+    enabled: true,
+    defaultResource: () => 'https://api.example.com',
+    getResourceServerInfo: () => ({ scope: 'read', audience: 'https://api.example.com', accessTokenTTL: 300, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'EdDSA' } } }),
+    useGrantedResource: () => false,
+  },
+};
+const refuse = async () => {
+  throw new errors.InvalidRequest('not offered by this baseline');
+};
 const provider = new Provider(issuer, {
   jwks: { keys: [{ ...(await exportJWK(privateKey)), kid: 'k1', alg: 'EdDSA', use: 'sig' }] as never },
   clients: [{ client_id: 'bench', client_secret: 'bench-secret', grant_types: ['client_credentials'], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'client_secret_basic', id_token_signed_response_alg: 'EdDSA' }],
-  features: {
-    devInteractions: { enabled: false },
-    clientCredentials: { enabled: true },
-    resourceIndicators: {
-      enabled: true,
-      defaultResource: () => 'https://api.example.com',
-      getResourceServerInfo: () => ({ scope: 'read', audience: 'https://api.example.com', accessTokenTTL: 300, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'EdDSA' } } }),
-      useGrantedResource: () => false,
-    },
-  },
+  features: withFeatures
+    ? {
+      ...features,
+      userinfo: { enabled: false },
+      rpInitiatedLogout: { enabled: false },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      dPoP: { enabled: true },
+      ciba: {
+        enabled: true, deliveryModes: ['poll'], processLoginHint: refuse, processLoginHintToken: refuse, verifyUserCode: refuse,
+        validateBindingMessage: refuse, validateRequestContext: refuse, triggerAuthenticationDevice: refuse,
+      },
+    } as Configuration['features']
+    : features,
+  ...(withFeatures
+    ? {
+      clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'],
+      enabledJWA: { clientAuthSigningAlgValues: ['EdDSA', 'Ed25519', 'ES256', 'PS256', 'RS256'], idTokenSigningAlgValues: ['EdDSA', 'ES256'] },
+      scopes: [],
+      claims: {},
+    } as Configuration
+    : {}),
   responseTypes: [],
 });
+if (withFeatures) {
+  const { registerExtraGrants } = await import('./baseline-grants.js');
+  registerExtraGrants(provider);
+}
 createServer(provider.callback()).listen(port, '127.0.0.1', reportReady);

@@ -6,6 +6,8 @@
  * Then the latency at half agent-sts's peak, as evenly spaced requests (see `paced`), for both servers; with
  * LATENCY_HEAP_GROWING_PERCENT set (say 500), also for agent-sts run with that HEAP_GROWING_PERCENT, the setting
  * that trades memory for rarer full garbage collections, on a database of its own, in alternating rounds.
+ * With FEATURE_BASELINE=1, a third server in every round: the plain provider configured with the grants and
+ * features agent-sts's provider has (see bench/baseline-provider.ts), to tell the provider's part of the gap.
  * Needs PostgreSQL (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/test). Run: npm run bench:token
  * Profile the server while it runs: BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" npm run bench:token
  */
@@ -19,6 +21,7 @@ const DURATION = Number(process.env.DURATION ?? 5);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 16);
 const BODY = 'grant_type=client_credentials';
 const LATENCY_GROWING = process.env.LATENCY_HEAP_GROWING_PERCENT;
+const FEATURE_BASELINE = process.env.FEATURE_BASELINE === '1';
 
 const db = await benchDatabase();
 const latencyDb = LATENCY_GROWING ? await benchDatabase() : undefined;
@@ -31,6 +34,9 @@ try {
   const basePort = await freePort();
   const baseline = await startChild('bench/baseline-provider.ts', { PORT: String(basePort) });
   children.push(baseline);
+  const featuredPort = FEATURE_BASELINE ? await freePort() : undefined;
+  const featured = featuredPort ? await startChild('bench/baseline-provider.ts', { PORT: String(featuredPort), FEATURES: 'agent-sts' }) : undefined;
+  if (featured) children.push(featured);
   const registration = { id: 'spiffe://agent-sts.local/agents/bench', scopes: ['read'], audiences: ['https://api.example.com'] };
   const agent = await sts.register(registration);
   const ours = { url: `${sts.url}/token`, auth: agent.auth, body: BODY, duration: DURATION, connections: CONNECTIONS };
@@ -39,9 +45,16 @@ try {
 
   await load(ours);
   if (oursLatency) await load(oursLatency);
+  const withFeatures = featured ? { ...base, url: `http://127.0.0.1:${featuredPort}/token` } : undefined;
   await load(base);
-  const runs: { ours: Measured; base: Measured }[] = [];
-  for (let r = 0; r < ROUNDS; r++) runs.push({ ours: await measured(ours, sts.child.pid!), base: await measured(base, baseline.pid!) });
+  if (withFeatures) await load(withFeatures);
+  const runs: { ours: Measured; base: Measured; featured?: Measured }[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    runs.push({
+      ours: await measured(ours, sts.child.pid!), base: await measured(base, baseline.pid!),
+      ...(withFeatures && featured ? { featured: await measured(withFeatures, featured.pid!) } : {}),
+    });
+  }
   const ratios = runs.map((r) => r.ours.rps / r.base.rps).sort((a, b) => a - b);
   const oursPeak = median(runs.map((r) => r.ours.rps));
   const halfRate = Math.floor(oursPeak / 2);
@@ -57,17 +70,23 @@ try {
 
   console.log(`token endpoint, client credentials, ${CONNECTIONS} connections, ${ROUNDS} rounds x ${DURATION} s`);
   console.log('server                         | req/s min | median | max  | p99 ms (median)');
-  for (const [name, key] of [['agent-sts (records in Postgres)', 'ours'], ['oidc-provider, in-memory', 'base']] as const) {
-    const rps = runs.map((r) => r[key].rps);
-    console.log(`${name.padEnd(30)} | ${Math.min(...rps).toFixed(0).padStart(9)} | ${median(rps).toFixed(0).padStart(6)} | ${Math.max(...rps).toFixed(0).padStart(4)} | ${median(runs.map((r) => r[key].p99))}`);
+  const servers = [['agent-sts (records in Postgres)', 'ours'], ['oidc-provider, in-memory', 'base'], ...(featured ? [['  the same, agent-sts\'s features', 'featured'] as const] : [])] as const;
+  const of = (r: (typeof runs)[number], key: (typeof servers)[number][1]) => r[key]!;
+  for (const [name, key] of servers) {
+    const rps = runs.map((r) => of(r, key).rps);
+    console.log(`${name.padEnd(30)} | ${Math.min(...rps).toFixed(0).padStart(9)} | ${median(rps).toFixed(0).padStart(6)} | ${Math.max(...rps).toFixed(0).padStart(4)} | ${median(runs.map((r) => of(r, key).p99))}`);
   }
   console.log('CPU per request, µs (median)       | main thread | process | PostgreSQL');
-  for (const [name, key] of [['agent-sts (records in Postgres)', 'ours'], ['oidc-provider, in-memory', 'base']] as const) {
-    const cpu = (k: keyof CpuPerRequest) => median(runs.map((r) => r[key].cpu[k])).toFixed(0);
+  for (const [name, key] of servers) {
+    const cpu = (k: keyof CpuPerRequest) => median(runs.map((r) => of(r, key).cpu[k])).toFixed(0);
     console.log(`${name.padEnd(34)} | ${cpu('main').padStart(11)} | ${cpu('process').padStart(7)} | ${cpu('postgres').padStart(10)}`);
   }
   console.log(`main-thread CPU per request, baseline / agent-sts: ${mmm(runs.map((r) => r.base.cpu.main / r.ours.cpu.main))}`);
   console.log(`throughput ratio agent-sts / baseline: min ${ratios[0]!.toFixed(2)}, median ${median(ratios).toFixed(2)}, max ${ratios.at(-1)!.toFixed(2)}`);
+  if (featured) {
+    console.log(`throughput ratio, the provider with agent-sts's features / baseline: ${mmm(runs.map((r) => r.featured!.rps / r.base.rps))}`);
+    console.log(`throughput ratio, agent-sts / the provider with its features: ${mmm(runs.map((r) => r.ours.rps / r.featured!.rps))}`);
+  }
   const p = (runs: LoadResult[], key: 'p50' | 'p99') => `${key} ms ${mmm(runs.map((x) => x[key]), 1)}`;
   console.log(`agent-sts at half its peak (${halfRate} req/s, evenly spaced, ${ROUNDS} rounds x ${2 * DURATION} s): ${p(half, 'p50')}; ${p(half, 'p99')}`);
   if (latencyHalf.length) console.log(`  agent-sts with HEAP_GROWING_PERCENT=${LATENCY_GROWING}, alternating with it: ${p(latencyHalf, 'p50')}; ${p(latencyHalf, 'p99')}`);
