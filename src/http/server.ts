@@ -30,8 +30,8 @@ import { JoinTokensRepo } from '../storage/join-tokens-repo.js';
 import { witClientAuth } from '../oauth/wit-client-auth.js';
 import { IssuedTokenVerifier } from '../oauth/grants/issued-tokens.js';
 import { ExternalJwtVerifier } from '../identity/trusted-issuers.js';
-import { JWT_BEARER_GRANT, JWT_BEARER_PARAMS, jwtBearerHandler } from '../oauth/grants/jwt-bearer.js';
-import { REQUESTED_TOKEN_TYPES, SUBJECT_TOKEN_TYPES_IN_USE, TOKEN_EXCHANGE_GRANT, TOKEN_EXCHANGE_PARAMS, tokenExchangeHandler } from '../oauth/grants/token-exchange.js';
+import { JWT_BEARER_DUPES, JWT_BEARER_GRANT, JWT_BEARER_PARAMS, jwtBearerHandler } from '../oauth/grants/jwt-bearer.js';
+import { REQUESTED_TOKEN_TYPES, SUBJECT_TOKEN_TYPES_IN_USE, TOKEN_EXCHANGE_DUPES, TOKEN_EXCHANGE_GRANT, TOKEN_EXCHANGE_PARAMS, tokenExchangeHandler } from '../oauth/grants/token-exchange.js';
 import { requireAdmin, resolveAdminTokenHash } from './admin/admin-token.js';
 import { agentsRoutes } from './admin/agents-routes.js';
 import { keysRoutes } from './admin/keys-routes.js';
@@ -140,7 +140,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
           biscuitTtl: config.biscuitTtl, tokens, agents, workflowIntents,
         }),
         params: TOKEN_EXCHANGE_PARAMS,
-        dupes: ['resource', 'audience'],
+        dupes: TOKEN_EXCHANGE_DUPES,
       }, {
         name: JWT_BEARER_GRANT,
         handler: jwtBearerHandler({
@@ -149,7 +149,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
           replay, now,
         }),
         params: JWT_BEARER_PARAMS,
-        dupes: ['resource', 'audience'],
+        dupes: JWT_BEARER_DUPES,
       }],
       logger,
       workflowIntents,

@@ -43,6 +43,9 @@ export interface ProviderDeps {
 
 export type AgentClient = InstanceType<Provider['Client']> & AgentClientFields;
 
+/** Client authentication at the token endpoint; `none` stands for WIT + WPT, checked before the provider (wit-client-auth.ts). */
+export const CLIENT_AUTH_METHODS: NonNullable<Configuration['clientAuthMethods']> = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'];
+
 /** Signing algorithms accepted for `private_key_jwt` client assertions. */
 export const CLIENT_ASSERTION_ALGS = ['EdDSA', 'Ed25519', 'ES256', 'PS256', 'RS256'];
 
@@ -61,8 +64,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
     adapter: Adapter,
     jwks: { keys: providerSigningKeys(keys) },
     cookies: { keys: cookieKeys },
-    // `none` stands for WIT + WPT, which is checked before the provider (wit-client-auth.ts).
-    clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'],
+    clientAuthMethods: CLIENT_AUTH_METHODS,
     enabledJWA: {
       clientAuthSigningAlgValues: CLIENT_ASSERTION_ALGS as never,
       idTokenSigningAlgValues: ['EdDSA', 'ES256'] as never,

@@ -1,12 +1,12 @@
 import type Provider from 'oidc-provider';
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import * as builtin from 'oidc-provider/lib/actions/grants/ciba.js';
-import * as grantHelpers from 'oidc-provider/lib/helpers/grants.js';
 import type { ApprovalRecord, ApprovalsRepo } from '../../storage/approvals-repo.js';
 import { CIBA_GRANT } from '../../policy/workflows.js';
 import type { IssuanceContext } from '../token-records.js';
 import { witAuthStorage } from '../wit-client-auth.js';
 import { noteWorkflowRequest, toOAuthError, type WorkflowIntents } from '../workflow-intent.js';
+import { boundGrantHelpers } from './builtin-grants.js';
 import type { Client } from './exchange-request.js';
 
 type State = { issuance?: IssuanceContext };
@@ -28,8 +28,7 @@ export interface CibaGrantDeps {
  * approver; no ID token is returned with it.
  */
 export function registerCibaGrant(provider: Provider, deps: CibaGrantDeps): void {
-  const helpers = Object.fromEntries(Object.entries(grantHelpers).map(([name, helper]) => [name, helper.bind(undefined, provider)]));
-  const redeem = builtin.handler.bind(undefined, provider, helpers);
+  const redeem = builtin.handler.bind(undefined, provider, boundGrantHelpers(provider));
   const handler = async (ctx: KoaContextWithOIDC) => {
     const authReqId = (ctx.oidc.params as { auth_req_id?: unknown }).auth_req_id;
     const client = ctx.oidc.client as unknown as Client;

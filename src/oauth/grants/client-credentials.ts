@@ -1,11 +1,11 @@
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import * as builtin from 'oidc-provider/lib/actions/grants/client_credentials.js';
-import * as grantHelpers from 'oidc-provider/lib/helpers/grants.js';
 import { stepScope, WORKFLOW_PARAMS } from '../../policy/workflows.js';
 import type { IssuanceContext } from '../token-records.js';
 import { witAuthStorage } from '../wit-client-auth.js';
 import { toOAuthError, type WorkflowIntents } from '../workflow-intent.js';
+import { boundGrantHelpers } from './builtin-grants.js';
 import type { Client } from './exchange-request.js';
 
 type State = { issuance?: IssuanceContext };
@@ -16,13 +16,21 @@ type State = { issuance?: IssuanceContext };
  * authorization requests only; a grant's parameters are those it was registered with.)
  */
 export function registerClientCredentials(provider: Provider, intents: WorkflowIntents): void {
-  const helpers = Object.fromEntries(Object.entries(grantHelpers).map(([name, helper]) => [name, helper.bind(undefined, provider)]));
-  const mint = builtin.handler.bind(undefined, provider, helpers);
+  const mint = builtinClientCredentials(provider);
   const handler = async (ctx: KoaContextWithOIDC) => {
     await bindToWorkflowStep(ctx, intents);
     await mint(ctx);
   };
-  provider.registerGrantType('client_credentials', handler as never, [...builtin.parameters, 'resource', ...WORKFLOW_PARAMS], ['resource']);
+  provider.registerGrantType('client_credentials', handler as never, CLIENT_CREDENTIALS_PARAMS, CLIENT_CREDENTIALS_DUPES);
+}
+
+/** The parameters client credentials is registered with: oidc-provider's, `resource` (repeatable) and the workflow's. */
+export const CLIENT_CREDENTIALS_PARAMS = [...builtin.parameters, 'resource', ...WORKFLOW_PARAMS];
+export const CLIENT_CREDENTIALS_DUPES = ['resource'];
+
+/** oidc-provider's own client-credentials handler, bound to `provider`: it mints the token. */
+export function builtinClientCredentials(provider: Provider): (ctx: KoaContextWithOIDC) => Promise<void> {
+  return builtin.handler.bind(undefined, provider, boundGrantHelpers(provider)) as (ctx: KoaContextWithOIDC) => Promise<void>;
 }
 
 async function bindToWorkflowStep(ctx: KoaContextWithOIDC, intents: WorkflowIntents): Promise<void> {

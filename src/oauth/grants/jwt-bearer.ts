@@ -13,6 +13,8 @@ import { senderBinding } from './sender-binding.js';
 
 export const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 export const JWT_BEARER_PARAMS = ['assertion', 'scope', 'resource', 'audience'];
+/** Parameters a jwt-bearer request may repeat. */
+export const JWT_BEARER_DUPES = ['resource', 'audience'];
 
 export interface JwtBearerDeps {
   issuer: string;

@@ -22,6 +22,8 @@ import { witAuthStorage } from '../wit-client-auth.js';
 export { TOKEN_EXCHANGE_GRANT };
 export const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
 
+/** Parameters a token-exchange request may repeat (RFC 8693 §2.1). */
+export const TOKEN_EXCHANGE_DUPES = ['resource', 'audience'];
 export const TOKEN_EXCHANGE_PARAMS = [
   'subject_token', 'subject_token_type', 'actor_token', 'actor_token_type', 'requested_token_type',
   'audience', 'resource', 'scope', 'request_context', 'request_details',
