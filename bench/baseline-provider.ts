@@ -8,12 +8,11 @@
  */
 import { createServer } from 'node:http';
 import { exportJWK, generateKeyPair } from 'jose';
-import Provider, { errors, type Configuration } from 'oidc-provider';
+import Provider, { type Configuration } from 'oidc-provider';
 import { reportReady } from './child-ready.js';
 
 const port = Number(process.env.PORT);
 const issuer = `http://127.0.0.1:${port}`;
-const withFeatures = process.env.FEATURES === 'agent-sts';
 const { privateKey } = await generateKeyPair('EdDSA', { extractable: true });
 const features: Configuration['features'] = {
   devInteractions: { enabled: false },
@@ -25,38 +24,13 @@ const features: Configuration['features'] = {
     useGrantedResource: () => false,
   },
 };
-const refuse = async () => {
-  throw new errors.InvalidRequest('not offered by this baseline');
-};
+const agentSts = process.env.FEATURES === 'agent-sts' ? await import('./baseline-features.js') : undefined;
 const provider = new Provider(issuer, {
   jwks: { keys: [{ ...(await exportJWK(privateKey)), kid: 'k1', alg: 'EdDSA', use: 'sig' }] as never },
   clients: [{ client_id: 'bench', client_secret: 'bench-secret', grant_types: ['client_credentials'], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'client_secret_basic', id_token_signed_response_alg: 'EdDSA' }],
-  features: withFeatures
-    ? {
-      ...features,
-      userinfo: { enabled: false },
-      rpInitiatedLogout: { enabled: false },
-      introspection: { enabled: true },
-      revocation: { enabled: true },
-      dPoP: { enabled: true },
-      ciba: {
-        enabled: true, deliveryModes: ['poll'], processLoginHint: refuse, processLoginHintToken: refuse, verifyUserCode: refuse,
-        validateBindingMessage: refuse, validateRequestContext: refuse, triggerAuthenticationDevice: refuse,
-      },
-    } as Configuration['features']
-    : features,
-  ...(withFeatures
-    ? {
-      clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'],
-      enabledJWA: { clientAuthSigningAlgValues: ['EdDSA', 'Ed25519', 'ES256', 'PS256', 'RS256'], idTokenSigningAlgValues: ['EdDSA', 'ES256'] },
-      scopes: [],
-      claims: {},
-    } as Configuration
-    : {}),
+  features: agentSts ? agentSts.withAgentStsFeatures(features) : features,
+  ...agentSts?.agentStsConfiguration,
   responseTypes: [],
 });
-if (withFeatures) {
-  const { registerExtraGrants } = await import('./baseline-grants.js');
-  registerExtraGrants(provider);
-}
+agentSts?.registerAgentStsGrants(provider);
 createServer(provider.callback()).listen(port, '127.0.0.1', reportReady);
