@@ -34,7 +34,11 @@ export function lastRevocationId(biscuit: Biscuit): string {
  * only the limits that differ from `parent`'s.
  */
 export function appendHop(b: BiscuitApi, biscuit: Biscuit, hop: HopFacts, parent: BiscuitLimits, signerJwk: JWK): Biscuit {
-  const { code, params } = hopBlock(hop, parent);
+  return appendThirdPartyBlock(b, biscuit, hopBlock(hop, parent), signerJwk);
+}
+
+/** Appends a third-party block saying `code` (its values as `params`), signed with `signerJwk` (a private JWK). */
+export function appendThirdPartyBlock(b: BiscuitApi, biscuit: Biscuit, { code, params }: { code: string; params: Record<string, unknown> }, signerJwk: JWK): Biscuit {
   const builder = new b.BlockBuilder();
   const privateKey = biscuitPrivateKey(b, signerJwk);
   const publicKey = biscuitPublicKey(b, biscuitKeyText(signerJwk));
