@@ -13,10 +13,10 @@ import type { JWK } from 'jose';
 import { exportJWK, generateKeyPair } from 'jose';
 import { generateKeyPairSync, sign, verify } from 'node:crypto';
 import { loadBiscuit, datalogParams } from '../src/tokens/biscuit-wasm.js';
-import { biscuitKeyText, biscuitPrivateKey, biscuitPublicKey, biscuitRootKeys } from '../src/tokens/biscuit-keys.js';
+import { biscuitKeyText, biscuitPublicKey, biscuitRootKeys } from '../src/tokens/biscuit-keys.js';
 import { hopBlock, keyBytes } from '../src/tokens/biscuit-blocks.js';
 import { parseBiscuit } from '../src/tokens/biscuit-chain.js';
-import { mintBiscuit } from '../src/tokens/biscuit-token.js';
+import { appendThirdPartyBlock, mintBiscuit } from '../src/tokens/biscuit-token.js';
 import { delegate, verifyBiscuit } from '../src/tokens/biscuit.js';
 
 const N = Number(process.env.N ?? 400);
@@ -118,13 +118,9 @@ for (let depth = 0; depth <= 5; depth++) {
   console.log('\nbytes one delegation adds (budget narrowed; "+ tools": the tools too), by what the block says');
   for (const [name, code, short] of variants) {
     const { biscuit } = parseBiscuit(b, chains[0]!, rootKeys);
-    const builder = new b.BlockBuilder();
-    const privateKey = biscuitPrivateKey(b, keys[0]!);
-    const publicKey = biscuitPublicKey(b, biscuitKeyText(keys[0]!));
-    builder.addCodeWithParameters(code, datalogParams(hopParams(short)), {});
-    const block = biscuit.getThirdPartyRequest().createBlock(privateKey, builder);
-    const next = biscuit.appendThirdPartyBlock(publicKey, block);
+    const next = appendThirdPartyBlock(b, biscuit, { code, params: hopParams(short) }, keys[0]!);
     console.log(`${name.padEnd(38)} | ${String(Buffer.from(next.toBase64(), 'base64url').length - rootBytes).padStart(4)}`);
-    for (const o of [next, block, privateKey, publicKey, builder, biscuit]) o.free();
+    next.free();
+    biscuit.free();
   }
 }
