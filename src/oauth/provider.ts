@@ -13,7 +13,7 @@ import { AGENT_METADATA, type AgentClientFields } from './client-metadata.js';
 import { resourceServerFor, defaultResourceFor } from './resource-servers.js';
 import { bindToWorkloadKey } from './workload-bound-tokens.js';
 import { noteSignedClaims } from './token-records.js';
-import { databaseOutageMiddleware, noteServerError } from './database-outage.js';
+import { serverErrorAnswers, noteServerError } from './server-error-causes.js';
 import { addWorkflowClaims, registerClientCredentials } from './grants/client-credentials.js';
 import type { WorkflowIntents } from './workflow-intent.js';
 import { approvalTtl, approverAccounts, cibaFeature, workflowExtraParams, type CibaDeps } from './ciba.js';
@@ -143,8 +143,8 @@ export function buildProvider(deps: ProviderDeps): Provider {
   registerCibaGrant(provider, { intents: deps.workflowIntents, approvals: deps.ciba.approvals, now: deps.ciba.now, pollInterval: deps.ciba.pollInterval });
   for (const g of deps.grants) provider.registerGrantType(g.name, g.handler as never, g.params, g.dupes);
   for (const mw of deps.middleware) provider.use(mw);
-  // Innermost, so the middleware above sees the 503 a database outage is answered with.
-  provider.use(databaseOutageMiddleware());
+  // Innermost, so the middleware above sees the answer (a database outage's 503, say) rather than the 500.
+  provider.use(serverErrorAnswers());
 
   // The provider's detailed reason for a refusal, kept for the decision record (never sent to the client).
   for (const event of ['grant.error', 'introspection.error', 'revocation.error', 'backchannel_authentication.error']) {
@@ -154,8 +154,13 @@ export function buildProvider(deps: ProviderDeps): Provider {
   }
 
   provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
-    if (noteServerError(ctx, err)) {
+    const cause = noteServerError(ctx, err);
+    if (cause === 'database_unavailable') {
       deps.logger.warn({ err: { name: err.name, message: err.message }, route: ctx.oidc?.route }, 'database unreachable; answered 503');
+      return;
+    }
+    if (cause === 'assertion_nested_too_deeply') {
+      deps.logger.warn({ route: ctx.oidc?.route, client_id: ctx.oidc?.client?.clientId }, 'client assertion nested too deeply; answered invalid_client');
       return;
     }
     deps.logger.error({ err: { name: err.name, message: err.message, stack: err.stack }, route: ctx.oidc?.route }, 'oauth server error');

@@ -5,7 +5,7 @@ import type { NewTokenRecord, TokensRepo } from '../storage/tokens-repo.js';
 import type { RecordWriter } from '../storage/record-writer.js';
 import { accessTokenRecord } from '../tokens/access-token.js';
 import { isDatabaseUnavailable } from '../storage/database-errors.js';
-import { failedOnDatabase } from './database-outage.js';
+import { failedOnDatabase } from './server-error-causes.js';
 import type { IssuedTokenVerifier, VerifiedClaims } from './grants/issued-tokens.js';
 import { stepRunGuard, workflowTags, type WorkflowIssuance } from './workflow-intent.js';
 

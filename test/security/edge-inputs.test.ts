@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateKeyPairSync, sign } from 'node:crypto';
+import { generateKeyPairSync, KeyObject, sign } from 'node:crypto';
 import { agentId, startTestServer, TRUST_DOMAIN, type TestServer } from '../support/test-server.js';
-import { postForm } from '../support/oauth-client.js';
+import { agentKeyPair, postForm } from '../support/oauth-client.js';
+import { SignJWT } from 'jose';
 import { AT, registerSecretAgent, TOKEN_EXCHANGE, type SecretAgent } from '../support/agents.js';
 
 const PARTNER = 'https://as.partner.example';
@@ -91,5 +92,45 @@ describe('edge inputs answered as refusals, never a 500', () => {
     const preflight = await fetch(`${ts.url}/token`, { method: 'OPTIONS', headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' } });
     expect(preflight.status).toBe(204);
     expect(preflight.headers.get('access-control-allow-methods')).toMatch(/POST/);
+  });
+
+  it('a client assertion signed with the client\'s own key whose header or claims nest JSON too deeply: invalid_client, recorded', async () => {
+    const id = agentId('edge-deep-assertion');
+    const keys = await agentKeyPair('EdDSA');
+    expect((await ts.admin('POST', '/admin/agents', { id, scopes: ['read'], audiences: ['https://api.example'], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [keys.jwk] } })).status).toBe(201);
+    // 15,000 levels of arrays, as JSON text (JSON.stringify itself can't write them): deeper than a structured
+    // clone's recursion goes, inside the body limit.
+    const deep = `${'['.repeat(15_000)}${']'.repeat(15_000)}`;
+    const privateKey = KeyObject.from(keys.privateKey);
+    const assertion = (where: 'header' | 'claims', jti: string) => {
+      const now = Math.floor(Date.now() / 1000);
+      const header = `{"alg":"EdDSA","kid":${JSON.stringify(keys.jwk.kid)}${where === 'header' ? `,"deep":${deep}` : ''}}`;
+      const claims = JSON.stringify({ iss: id, sub: id, aud: ts.issuer, jti, iat: now, exp: now + 60 }).slice(0, -1) + (where === 'claims' ? `,"deep":${deep}}` : '}');
+      const input = `${Buffer.from(header).toString('base64url')}.${Buffer.from(claims).toString('base64url')}`;
+      return `${input}.${sign(null, Buffer.from(input), privateKey).toString('base64url')}`;
+    };
+    for (const where of ['header', 'claims'] as const) {
+      const res = await postForm(`${ts.url}/token`, {
+        grant_type: 'client_credentials', client_id: id, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion(where, `deep-${where}`),
+      });
+      expect(res.status, `${where}: ${JSON.stringify(res.body)}`).toBe(401);
+      expect(res.body).toEqual({ error: 'invalid_client', error_description: expect.stringMatching(/nested too deeply/) });
+    }
+    // Client authentication at introspection and revocation too.
+    for (const path of ['/token/introspection', '/token/revocation']) {
+      const res = await postForm(`${ts.url}${path}`, {
+        token: 'x', client_id: id, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion('claims', `deep${path}`),
+      });
+      expect(res.status, `${path}: ${JSON.stringify(res.body)}`).toBe(401);
+      expect(res.body.error).toBe('invalid_client');
+    }
+    const refused = await ts.admin('GET', `/admin/events?decision=refused&client_id=${encodeURIComponent(id)}`);
+    expect(refused.body.events.map((e: { reason: string }) => e.reason)).toEqual(['invalid_client', 'invalid_client']);
+    // The same client, with an ordinary assertion, still gets its token.
+    const ok = await postForm(`${ts.url}/token`, {
+      grant_type: 'client_credentials', client_id: id, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: await new SignJWT({}).setProtectedHeader({ alg: 'EdDSA', kid: keys.jwk.kid! }).setIssuer(id).setSubject(id).setAudience(ts.issuer).setJti('plain').setIssuedAt().setExpirationTime('1m').sign(keys.privateKey),
+    });
+    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
   });
 });
