@@ -8,7 +8,7 @@
  * ADVERSARIAL_SEED replays another) and from systematic mutation over fields and values; each attempt
  * differs from every other in its category. The table printed at the end says what refused what.
  */
-import { createHash, createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto';
+import { createHash, createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, KeyObject, randomUUID, sign as signBytes } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -1113,6 +1113,20 @@ describe('adversarial suite: generated attacks, all refused; valid controls, all
         const res = await rawRequest(port, { method: 'POST', path, headers: { 'content-type': 'application/json', authorization: `Bearer ${'test-admin-token-0123456789abcdef0123456789abcdef'}` }, body });
         ledger.attack(C.json, path === '/wit' ? 'POST /wit' : 'admin API', what, httpOutcome(res), /^[a-z_]+ \((400|413)\)$/);
       });
+      // A client assertion signed by the client's registered key, its header or claims nested deeper than the
+      // provider's structured clone of them can go (as JSON text: JSON.stringify can't write it either).
+      const pkPrivate = KeyObject.from(pkKey.privateKey);
+      for (const [n, open, close] of [[5_000, '[', ']'], [12_000, '[', ']'], [5_000, '{"a":', '}']] as const) {
+        const value = deep(n, open, close).replace('{"a":}', '{"a":1}');
+        for (const where of ['header', 'claims'] as const) {
+          const header = `{"alg":"EdDSA","kid":"pk-1"${where === 'header' ? `,"x":${value}` : ''}}`;
+          const claims = `${JSON.stringify({ iss: PK, sub: PK, aud: `${ts.issuer}/token`, jti: randomUUID(), exp: now() + 60 }).slice(0, -1)}${where === 'claims' ? `,"x":${value}` : ''}}`;
+          const input = `${Buffer.from(header).toString('base64url')}.${Buffer.from(claims).toString('base64url')}`;
+          const assertion = `${input}.${signBytes(null, Buffer.from(input), pkPrivate).toString('base64url')}`;
+          const res = await postForm(`${ts.url}/token`, { grant_type: 'client_credentials', client_id: PK, client_assertion_type: CLIENT_ASSERTION_TYPE, client_assertion: assertion });
+          ledger.attack(C.json, 'token endpoint', `client assertion ${where} nested ${n} ${open === '[' ? 'arrays' : 'objects'}`, oauth(res), OAUTH('invalid_client'));
+        }
+      }
       // The server still serves.
       okControl(C.json, 'a token after the JSON attempts', await tool.token({ grant_type: 'client_credentials' }));
       noFailures(C.form, C.json);
