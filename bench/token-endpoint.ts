@@ -9,12 +9,15 @@
  * With FEATURE_BASELINE=1, a third server in every round: the plain provider configured with the grants and
  * features agent-sts's provider has (see bench/baseline-provider.ts), to tell the provider's part of the gap.
  * Needs PostgreSQL (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/test). Run: npm run bench:token
+ * With PROFILE=1, one more round per server with its main thread profiled (the inspector's sampler, see
+ * bench/event-loop-profile.ts), printed side by side: where each spends its time per token, by kind of work.
  * Profile the server while it runs: BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" npm run bench:token
  */
 import type { ChildProcess } from 'node:child_process';
 import {
   basicAuth, benchDatabase, freePort, load, measured, median, mmm, paced, startAgentSts, startChild, stopChildren, type CpuPerRequest, type LoadResult, type Measured,
 } from './support.js';
+import { breakdown, printBreakdowns, profiledLoad } from './event-loop-profile.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const DURATION = Number(process.env.DURATION ?? 5);
@@ -22,6 +25,7 @@ const CONNECTIONS = Number(process.env.CONNECTIONS ?? 16);
 const BODY = 'grant_type=client_credentials';
 const LATENCY_GROWING = process.env.LATENCY_HEAP_GROWING_PERCENT;
 const FEATURE_BASELINE = process.env.FEATURE_BASELINE === '1';
+const PROFILE = process.env.PROFILE === '1';
 
 const db = await benchDatabase();
 const latencyDb = LATENCY_GROWING ? await benchDatabase() : undefined;
@@ -92,6 +96,15 @@ try {
   if (latencyHalf.length) console.log(`  agent-sts with HEAP_GROWING_PERCENT=${LATENCY_GROWING}, alternating with it: ${p(latencyHalf, 'p50')}; ${p(latencyHalf, 'p99')}`);
   console.log(`  oidc-provider, in-memory, at the same rate: p50 ${baseHalf.p50} ms, p99 ${baseHalf.p99} ms`);
   console.log(`  agent-sts at the same rate as autocannon's overallRate sends it (each second's budget at full speed): p50 ${burst.p50} ms, p99 ${burst.p99} ms`);
+  if (PROFILE) {
+    const profiled: [string, Map<string, number>][] = [];
+    for (const [name, o, child] of [['agent-sts', ours, sts.child], ...(withFeatures && featured ? [['featured', withFeatures, featured] as const] : []), ['baseline', base, baseline]] as const) {
+      const { measured: m, profile } = await profiledLoad(o, child);
+      profiled.push([name, breakdown(profile, m.rps)]);
+    }
+    console.log(`\nprofiled round (${DURATION} s each; featured: the provider with agent-sts's features; sampling makes every figure larger):`);
+    printBreakdowns(profiled);
+  }
 } finally {
   await stopChildren(children);
   await db.drop();
