@@ -1,6 +1,6 @@
 /** A request that would widen what the subject or the requester holds; `code` is the OAuth error. */
 export class NarrowingError extends Error {
-  constructor(readonly code: 'invalid_scope' | 'invalid_target' | 'invalid_request', message: string) {
+  constructor(readonly code: 'invalid_scope' | 'invalid_target' | 'invalid_request' | 'invalid_grant', message: string) {
     super(message);
     this.name = 'NarrowingError';
   }
@@ -39,9 +39,16 @@ export function chooseAudience(requested: string[], registered: readonly string[
   return wanted;
 }
 
-/** A token never outlives the token it was exchanged from. */
-/** The earlier of the two, in whole seconds (a subject from another issuer may carry a fractional `exp`). */
-export const narrowExpiry = (wanted: number, subjectExp: number) => Math.floor(Math.min(wanted, subjectExp));
+/**
+ * A token never outlives the token it was exchanged from: the earlier of the two, in whole seconds (a subject
+ * from another issuer may carry a fractional `exp`). A subject accepted within the clock tolerance past its
+ * expiry, or expiring this second, leaves no lifetime to give: refused rather than issued already expired.
+ */
+export function narrowExpiry(wanted: number, subjectExp: number, now: number): number {
+  const exp = Math.floor(Math.min(wanted, subjectExp));
+  if (exp <= now) throw new NarrowingError('invalid_grant', 'the presented token has expired');
+  return exp;
+}
 
 /** Adds keys to a context object; a key already present may not change. */
 export function extendContext(base: Record<string, unknown> | undefined, added: Record<string, unknown> | undefined, name: string): Record<string, unknown> | undefined {

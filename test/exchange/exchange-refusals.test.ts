@@ -213,6 +213,24 @@ describe('token exchange refusals', () => {
       expectOk(await exchange(orchestrator, { subject_token: t, subject_token_type: AT }));
     });
 
+    it('refuses a subject token at or just past its expiry, inside the clock tolerance: nothing left to issue → invalid_grant, nothing recorded', async () => {
+      const t = await ccToken(frontend);
+      const exp = decodeJwt(t).exp!;
+      const issuedBefore = Number((await ts.server.db.knex('issued_tokens').count('* as n').first())!.n);
+      for (const past of [0, 2]) {
+        const shift = exp - Math.floor(Date.now() / 1000) + past;
+        ts.clock.advance(shift);
+        try {
+          await expectRefusal(ts, orchestrator.id, () => exchange(orchestrator, { subject_token: t, subject_token_type: AT, scope: 'orders:read' }),
+            { error: 'invalid_grant', why: /expired/ });
+        } finally {
+          ts.clock.advance(-shift);
+        }
+      }
+      expect(Number((await ts.server.db.knex('issued_tokens').count('* as n').first())!.n)).toBe(issuedBefore);
+      expectOk(await exchange(orchestrator, { subject_token: t, subject_token_type: AT, scope: 'orders:read' }));
+    });
+
     it('refuses a revoked subject token → invalid_grant', async () => {
       const t = await ccToken(frontend);
       expectOk(await exchange(orchestrator, { subject_token: t, subject_token_type: AT }));

@@ -75,7 +75,7 @@ export async function mintBiscuitByExchange(ctx: KoaContextWithOIDC, deps: Biscu
   const budget = readBudget(params) ?? maxBudget;
   if (budget > maxBudget) throw new errors.InvalidRequest(`budget ${budget} exceeds this agent's max_budget of ${maxBudget}`);
   const now = deps.now();
-  const exp = narrowExpiry(now + deps.biscuitTtl, subject.claims.exp as number);
+  const exp = narrowExpiry(now + deps.biscuitTtl, subject.claims.exp as number, now);
   const root = deps.keys.activeBiscuitRoot();
   const holderKey = requesterKey(client);
   const facts: AuthorityFacts = {
@@ -148,7 +148,7 @@ export async function delegateBiscuitByExchange(ctx: KoaContextWithOIDC, deps: B
   if (asked.some((a) => !chain.current.audiences.includes(a))) throw new errors.InvalidTarget('audience not held by the subject Biscuit');
   const budget = readBudget(params);
   const now = deps.now();
-  const expires = narrowExpiry(now + deps.biscuitTtl, Math.floor(chain.current.expires.getTime() / 1000));
+  const expires = narrowExpiry(now + deps.biscuitTtl, Math.floor(chain.current.expires.getTime() / 1000), now);
   let hop;
   try {
     hop = nextHop(chain, {

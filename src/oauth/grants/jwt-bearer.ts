@@ -69,7 +69,13 @@ export function jwtBearerHandler(deps: JwtBearerDeps) {
     }
     const { jkt, wit } = await senderBinding(ctx, client.clientId);
     const now = deps.now();
-    const exp = narrowExpiry(now + deps.accessTokenTtl, claims.exp as number);
+    let exp: number;
+    try {
+      exp = narrowExpiry(now + deps.accessTokenTtl, claims.exp as number, now);
+    } catch (err) {
+      if (err instanceof NarrowingError) throw new errors.InvalidGrant(err.message);
+      throw err;
+    }
     const { token, record } = await mintAccessToken({
       issuer: deps.issuer, subject: local, clientId: client.clientId, audience, now, exp,
       signer: await deps.keys.signer(deps.signingAlg), parentJti: wit?.witJti ?? null, ...(scope ? { scope } : {}),

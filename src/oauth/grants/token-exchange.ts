@@ -74,6 +74,7 @@ function toOAuthError(err: unknown): unknown {
   if (err instanceof NarrowingError) {
     if (err.code === 'invalid_scope') return new errors.InvalidScope(err.message, '');
     if (err.code === 'invalid_target') return new errors.InvalidTarget(err.message);
+    if (err.code === 'invalid_grant') return new errors.InvalidGrant(err.message);
     return new errors.InvalidRequest(err.message);
   }
   return workflowError(err);
@@ -193,7 +194,7 @@ async function issueJwtGrant(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, c
   const act = nextActChain(client, deps, subject);
   const scope = narrowScope(single(params, 'scope'), heldScope(subject), client.agent_scopes ?? []);
   const now = deps.now();
-  const exp = narrowExpiry(now + JWT_GRANT_TTL, subject.claims.exp as number);
+  const exp = narrowExpiry(now + JWT_GRANT_TTL, subject.claims.exp as number, now);
   const { token, record } = await mintJwtGrant({
     issuer: deps.issuer, subject: subject.claims.sub as string, clientId: client.clientId, audience, now, exp,
     signer: await deps.keys.signer(deps.signingAlg), parentJti: subject.parentJti,
@@ -217,7 +218,7 @@ async function issueAccessToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps
   const asked = [params.resource, params.audience].flat().filter((v): v is string => typeof v === 'string');
   const audience = chooseAudience(asked, client.agent_audiences ?? []);
   const now = deps.now();
-  const exp = narrowExpiry(now + deps.accessTokenTtl, subject.claims.exp as number);
+  const exp = narrowExpiry(now + deps.accessTokenTtl, subject.claims.exp as number, now);
 
   const { jkt, wit } = await senderBinding(ctx, client.clientId);
 
