@@ -1,4 +1,4 @@
-/** A request that would widen what the subject or the requester holds; `code` is the OAuth error. */
+/** A request that would widen what the subject or the requester holds, or that nothing is left to narrow (an expired subject); `code` is the OAuth error. */
 export class NarrowingError extends Error {
   constructor(readonly code: 'invalid_scope' | 'invalid_target' | 'invalid_request' | 'invalid_grant', message: string) {
     super(message);

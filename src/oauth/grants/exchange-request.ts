@@ -1,4 +1,5 @@
 import { errors } from 'oidc-provider';
+import { NarrowingError } from '../../policy/narrowing.js';
 import type { AgentClientFields } from '../client-metadata.js';
 import type { VerifiedClaims } from './issued-tokens.js';
 
@@ -21,4 +22,14 @@ export function single(params: Params, name: string): string | undefined {
   const v = params[name];
   if (Array.isArray(v)) throw new errors.InvalidRequest(`${name} must be given once`);
   return v;
+}
+
+/** The OAuth error a narrowing refusal is answered with (its `code`). */
+export function narrowingRefusal(err: NarrowingError): Error {
+  switch (err.code) {
+    case 'invalid_scope': return new errors.InvalidScope(err.message, '');
+    case 'invalid_target': return new errors.InvalidTarget(err.message);
+    case 'invalid_grant': return new errors.InvalidGrant(err.message);
+    default: return new errors.InvalidRequest(err.message);
+  }
 }

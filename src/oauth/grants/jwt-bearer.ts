@@ -9,6 +9,7 @@ import { mapPartnerSubject } from '../../policy/subject-mapping.js';
 import { chooseAudience, narrowExpiry, narrowScope, NarrowingError } from '../../policy/narrowing.js';
 import type { AgentClientFields } from '../client-metadata.js';
 import type { IssuanceContext } from '../token-records.js';
+import { narrowingRefusal } from './exchange-request.js';
 import { senderBinding } from './sender-binding.js';
 
 export const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -35,53 +36,48 @@ export interface JwtBearerDeps {
  */
 export function jwtBearerHandler(deps: JwtBearerDeps) {
   return async function jwtBearer(ctx: KoaContextWithOIDC): Promise<void> {
-    const client = ctx.oidc.client as unknown as { clientId: string } & AgentClientFields;
-    const params = ctx.oidc.params as Record<string, string | string[] | undefined>;
-    const assertion = params.assertion;
-    if (typeof assertion !== 'string' || !assertion) throw new errors.InvalidRequest('missing required parameter assertion');
-    const iss = claimedIssuer(assertion);
-    const partner = deps.partners.find((p) => p.issuer === iss);
-    if (!partner) throw new errors.InvalidGrant('the assertion does not come from a configured partner domain');
-    let claims: Record<string, unknown>;
     try {
-      claims = await deps.partnerJwts.verify(assertion, partner.issuer, 'assertion', { requiredClaims: ['sub', 'jti'] });
+      await redeemAssertion(ctx, deps);
     } catch (err) {
-      if (err instanceof TokenVerificationError) throw new errors.InvalidGrant(err.message);
-      throw err;
+      throw err instanceof NarrowingError ? narrowingRefusal(err) : err;
     }
-    if (typeof claims.jti !== 'string' || !claims.jti) throw new errors.InvalidGrant('the assertion\'s jti must be a non-empty string');
-    if (typeof claims.sub !== 'string') throw new errors.InvalidGrant('the assertion\'s sub must be a string');
-    if (!(await deps.replay.claim(`jwt-bearer ${partner.issuer}`, claims.jti, claims.exp as number))) {
-      throw new errors.InvalidGrant('the assertion was already used');
-    }
-    const local = mapPartnerSubject(partner, claims.sub);
-    if (!local) throw new errors.InvalidGrant('the assertion\'s subject is not known here');
-
-    let scope: string | undefined;
-    let audience: string;
-    try {
-      const held = typeof claims.scope === 'string' ? claims.scope : null;
-      scope = narrowScope(typeof params.scope === 'string' ? params.scope : undefined, held, client.agent_scopes ?? []);
-      audience = chooseAudience([params.resource, params.audience].flat().filter((v): v is string => typeof v === 'string'), client.agent_audiences ?? []);
-    } catch (err) {
-      if (err instanceof NarrowingError) throw err.code === 'invalid_scope' ? new errors.InvalidScope(err.message, '') : new errors.InvalidTarget(err.message);
-      throw err;
-    }
-    const { jkt, wit } = await senderBinding(ctx, client.clientId);
-    const now = deps.now();
-    let exp: number;
-    try {
-      exp = narrowExpiry(now + deps.accessTokenTtl, claims.exp as number, now);
-    } catch (err) {
-      if (err instanceof NarrowingError) throw new errors.InvalidGrant(err.message);
-      throw err;
-    }
-    const { token, record } = await mintAccessToken({
-      issuer: deps.issuer, subject: local, clientId: client.clientId, audience, now, exp,
-      signer: await deps.keys.signer(deps.signingAlg), parentJti: wit?.witJti ?? null, ...(scope ? { scope } : {}),
-      ...(jkt ? { jkt } : {}), ...(wit?.agentChecksum ? { agentChecksum: wit.agentChecksum } : {}),
-    });
-    (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record };
-    ctx.body = { access_token: token, issued_token_type: ACCESS_TOKEN_TYPE, token_type: jkt ? 'DPoP' : 'Bearer', expires_in: exp - now, ...(scope ? { scope } : {}) };
   };
+}
+
+async function redeemAssertion(ctx: KoaContextWithOIDC, deps: JwtBearerDeps): Promise<void> {
+  const client = ctx.oidc.client as unknown as { clientId: string } & AgentClientFields;
+  const params = ctx.oidc.params as Record<string, string | string[] | undefined>;
+  const assertion = params.assertion;
+  if (typeof assertion !== 'string' || !assertion) throw new errors.InvalidRequest('missing required parameter assertion');
+  const iss = claimedIssuer(assertion);
+  const partner = deps.partners.find((p) => p.issuer === iss);
+  if (!partner) throw new errors.InvalidGrant('the assertion does not come from a configured partner domain');
+  let claims: Record<string, unknown>;
+  try {
+    claims = await deps.partnerJwts.verify(assertion, partner.issuer, 'assertion', { requiredClaims: ['sub', 'jti'] });
+  } catch (err) {
+    if (err instanceof TokenVerificationError) throw new errors.InvalidGrant(err.message);
+    throw err;
+  }
+  if (typeof claims.jti !== 'string' || !claims.jti) throw new errors.InvalidGrant('the assertion\'s jti must be a non-empty string');
+  if (typeof claims.sub !== 'string') throw new errors.InvalidGrant('the assertion\'s sub must be a string');
+  if (!(await deps.replay.claim(`jwt-bearer ${partner.issuer}`, claims.jti, claims.exp as number))) {
+    throw new errors.InvalidGrant('the assertion was already used');
+  }
+  const local = mapPartnerSubject(partner, claims.sub);
+  if (!local) throw new errors.InvalidGrant('the assertion\'s subject is not known here');
+
+  const held = typeof claims.scope === 'string' ? claims.scope : null;
+  const scope = narrowScope(typeof params.scope === 'string' ? params.scope : undefined, held, client.agent_scopes ?? []);
+  const audience = chooseAudience([params.resource, params.audience].flat().filter((v): v is string => typeof v === 'string'), client.agent_audiences ?? []);
+  const { jkt, wit } = await senderBinding(ctx, client.clientId);
+  const now = deps.now();
+  const exp = narrowExpiry(now + deps.accessTokenTtl, claims.exp as number, now);
+  const { token, record } = await mintAccessToken({
+    issuer: deps.issuer, subject: local, clientId: client.clientId, audience, now, exp,
+    signer: await deps.keys.signer(deps.signingAlg), parentJti: wit?.witJti ?? null, ...(scope ? { scope } : {}),
+    ...(jkt ? { jkt } : {}), ...(wit?.agentChecksum ? { agentChecksum: wit.agentChecksum } : {}),
+  });
+  (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record };
+  ctx.body = { access_token: token, issued_token_type: ACCESS_TOKEN_TYPE, token_type: jkt ? 'DPoP' : 'Bearer', expires_in: exp - now, ...(scope ? { scope } : {}) };
 }

@@ -12,7 +12,7 @@ import { senderBinding } from './sender-binding.js';
 import type { IssuedTokenVerifier } from './issued-tokens.js';
 import { claimedIssuer, type ExternalJwtVerifier } from '../../identity/trusted-issuers.js';
 import { JWT_GRANT_TTL, mintJwtGrant } from '../../tokens/jwt-grant.js';
-import { single, type Client, type Params, type Subject } from './exchange-request.js';
+import { narrowingRefusal, single, type Client, type Params, type Subject } from './exchange-request.js';
 import { delegateBiscuitByExchange, mintBiscuitByExchange, type BiscuitExchangeDeps } from './biscuit-exchange.js';
 import { BISCUIT_TOKEN_TYPE } from '../../tokens/biscuit-blocks.js';
 import { readWorkflowRequest, stepScope, WORKFLOW_PARAMS, WorkflowRefusal } from '../../policy/workflows.js';
@@ -71,12 +71,7 @@ export interface TokenExchangeDeps extends BiscuitExchangeDeps {
 
 function toOAuthError(err: unknown): unknown {
   if (err instanceof TokenVerificationError) return new errors.InvalidGrant(err.message);
-  if (err instanceof NarrowingError) {
-    if (err.code === 'invalid_scope') return new errors.InvalidScope(err.message, '');
-    if (err.code === 'invalid_target') return new errors.InvalidTarget(err.message);
-    if (err.code === 'invalid_grant') return new errors.InvalidGrant(err.message);
-    return new errors.InvalidRequest(err.message);
-  }
+  if (err instanceof NarrowingError) return narrowingRefusal(err);
   return workflowError(err);
 }
 
