@@ -1,19 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateKeyPairSync, KeyObject, sign } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { agentId, startTestServer, TRUST_DOMAIN, type TestServer } from '../support/test-server.js';
 import { agentKeyPair, postForm } from '../support/oauth-client.js';
 import { SignJWT } from 'jose';
+import { signJsonText, withRawMember } from '../support/forgery.js';
 import { AT, registerSecretAgent, TOKEN_EXCHANGE, type SecretAgent } from '../support/agents.js';
 
 const PARTNER = 'https://as.partner.example';
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 const partnerKey = generateKeyPairSync('ed25519');
 const partnerJwk = { ...(partnerKey.publicKey.export({ format: 'jwk' }) as Record<string, string>), alg: 'EdDSA', kid: 'p1' };
-const b64u = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
-function partnerGrant(claims: Record<string, unknown>): string {
-  const input = `${b64u({ alg: 'EdDSA', kid: 'p1', typ: 'JWT' })}.${b64u(claims)}`;
-  return `${input}.${sign(null, Buffer.from(input), partnerKey.privateKey).toString('base64url')}`;
-}
+const partnerGrant = (claims: Record<string, unknown>) => signJsonText(JSON.stringify({ alg: 'EdDSA', kid: 'p1', typ: 'JWT' }), JSON.stringify(claims), partnerKey.privateKey);
 
 /** Inputs the fuzzer (fuzz.test.ts) found answered with a 500, each answered as a refusal now. */
 describe('edge inputs answered as refusals, never a 500', () => {
@@ -101,13 +98,15 @@ describe('edge inputs answered as refusals, never a 500', () => {
     // 15,000 levels of arrays, as JSON text (JSON.stringify itself can't write them): deeper than a structured
     // clone's recursion goes, inside the body limit.
     const deep = `${'['.repeat(15_000)}${']'.repeat(15_000)}`;
-    const privateKey = KeyObject.from(keys.privateKey);
     const assertion = (where: 'header' | 'claims', jti: string) => {
       const now = Math.floor(Date.now() / 1000);
-      const header = `{"alg":"EdDSA","kid":${JSON.stringify(keys.jwk.kid)}${where === 'header' ? `,"deep":${deep}` : ''}}`;
-      const claims = JSON.stringify({ iss: id, sub: id, aud: ts.issuer, jti, iat: now, exp: now + 60 }).slice(0, -1) + (where === 'claims' ? `,"deep":${deep}}` : '}');
-      const input = `${Buffer.from(header).toString('base64url')}.${Buffer.from(claims).toString('base64url')}`;
-      return `${input}.${sign(null, Buffer.from(input), privateKey).toString('base64url')}`;
+      const header = { alg: 'EdDSA', kid: keys.jwk.kid };
+      const claims = { iss: id, sub: id, aud: ts.issuer, jti, iat: now, exp: now + 60 };
+      return signJsonText(
+        where === 'header' ? withRawMember(header, 'deep', deep) : JSON.stringify(header),
+        where === 'claims' ? withRawMember(claims, 'deep', deep) : JSON.stringify(claims),
+        keys.privateKey,
+      );
     };
     for (const where of ['header', 'claims'] as const) {
       const res = await postForm(`${ts.url}/token`, {
