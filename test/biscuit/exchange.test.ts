@@ -81,6 +81,14 @@ describe('Biscuits through the token endpoint: minting, delegation, introspectio
     expect((await mint(t0, { budget: '5001' })).body).toMatchObject({ error: 'invalid_request', error_description: expect.stringContaining('max_budget') });
     expect((await mint(t0, { budget: '-1' })).body.error).toBe('invalid_request');
     expect((await mint(t0, { budget: '1.5' })).body.error).toBe('invalid_request');
+    // A subject at its expiry (accepted within the clock tolerance) leaves no lifetime to give.
+    const shift = decodeJwt(t0).exp! - Math.floor(Date.now() / 1000);
+    ts.clock.advance(shift);
+    try {
+      expect((await mint(t0)).body).toMatchObject({ error: 'invalid_grant', error_description: expect.stringMatching(/expired/) });
+    } finally {
+      ts.clock.advance(-shift);
+    }
     const asBiscuit = (await mint(t0)).body.access_token as string;
     // A Biscuit subject is only exchanged for another Biscuit.
     expect((await exchange(orchestrator, { subject_token: asBiscuit, subject_token_type: BISCUIT_TOKEN_TYPE })).body.error).toBe('invalid_request');

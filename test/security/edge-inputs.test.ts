@@ -56,6 +56,9 @@ describe('edge inputs answered as refusals, never a 500', () => {
       expect(res.status, JSON.stringify(res.body)).toBe(400);
       expect(res.body.error).toBe('invalid_grant');
     }
+    // Expired 2 s ago, inside the clock tolerance: no lifetime left to give the access token.
+    const justExpired = await agent.token({ grant_type: JWT_BEARER, assertion: partnerGrant({ ...base, jti: 'j-just-expired', exp: now - 2 }) });
+    expect(justExpired.body).toMatchObject({ error: 'invalid_grant', error_description: expect.stringMatching(/expired/) });
     const objectSub = await agent.token({ grant_type: JWT_BEARER, assertion: partnerGrant({ ...base, sub: { id: 'user:alice' }, jti: 'j-object-sub' }) });
     expect(objectSub.body.error).toBe('invalid_grant');
     // Far-future and fractional expiry: accepted, and still used once.
