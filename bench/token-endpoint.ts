@@ -15,7 +15,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import {
-  basicAuth, benchDatabase, freePort, load, measured, median, mmm, paced, startAgentSts, startChild, stopChildren, type CpuPerRequest, type LoadResult, type Measured,
+  basicAuth, benchDatabase, freePort, load, measured, median, mmm, paced, startAgentSts, startChild, stopChildren, type CpuPerRequest, type LoadOptions, type LoadResult, type Measured,
 } from './support.js';
 import { breakdown, printBreakdowns, profiledLoad } from './event-loop-profile.js';
 
@@ -35,29 +35,37 @@ try {
   children.push(sts.child);
   const stsLatency = latencyDb && LATENCY_GROWING ? await startAgentSts(latencyDb.url, { HEAP_GROWING_PERCENT: LATENCY_GROWING }) : undefined;
   if (stsLatency) children.push(stsLatency.child);
-  const basePort = await freePort();
-  const baseline = await startChild('bench/baseline-provider.ts', { PORT: String(basePort) });
-  children.push(baseline);
-  const featuredPort = FEATURE_BASELINE ? await freePort() : undefined;
-  const featured = featuredPort ? await startChild('bench/baseline-provider.ts', { PORT: String(featuredPort), FEATURES: 'agent-sts' }) : undefined;
-  if (featured) children.push(featured);
+  /** A plain oidc-provider in a child process: the baseline, or with FEATURES=agent-sts the configured one. */
+  const startProvider = async (env: Record<string, string> = {}) => {
+    const port = await freePort();
+    const child = await startChild('bench/baseline-provider.ts', { PORT: String(port), ...env });
+    children.push(child);
+    return { child, o: { url: `http://127.0.0.1:${port}/token`, auth: basicAuth('bench', 'bench-secret'), body: BODY, duration: DURATION, connections: CONNECTIONS } };
+  };
+  const baseline = await startProvider();
+  const featured = FEATURE_BASELINE ? await startProvider({ FEATURES: 'agent-sts' }) : undefined;
   const registration = { id: 'spiffe://agent-sts.local/agents/bench', scopes: ['read'], audiences: ['https://api.example.com'] };
   const agent = await sts.register(registration);
   const ours = { url: `${sts.url}/token`, auth: agent.auth, body: BODY, duration: DURATION, connections: CONNECTIONS };
   const oursLatency = stsLatency ? { ...ours, url: `${stsLatency.url}/token`, auth: (await stsLatency.register(registration)).auth } : undefined;
-  const base = { url: `http://127.0.0.1:${basePort}/token`, auth: basicAuth('bench', 'bench-secret'), body: BODY, duration: DURATION, connections: CONNECTIONS };
+  const base = baseline.o;
+  type Run = { ours: Measured; base: Measured; featured?: Measured };
+  type Key = keyof Run;
+  /** The servers measured in every round, in their order; `short` names them in the profile's table. */
+  const servers: { key: Key; name: string; short: string; o: LoadOptions; child: ChildProcess }[] = [
+    { key: 'ours', name: 'agent-sts (records in Postgres)', short: 'agent-sts', o: ours, child: sts.child },
+    { key: 'base', name: 'oidc-provider, in-memory', short: 'baseline', o: base, child: baseline.child },
+    ...(featured ? [{ key: 'featured' as const, name: '  the same, agent-sts\'s features', short: 'featured', ...featured }] : []),
+  ];
 
   await load(ours);
   if (oursLatency) await load(oursLatency);
-  const withFeatures = featured ? { ...base, url: `http://127.0.0.1:${featuredPort}/token` } : undefined;
-  await load(base);
-  if (withFeatures) await load(withFeatures);
-  const runs: { ours: Measured; base: Measured; featured?: Measured }[] = [];
+  for (const { o } of servers.slice(1)) await load(o);
+  const runs: Run[] = [];
   for (let r = 0; r < ROUNDS; r++) {
-    runs.push({
-      ours: await measured(ours, sts.child.pid!), base: await measured(base, baseline.pid!),
-      ...(withFeatures && featured ? { featured: await measured(withFeatures, featured.pid!) } : {}),
-    });
+    const round: Partial<Run> = {};
+    for (const { key, o, child } of servers) round[key] = await measured(o, child.pid!);
+    runs.push(round as Run);
   }
   const ratios = runs.map((r) => r.ours.rps / r.base.rps).sort((a, b) => a - b);
   const oursPeak = median(runs.map((r) => r.ours.rps));
@@ -74,14 +82,13 @@ try {
 
   console.log(`token endpoint, client credentials, ${CONNECTIONS} connections, ${ROUNDS} rounds x ${DURATION} s`);
   console.log('server                         | req/s min | median | max  | p99 ms (median)');
-  const servers = [['agent-sts (records in Postgres)', 'ours'], ['oidc-provider, in-memory', 'base'], ...(featured ? [['  the same, agent-sts\'s features', 'featured'] as const] : [])] as const;
-  const of = (r: (typeof runs)[number], key: (typeof servers)[number][1]) => r[key]!;
-  for (const [name, key] of servers) {
+  const of = (r: (typeof runs)[number], key: Key) => r[key]!;
+  for (const { name, key } of servers) {
     const rps = runs.map((r) => of(r, key).rps);
     console.log(`${name.padEnd(30)} | ${Math.min(...rps).toFixed(0).padStart(9)} | ${median(rps).toFixed(0).padStart(6)} | ${Math.max(...rps).toFixed(0).padStart(4)} | ${median(runs.map((r) => of(r, key).p99))}`);
   }
   console.log('CPU per request, µs (median)       | main thread | process | PostgreSQL');
-  for (const [name, key] of servers) {
+  for (const { name, key } of servers) {
     const cpu = (k: keyof CpuPerRequest) => median(runs.map((r) => of(r, key).cpu[k])).toFixed(0);
     console.log(`${name.padEnd(34)} | ${cpu('main').padStart(11)} | ${cpu('process').padStart(7)} | ${cpu('postgres').padStart(10)}`);
   }
@@ -97,10 +104,11 @@ try {
   console.log(`  oidc-provider, in-memory, at the same rate: p50 ${baseHalf.p50} ms, p99 ${baseHalf.p99} ms`);
   console.log(`  agent-sts at the same rate as autocannon's overallRate sends it (each second's budget at full speed): p50 ${burst.p50} ms, p99 ${burst.p99} ms`);
   if (PROFILE) {
+    // The plain provider last: the table shows each server's difference from it.
     const profiled: [string, Map<string, number>][] = [];
-    for (const [name, o, child] of [['agent-sts', ours, sts.child], ...(withFeatures && featured ? [['featured', withFeatures, featured] as const] : []), ['baseline', base, baseline]] as const) {
+    for (const { short, o, child } of [...servers.filter((x) => x.key !== 'base'), servers[1]!]) {
       const { measured: m, profile } = await profiledLoad(o, child);
-      profiled.push([name, breakdown(profile, m.rps)]);
+      profiled.push([short, breakdown(profile, m.rps)]);
     }
     console.log(`\nprofiled round (${DURATION} s each; featured: the provider with agent-sts's features; sampling makes every figure larger):`);
     printBreakdowns(profiled);
