@@ -8,7 +8,7 @@
 # DATA_DIR (/app/data); mount a volume there to keep it.
 
 # --- build: compile the TypeScript sources to dist/ ---
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 # npm ci runs patches/apply.mjs after installing (see the README's Dependency patches).
@@ -20,7 +20,7 @@ COPY migrations ./migrations
 RUN npm run build
 
 # --- runtime: production dependencies and the compiled server only ---
-FROM node:20-bookworm-slim AS runtime
+FROM node:24-bookworm-slim AS runtime
 ENV NODE_ENV=production \
     MALLOC_ARENA_MAX=2 \
     MALLOC_MMAP_THRESHOLD_=131072 \

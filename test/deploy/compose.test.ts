@@ -67,10 +67,10 @@ describe('docker-compose.yml', () => {
 });
 
 describe('Dockerfile', () => {
-  it('builds in one node:20-bookworm-slim stage and runs in another with production dependencies', () => {
+  it('builds in one node:24-bookworm-slim stage (the supported LTS line) and runs in another with production dependencies', () => {
     const from = instructions('FROM');
     expect(from.length).toBeGreaterThanOrEqual(2);
-    for (const f of from) expect(f).toMatch(/^node:20-bookworm-slim\b/);
+    for (const f of from) expect(f).toMatch(/^node:24-bookworm-slim\b/);
     const run = instructions('RUN').join('\n');
     expect(run).toContain('npm ci');
     expect(run).toContain('npm run build');
