@@ -534,20 +534,26 @@ function sendOnce(base: string, req: FuzzRequest, timeoutMs: number, via: http.A
         resolve(r);
       }
     };
+    // Node 24's HTTP parser answers an oversized header block with a 431 and then resets the connection the
+    // client is still writing to: a response whose status line arrived counts as that response.
+    let answered: { res: http.IncomingMessage; chunks: Buffer[] } | undefined;
+    const failed = (error: string) =>
+      finish(answered?.res.statusCode === 431 ? { status: 431, headers: answered.res.headers, body: Buffer.concat(answered.chunks).toString('utf8') } : { status: 0, headers: {}, body: '', error });
     let request: http.ClientRequest;
     try {
       request = http.request({ host: url.hostname, port: url.port, method: req.method, path: req.path, headers, agent: via, timeout: timeoutMs }, (res) => {
         const chunks: Buffer[] = [];
+        answered = { res, chunks };
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => finish({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', (err) => finish({ status: 0, headers: {}, body: '', error: `response: ${err.message}` }));
+        res.on('error', (err) => failed(`response: ${err.message}`));
       });
     } catch (err) {
       finish({ status: 0, headers: {}, body: '', error: `client refused the request: ${(err as Error).message}` });
       return;
     }
     request.on('timeout', () => request.destroy(new Error(`no response within ${timeoutMs} ms`)));
-    request.on('error', (err) => finish({ status: 0, headers: {}, body: '', error: err.message }));
+    request.on('error', (err) => failed(err.message));
     request.end(body);
   });
 }
