@@ -23,6 +23,8 @@ export function discoveryMiddleware(extra: () => Record<string, unknown>) {
     const body = { ...(ctx.body as Record<string, unknown>) };
     for (const field of NOT_OFFERED) delete body[field];
     body.response_types_supported = [];
+    // CIBA Core §4: the provider always says true, but verifyUserCode (ciba.ts) refuses any user_code.
+    if ('backchannel_user_code_parameter_supported' in body) body.backchannel_user_code_parameter_supported = false;
     // `none` is how WIT + WPT authentication looks to oidc-provider; we publish it as `wit`.
     for (const field of ['token_endpoint_auth_methods_supported', 'introspection_endpoint_auth_methods_supported', 'revocation_endpoint_auth_methods_supported']) {
       if (Array.isArray(body[field])) body[field] = (body[field] as string[]).map((m) => (m === 'none' ? 'wit' : m));

@@ -153,6 +153,18 @@ describe('human approval: refusals', () => {
     expect((await run(txn)).refusals).toEqual([expect.objectContaining({ client_id: payer.id, reason: 'invalid_request', detail: expect.stringContaining('needs human approval') })]);
   });
 
+  it('says in its metadata that user_code is not supported, and refuses one', async () => {
+    const metadata = (await fetch(`${ts.url}/.well-known/oauth-authorization-server`).then((r) => r.json())) as Record<string, unknown>;
+    expect(metadata.backchannel_user_code_parameter_supported).toBe(false);
+    const oidc = (await fetch(`${ts.url}/.well-known/openid-configuration`).then((r) => r.json())) as Record<string, unknown>;
+    expect(oidc.backchannel_user_code_parameter_supported).toBe(false);
+    const { txn } = await firstTwo();
+    const res = await ask(txn, { user_code: '1234' });
+    expect(res.status).toBe(400);
+    expect(res.body).toEqual({ error: 'invalid_request', error_description: 'user_code is not supported' });
+    expect((await approverApi(ts, ADMIN_TOKEN, 'GET', '/approvals')).body.approvals.filter((a: { txn: string }) => a.txn === txn)).toEqual([]);
+  });
+
   it('answers authorization_pending before the decision, slow_down when polled too fast, and then the token', async () => {
     const { txn } = await firstTwo();
     const { authReqId, approvalId } = await asked(txn);
