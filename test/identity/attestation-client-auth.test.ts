@@ -113,6 +113,14 @@ describe('WIT client authentication as attest_jwt_client_auth', () => {
     await refused(await token(await attested(dpopTyped)), /typ/);
     const noJti = await new SignJWT({ aud: ts.issuer }).setProtectedHeader({ typ: 'oauth-client-attestation-pop+jwt', alg: 'ES256' }).setIssuedAt().sign(key.privateKey);
     await refused(await token(await attested(noJti)), /jti/);
+    // Malformed input is a clear invalid_client, never a 500.
+    const raw = (header: object, claims: object) => `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.AAAA`;
+    for (const bad of ['x', 'a.b.c', raw({ alg: 'none', typ: 'oauth-client-attestation-pop+jwt' }, { aud: ts.issuer, jti: 'j', iat: now }), raw({ alg: 'ES256' }, { aud: 7, jti: {}, iat: 'now' }), '.'.repeat(3000)]) {
+      await refused(await token(await attested(bad)), /./);
+      await refused(await token(await attested(await pop(), bad)), /./);
+    }
+    const numeric = await new SignJWT({ aud: ts.issuer, jti: 12345 as unknown as string }).setProtectedHeader({ typ: 'oauth-client-attestation-pop+jwt', alg: 'ES256' }).setIssuedAt().sign(key.privateKey);
+    await refused(await token(await attested(numeric)), /jti/);
   });
 
   it('refuses half the headers, both forms at once, an attestation that is not our WIT, and a WIT of an agent not authenticating with one', async () => {
