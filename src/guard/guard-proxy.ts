@@ -2,7 +2,7 @@ import { createServer, request as httpRequest, type IncomingMessage, type Server
 import { request as httpsRequest } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { guardRequest, protectedResourceMetadata, PROTECTED_RESOURCE_METADATA_PATH } from '../verifier/middleware.js';
+import { guardRequest, protectedResourceMetadata, protectedResourceMetadataPaths, protectedResourceMetadataUrl } from '../verifier/middleware.js';
 import type { VerifiedRequest, Verifier } from '../verifier/verifier.js';
 import { requiredScopes, type ScopePolicy } from './scope-policy.js';
 
@@ -76,6 +76,8 @@ export function createGuardProxy(opts: GuardProxyOptions): Server {
   const send = upstream.protocol === 'https:' ? httpsRequest : httpRequest;
   const maxBody = opts.maxBodyBytes ?? 1024 * 1024;
   const metadata = protectedResourceMetadata({ resource: opts.resource, issuer: opts.issuer });
+  const metadataPaths = protectedResourceMetadataPaths(opts.resource);
+  const resourceUrl = new URL(opts.resource);
 
   const refuse = (res: ServerResponse, status: number, headers: Record<string, string>, body: unknown) => {
     res.writeHead(status, { ...headers, 'content-type': 'application/json' });
@@ -95,7 +97,7 @@ export function createGuardProxy(opts: GuardProxyOptions): Server {
       }
       const url = called.href;
       const path = called.pathname;
-      if (path === PROTECTED_RESOURCE_METADATA_PATH && req.method === 'GET') {
+      if (metadataPaths.includes(path) && req.method === 'GET') {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify(metadata));
         return;
@@ -116,7 +118,8 @@ export function createGuardProxy(opts: GuardProxyOptions): Server {
       }
       const scopes = requiredScopes(opts.policy, parsed);
       const outcome = await guardRequest(opts.verifier, { method: req.method ?? 'GET', url, headers: req.headers }, {
-        requiredScopes: scopes, resourceMetadataUrl: `http://${host}${PROTECTED_RESOURCE_METADATA_PATH}`,
+        // The path-inserted URL of RFC 9728 §3.1, at the resource's origin when called by its name, else where called.
+        requiredScopes: scopes, resourceMetadataUrl: protectedResourceMetadataUrl(opts.resource, host === resourceUrl.host ? resourceUrl.origin : `http://${host}`),
       });
       if (!outcome.ok) {
         opts.logger.info({ decision: 'refused', method: req.method, path, status: outcome.status, reason: outcome.body?.error_description }, 'guard');

@@ -6,6 +6,7 @@ import { TokenVerificationError } from '../tokens/token-errors.js';
 import { tokenHash } from '../tokens/token-hash.js';
 import { verifyWit, type WitClaims } from '../tokens/wit.js';
 import { verifyWpt, type WptClaims } from '../tokens/wpt.js';
+import { CLIENT_ATTESTATION_POP_MAX_AGE, verifyClientAttestationPop, type ClientAttestationPopClaims } from '../tokens/client-attestation-pop.js';
 
 export interface WorkloadAuthentication {
   claims: WitClaims;
@@ -27,16 +28,38 @@ export class WorkloadAuthenticator {
 
   async authenticate(req: { wit: string; wpt: string; audience: string; accessToken?: string; txnToken?: string }): Promise<WorkloadAuthentication> {
     const now = this.deps.now();
-    const claims = await verifyWit(req.wit, { issuer: this.deps.issuer, keyFor: (kid) => this.deps.keys.verificationKey(kid), now });
-    const record = await this.deps.tokens.find(claims.jti);
-    if (!record || record.type !== 'wit' || record.token_hash !== tokenHash(req.wit)) throw new TokenVerificationError('the WIT was not issued by this server');
-    if (record.revoked_at) throw new TokenVerificationError('the WIT has been revoked');
-    const agent = await this.deps.agents.find(claims.sub);
-    if (agent?.status !== 'active') throw new TokenVerificationError('the WIT\'s agent is not active');
+    const { claims, agent, jkt } = await this.verifyWit(req.wit, now);
     const wpt = await verifyWpt(req.wpt, {
       wit: req.wit, witJwk: claims.cnf.jwk, audience: req.audience, now, accessToken: req.accessToken, txnToken: req.txnToken,
     });
     if (!(await this.deps.replay.claim(`wpt ${claims.sub}`, wpt.jti, wpt.exp))) throw new TokenVerificationError('the WPT was already used');
-    return { claims, wpt, agent, jkt: record.cnf_jkt! };
+    return { claims, wpt, agent, jkt };
+  }
+
+  /**
+   * Authenticates a client by its WIT as the Client Attestation and a Client Attestation PoP JWT
+   * (draft-ietf-oauth-attestation-based-client-auth as profiled for WITs by draft-ietf-oauth-spiffe-client-auth):
+   * the WIT as in {@link authenticate}, the PoP signed by its key for this server (`aud` the issuer), used once.
+   */
+  async authenticateAttestation(req: { wit: string; pop: string }): Promise<Omit<WorkloadAuthentication, 'wpt'> & { pop: ClientAttestationPopClaims }> {
+    const now = this.deps.now();
+    const { claims, agent, jkt } = await this.verifyWit(req.wit, now);
+    const pop = await verifyClientAttestationPop(req.pop, { witJwk: claims.cnf.jwk, clientId: claims.sub, issuer: this.deps.issuer, now });
+    // Remembered for as long as a PoP of that iat is accepted (its exp, when later, is bounded by the same age).
+    if (!(await this.deps.replay.claim(`attestation-pop ${claims.sub}`, pop.jti, pop.iat + CLIENT_ATTESTATION_POP_MAX_AGE + 5))) {
+      throw new TokenVerificationError('the OAuth-Client-Attestation-PoP JWT was already used');
+    }
+    return { claims, pop, agent, jkt };
+  }
+
+  /** The WIT is ours, recorded, not revoked, unexpired, and its agent active. */
+  private async verifyWit(wit: string, now: number): Promise<{ claims: WitClaims; agent: AgentRecord; jkt: string }> {
+    const claims = await verifyWit(wit, { issuer: this.deps.issuer, keyFor: (kid) => this.deps.keys.verificationKey(kid), now });
+    const record = await this.deps.tokens.find(claims.jti);
+    if (!record || record.type !== 'wit' || record.token_hash !== tokenHash(wit)) throw new TokenVerificationError('the WIT was not issued by this server');
+    if (record.revoked_at) throw new TokenVerificationError('the WIT has been revoked');
+    const agent = await this.deps.agents.find(claims.sub);
+    if (agent?.status !== 'active') throw new TokenVerificationError('the WIT\'s agent is not active');
+    return { claims, agent, jkt: record.cnf_jkt! };
   }
 }

@@ -1,4 +1,10 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
+import { AGENT_KEY_ALGS } from '../tokens/wit.js';
+
+/** The registered name (draft-ietf-oauth-attestation-based-client-auth) of WIT client authentication. */
+export const ATTEST_JWT_CLIENT_AUTH = 'attest_jwt_client_auth';
+/** The algorithms this server signs WITs with (`SIGNING_ALG`). */
+const WIT_SIGNING_ALGS = ['EdDSA', 'ES256'] as const;
 
 /** Metadata fields that describe OpenID Connect end-user flows this server does not offer. */
 const NOT_OFFERED = [
@@ -23,9 +29,20 @@ export function discoveryMiddleware(extra: () => Record<string, unknown>) {
     const body = { ...(ctx.body as Record<string, unknown>) };
     for (const field of NOT_OFFERED) delete body[field];
     body.response_types_supported = [];
-    // `none` is how WIT + WPT authentication looks to oidc-provider; we publish it as `wit`.
+    // CIBA Core §4: the provider always says true, but verifyUserCode (ciba.ts) refuses any user_code.
+    if ('backchannel_user_code_parameter_supported' in body) body.backchannel_user_code_parameter_supported = false;
+    // `none` is how WIT authentication looks to oidc-provider (wit-client-auth.ts); a client discovers it by its
+    // registered name, attest_jwt_client_auth: the WIT as the Client Attestation, with a Client Attestation PoP JWT.
+    let witAuth = false;
     for (const field of ['token_endpoint_auth_methods_supported', 'introspection_endpoint_auth_methods_supported', 'revocation_endpoint_auth_methods_supported']) {
-      if (Array.isArray(body[field])) body[field] = (body[field] as string[]).map((m) => (m === 'none' ? 'wit' : m));
+      if (!Array.isArray(body[field])) continue;
+      witAuth ||= (body[field] as string[]).includes('none');
+      body[field] = (body[field] as string[]).map((m) => (m === 'none' ? ATTEST_JWT_CLIENT_AUTH : m));
+    }
+    if (witAuth) {
+      // WITs are signed by this server's keys; their PoPs by the workload's key.
+      body.client_attestation_signing_alg_values_supported = [...WIT_SIGNING_ALGS];
+      body.client_attestation_pop_signing_alg_values_supported = [...AGENT_KEY_ALGS];
     }
     Object.assign(body, extra());
     ctx.body = body;

@@ -18,6 +18,7 @@ import { addWorkflowClaims, registerClientCredentials } from './grants/client-cr
 import type { WorkflowIntents } from './workflow-intent.js';
 import { approvalTtl, approverAccounts, cibaFeature, workflowExtraParams, type CibaDeps } from './ciba.js';
 import { registerCibaGrant } from './grants/ciba.js';
+import { witClientIdRequired } from './wit-client-auth.js';
 
 export interface ProviderDeps {
   issuer: string;
@@ -43,7 +44,7 @@ export interface ProviderDeps {
 
 export type AgentClient = InstanceType<Provider['Client']> & AgentClientFields;
 
-/** Client authentication at the token endpoint; `none` stands for WIT + WPT, checked before the provider (wit-client-auth.ts). */
+/** Client authentication at the token endpoint; `none` stands for WIT authentication, checked before the provider (wit-client-auth.ts). */
 export const CLIENT_AUTH_METHODS: NonNullable<Configuration['clientAuthMethods']> = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'];
 
 /** Signing algorithms accepted for `private_key_jwt` client assertions. */
@@ -143,6 +144,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
   registerCibaGrant(provider, { intents: deps.workflowIntents, approvals: deps.ciba.approvals, now: deps.ciba.now, pollInterval: deps.ciba.pollInterval });
   for (const g of deps.grants) provider.registerGrantType(g.name, g.handler as never, g.params, g.dupes);
   for (const mw of deps.middleware) provider.use(mw);
+  provider.use(witClientIdRequired());
   // Innermost, so the middleware above sees the answer (a database outage's 503, say) rather than the 500.
   provider.use(serverErrorAnswers());
 

@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Context, Next } from 'koa';
+import type { KoaContextWithOIDC } from 'oidc-provider';
 import { decodeJwt, type JWK } from 'jose';
 import type { EventsRepo } from '../storage/events-repo.js';
 import type { WorkloadAuthenticator } from '../identity/workload-authenticator.js';
@@ -35,12 +36,24 @@ function claimedSubject(wit: string): string | null {
   }
 }
 
-/** WIT + WPT client authentication (spec section 3) for the token, introspection and revocation endpoints. */
+/** The headers of attestation-based client authentication (draft-ietf-oauth-attestation-based-client-auth). */
+const ATTESTATION = 'oauth-client-attestation';
+const ATTESTATION_POP = 'oauth-client-attestation-pop';
+
+/**
+ * WIT client authentication (spec section 3) for the token, introspection, revocation and backchannel endpoints,
+ * in either of two forms:
+ * - `attest_jwt_client_auth` (draft-ietf-oauth-attestation-based-client-auth, as draft-ietf-oauth-spiffe-client-auth
+ *   profiles it for WITs): the WIT in `OAuth-Client-Attestation`, a Client Attestation PoP JWT signed by its key with
+ *   `aud` the issuer in `OAuth-Client-Attestation-PoP`;
+ * - the WIMSE headers: the WIT in `Workload-Identity-Token`, a WPT for the endpoint's URL in `Workload-Proof-Token`.
+ * The provider then sees a client without authentication of its own (method `none`), named by `client_id`.
+ */
 export function witClientAuth(deps: { authenticator: WorkloadAuthenticator; issuer: string; events: EventsRepo }) {
-  const refuse = async (ctx: Context, description: string, agentId: string | null) => {
+  const refuse = async (ctx: Context, description: string, agentId: string | null, scheme: 'WIT' | null = 'WIT') => {
     ctx.status = 401;
     ctx.set('Cache-Control', 'no-store');
-    ctx.set('WWW-Authenticate', 'WIT error="invalid_client"');
+    if (scheme) ctx.set('WWW-Authenticate', `${scheme} error="invalid_client"`);
     ctx.body = { error: 'invalid_client', error_description: description };
     await deps.events.record({ decision: 'refused', action: `client_auth:${ctx.path}`, client_id: agentId, reason: 'invalid_client', detail: description });
   };
@@ -48,24 +61,56 @@ export function witClientAuth(deps: { authenticator: WorkloadAuthenticator; issu
   return async function authenticateWorkload(ctx: Context, next: Next): Promise<unknown> {
     const wit = ctx.get('workload-identity-token');
     const wpt = ctx.get('workload-proof-token');
-    if (!wit && !wpt) return next();
-    if (!wit || !wpt) return refuse(ctx, 'WIT authentication needs both the Workload-Identity-Token and Workload-Proof-Token headers', null);
-    if (ctx.get('authorization')) return refuse(ctx, 'client authentication must use one mechanism only', null);
+    const attestation = ctx.get(ATTESTATION);
+    const attestationPop = ctx.get(ATTESTATION_POP);
+    const attesting = ctx.headers[ATTESTATION] !== undefined || ctx.headers[ATTESTATION_POP] !== undefined;
+    if (!wit && !wpt && !attesting) return next();
+    if (attesting && (wit || wpt)) return refuse(ctx, 'client authentication must use one mechanism only', null, null);
+    if (attesting && (!attestation || !attestationPop)) {
+      return refuse(ctx, 'attestation-based client authentication needs both the OAuth-Client-Attestation and OAuth-Client-Attestation-PoP headers', null, null);
+    }
+    if (!attesting && (!wit || !wpt)) return refuse(ctx, 'WIT authentication needs both the Workload-Identity-Token and Workload-Proof-Token headers', null);
+    if (ctx.get('authorization')) return refuse(ctx, 'client authentication must use one mechanism only', null, attesting ? null : 'WIT');
+    const presented = attesting ? attestation : wit;
     let auth;
     try {
-      auth = await deps.authenticator.authenticate({ wit, wpt, audience: `${deps.issuer}${ctx.path}` });
+      auth = attesting
+        ? await deps.authenticator.authenticateAttestation({ wit: attestation, pop: attestationPop })
+        : await deps.authenticator.authenticate({ wit, wpt, audience: `${deps.issuer}${ctx.path}` });
     } catch (err) {
-      if (err instanceof TokenVerificationError) return refuse(ctx, err.message, claimedSubject(wit));
+      if (err instanceof TokenVerificationError) return refuse(ctx, err.message, claimedSubject(presented), attesting ? null : 'WIT');
       throw err;
     }
-    if (auth.agent.token_endpoint_auth_method !== 'wit') return refuse(ctx, 'this agent does not authenticate with a WIT', auth.agent.id);
+    if (auth.agent.token_endpoint_auth_method !== 'wit') return refuse(ctx, 'this agent does not authenticate with a WIT', auth.agent.id, attesting ? null : 'WIT');
+    // The provider knows no attestation here (its own attestClientAuth is off): it must not see the headers.
+    delete ctx.req.headers[ATTESTATION];
+    delete ctx.req.headers[ATTESTATION_POP];
     // Tokens issued on this authentication descend from the WIT: revoking it revokes them, and their records
     // are written only while the WIT's is good.
     (ctx.state as { issuance?: IssuanceContext }).issuance = {
-      record: { parent_jti: auth.claims.jti }, parent: { jti: auth.claims.jti, hash: tokenHash(wit), what: 'WIT' },
+      record: { parent_jti: auth.claims.jti }, parent: { jti: auth.claims.jti, hash: tokenHash(presented), what: 'WIT' },
     };
     return witAuthStorage.run({
       agentId: auth.agent.id, witJti: auth.claims.jti, jkt: auth.jkt, jwk: auth.claims.cnf.jwk, ...(auth.claims.agent_checksum ? { agentChecksum: auth.claims.agent_checksum } : {}),
     }, next);
   };
 }
+
+/**
+ * Inside the provider: a request authenticated by its WIT that names no client is refused `401 invalid_client`
+ * (RFC 6749 §5.2), as any failed client authentication, rather than the provider's `400 invalid_request`. The
+ * WIT names the client, but `client_id` is what a client without a credential of the provider's own is found by.
+ */
+export function witClientIdRequired() {
+  return async function requireClientId(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
+    await next();
+    const auth = witAuthStorage.getStore();
+    const body = ctx.body as { error?: string; error_description?: string } | undefined;
+    if (!auth?.witJti || ctx.status !== 400 || body?.error !== 'invalid_request' || body.error_description !== NO_CLIENT) return;
+    ctx.status = 401;
+    ctx.body = { error: 'invalid_client', error_description: `client_id is required with WIT client authentication: the WIT's subject (${auth.agentId})` };
+  };
+}
+
+/** oidc-provider's description of a request naming no client (lib/shared/client_auth.js). */
+const NO_CLIENT = 'no client authentication mechanism provided';

@@ -14,5 +14,8 @@ export { CREDENTIAL_CHANGE, RECEIVED_EVENTS, SESSION_REVOKED, TOKEN_CLAIMS_CHANG
 export type { SecurityEvent, SubjectId } from './security-signals.js';
 export { MemoryReplayCache } from './replay-cache.js';
 export type { ReplayCache } from './replay-cache.js';
-export { expressGuard, guardRequest, koaGuard, protectedResourceMetadata, PROTECTED_RESOURCE_METADATA_PATH } from './middleware.js';
-export type { GuardOptions, GuardOutcome } from './middleware.js';
+export {
+  expressGuard, guardRequest, koaGuard, protectedResourceMetadata, protectedResourceMetadataPath, protectedResourceMetadataPaths, protectedResourceMetadataUrl,
+  PROTECTED_RESOURCE_METADATA_PATH,
+} from './middleware.js';
+export type { GuardOptions, GuardOutcome, ProtectedResourceMetadataOptions } from './middleware.js';

@@ -6,6 +6,8 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { discoverOAuthProtectedResourceMetadata, extractResourceMetadataUrl } from '@modelcontextprotocol/sdk/client/auth.js';
+import * as oauth from 'oauth4webapi';
 import { agentId, startTestServer, type TestServer } from '../support/test-server.js';
 import { AT, exchange, registerSecretAgent, TOKEN_EXCHANGE, type SecretAgent } from '../support/agents.js';
 import { createGuardProxy, listenGuard } from '../../src/guard/guard-proxy.js';
@@ -80,9 +82,36 @@ describe('guard proxy in front of an MCP server (real MCP SDK on both sides)', (
   it('refuses without a token (401 with WWW-Authenticate pointing at the RFC 9728 metadata), and serves that metadata', async () => {
     const res = await fetch(`${guardUrl}/mcp`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }) });
     expect(res.status).toBe(401);
-    expect(res.headers.get('www-authenticate')).toMatch(/^Bearer resource_metadata="http:\/\/127\.0\.0\.1:\d+\/\.well-known\/oauth-protected-resource"/);
-    const meta = await (await fetch(`${guardUrl}/.well-known/oauth-protected-resource`)).json();
+    expect(res.headers.get('www-authenticate')).toMatch(/^Bearer resource_metadata="http:\/\/127\.0\.0\.1:\d+\/\.well-known\/oauth-protected-resource\/mcp"/);
+    for (const path of ['/.well-known/oauth-protected-resource/mcp', '/.well-known/oauth-protected-resource']) {
+      const meta = await (await fetch(`${guardUrl}${path}`)).json();
+      expect(meta).toMatchObject({ resource: RESOURCE, authorization_servers: [ts.issuer] });
+    }
+  });
+
+  it('is discovered at the path-inserted metadata URL of RFC 9728 §3.1 by the MCP SDK client and by oauth4webapi', async () => {
+    const fetched: [string, number][] = [];
+    const recording: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      fetched.push([String(input instanceof Request ? input.url : input), res.status]);
+      return res;
+    };
+    // The MCP SDK tries the path-inserted URL first and falls back to the root one: it finds the first.
+    const meta = await discoverOAuthProtectedResourceMetadata(new URL(`${guardUrl}/mcp`), {}, recording);
     expect(meta).toMatchObject({ resource: RESOURCE, authorization_servers: [ts.issuer] });
+    expect(fetched).toEqual([[`${guardUrl}/.well-known/oauth-protected-resource/mcp`, 200]]);
+    // ... and the URL a refusal names.
+    const refused = await fetch(`${guardUrl}/mcp`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }) });
+    const named = extractResourceMetadataUrl(refused);
+    expect(named?.href).toBe(`${guardUrl}/.well-known/oauth-protected-resource/mcp`);
+    expect(await discoverOAuthProtectedResourceMetadata(new URL(`${guardUrl}/mcp`), { resourceMetadataUrl: named })).toMatchObject({ resource: RESOURCE });
+
+    // oauth4webapi derives the metadata URL from the resource identifier and checks the `resource` it names; the
+    // resource's host is this guard.
+    const toGuard: typeof fetch = (input, init) => fetch(String(input instanceof Request ? input.url : input).replace(new URL(RESOURCE).origin, guardUrl), init);
+    const res = await oauth.resourceDiscoveryRequest(new URL(RESOURCE), { [oauth.customFetch]: toGuard });
+    expect(res.url).toBe(`${guardUrl}/.well-known/oauth-protected-resource/mcp`);
+    expect(await oauth.processResourceDiscoveryResponse(new URL(RESOURCE), res)).toMatchObject({ resource: RESOURCE, authorization_servers: [ts.issuer] });
   });
 
   it('strips identity headers a client tries to smuggle in, and the credentials themselves', async () => {

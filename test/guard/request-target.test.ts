@@ -1,4 +1,4 @@
-import { createServer, request, type Server } from 'node:http';
+import { createServer, request, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentId, startTestServer, type TestServer } from '../support/test-server.js';
@@ -11,12 +11,12 @@ import { createLogger } from '../../src/log/logger.js';
 const RESOURCE = 'https://tools.example/mcp';
 
 /** A request with the request target and Host header exactly as given (fetch would normalize both). */
-function raw(port: number, path: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {
+function raw(port: number, path: string, headers: Record<string, string>): Promise<{ status: number; body: string; headers: IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const req = request({ host: '127.0.0.1', port, path, method: 'GET', headers, setHost: false }, (res) => {
       let body = '';
       res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
     });
     req.on('error', reject);
     req.end();
@@ -77,7 +77,7 @@ describe('guard proxy: the request target and Host header', () => {
     // A path that starts with two slashes is a path on the upstream.
     reachedUpstream.length = 0;
     const res = await raw(guardPort, `//127.0.0.1:${elsewherePort}/steal`, auth);
-    expect(res).toEqual({ status: 200, body: 'upstream' });
+    expect(res).toMatchObject({ status: 200, body: 'upstream' });
     expect(reachedUpstream).toEqual([`//127.0.0.1:${elsewherePort}/steal`]);
     expect((await raw(guardPort, `http://127.0.0.1:${elsewherePort}/steal`, auth)).body).toMatch(/invalid_request/);
     expect(reachedElsewhere).toEqual([]);
@@ -92,5 +92,16 @@ describe('guard proxy: the request target and Host header', () => {
     }
     expect((await raw(guardPort, '/mcp', { host: `127.0.0.1:${guardPort}`, authorization: `Bearer ${token}` })).status).toBe(200);
     expect((await raw(guardPort, '/mcp', { host: `[::1]:${guardPort}`, authorization: `Bearer ${token}` })).status).toBe(200);
+  });
+
+  it('names the path-inserted metadata URL (RFC 9728 §3.1) in a challenge: at the resource\'s origin when called by its host name, else at the Host called', async () => {
+    const byName = await raw(guardPort, '/mcp', { host: 'tools.example' });
+    expect(byName.status).toBe(401);
+    expect(byName.headers['www-authenticate']).toBe('Bearer resource_metadata="https://tools.example/.well-known/oauth-protected-resource/mcp"');
+    const byAddress = await raw(guardPort, '/mcp', { host: `127.0.0.1:${guardPort}` });
+    expect(byAddress.headers['www-authenticate']).toBe(`Bearer resource_metadata="http://127.0.0.1:${guardPort}/.well-known/oauth-protected-resource/mcp"`);
+    const metadata = await raw(guardPort, '/.well-known/oauth-protected-resource/mcp', { host: 'tools.example' });
+    expect(metadata.status).toBe(200);
+    expect(JSON.parse(metadata.body)).toMatchObject({ resource: RESOURCE, authorization_servers: [ts.issuer] });
   });
 });

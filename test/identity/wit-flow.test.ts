@@ -49,7 +49,7 @@ describe('workload identity: WIT issuance, WIT + WPT client authentication, key-
     expect(payload.jti).toEqual(expect.any(String));
 
     const meta = await (await fetch(`${ts.url}/.well-known/oauth-authorization-server`)).json() as { token_endpoint_auth_methods_supported: string[] };
-    expect(meta.token_endpoint_auth_methods_supported).toContain('wit');
+    expect(meta.token_endpoint_auth_methods_supported).toContain('attest_jwt_client_auth');
 
     const tok = await tokenWithWit(ts, id, wit, key);
     expect(tok.status, JSON.stringify(tok.body)).toBe(200);

@@ -33,7 +33,9 @@ describe('health, discovery, closed routes and logs', () => {
       grant_types_supported: ['client_credentials', 'urn:openid:params:grant-type:ciba', 'urn:ietf:params:oauth:grant-type:token-exchange', 'urn:ietf:params:oauth:grant-type:jwt-bearer'],
       backchannel_authentication_endpoint: `${ts.issuer}/backchannel`,
       backchannel_token_delivery_modes_supported: ['poll'],
-      token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'wit'],
+      token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'attest_jwt_client_auth'],
+      client_attestation_signing_alg_values_supported: ['EdDSA', 'ES256'],
+      client_attestation_pop_signing_alg_values_supported: ['EdDSA', 'ES256'],
       response_types_supported: [],
     });
     expect(rfc8414.dpop_signing_alg_values_supported).toEqual(expect.arrayContaining(['EdDSA', 'ES256']));

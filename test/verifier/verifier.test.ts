@@ -10,6 +10,7 @@ import { registerSecretAgent, exchange, AT, TXN, type SecretAgent } from '../sup
 import { newAgentKey, witByJoinToken, wpt } from '../support/workload.js';
 import { signAsServer } from '../support/forgery.js';
 import { expressGuard, koaGuard, protectedResourceMetadata, PROTECTED_RESOURCE_METADATA_PATH, Verifier } from '../../src/verifier/index.js';
+import * as oauth from 'oauth4webapi';
 
 const API = 'https://api.example.com';
 
@@ -74,6 +75,39 @@ describe('the verifier library and its middleware', () => {
     const viaExpress = await call(`${expressApp.url}/`, { authorization: `Bearer ${await token()}` });
     expect(viaExpress.status).toBe(200);
     expect((await call(`${expressApp.url}/`)).status).toBe(401);
+  });
+
+  it('serves RFC 9728 metadata at the path-inserted URL of a resource with a path, and names it in challenges (koa and Express)', async () => {
+    const resource = `${API}/mcp`;
+    const opts = { requiredScopes: ['tools:read'], metadata: { resource, issuer: ts.issuer, scopes: ['tools:read'] } };
+    const pathVerifier = new Verifier({ issuer: ts.issuer, audience: resource });
+    const koa = new Koa();
+    koa.use(koaGuard(pathVerifier, opts));
+    koa.use((ctx) => {
+      ctx.body = 'ok';
+    });
+    const ex = express();
+    ex.use(expressGuard(pathVerifier, opts));
+    ex.use((_req, res) => {
+      res.send('ok');
+    });
+    const apps = [await listen(koa.callback() as unknown as RequestListener), await listen(ex as unknown as RequestListener)];
+    try {
+      for (const app of apps) {
+        const refused = await call(`${app.url}/mcp`);
+        expect(refused.status).toBe(401);
+        expect(refused.headers.get('www-authenticate')).toBe(`Bearer scope="tools:read", resource_metadata="${API}/.well-known/oauth-protected-resource/mcp"`);
+        // oauth4webapi derives the metadata URL from the resource identifier and checks the `resource` it names.
+        const toApp: typeof fetch = (input, init) => fetch(String(input instanceof Request ? input.url : input).replace(API, app.url), init);
+        const res = await oauth.resourceDiscoveryRequest(new URL(resource), { [oauth.customFetch]: toApp });
+        expect(res.url).toBe(`${app.url}/.well-known/oauth-protected-resource/mcp`);
+        expect(await oauth.processResourceDiscoveryResponse(new URL(resource), res)).toMatchObject({ resource, authorization_servers: [ts.issuer], scopes_supported: ['tools:read'] });
+        expect(await (await call(`${app.url}${PROTECTED_RESOURCE_METADATA_PATH}`)).json()).toMatchObject({ resource });
+        expect((await call(`${app.url}/.well-known/oauth-protected-resource/other`)).status).toBe(401);
+      }
+    } finally {
+      for (const app of apps) await new Promise((r) => app.server.close(r));
+    }
   });
 
   it('refuses a missing token, other token types, another audience, expiry and forgeries with 401 invalid_token', async () => {

@@ -7,6 +7,7 @@ import { approverApi, backchannel, CIBA, fetchAndCheck, poll, registerRefundWork
 import { postForm } from '../support/oauth-client.js';
 import { newAgentKey, witByJoinToken, workloadHeaders } from '../support/workload.js';
 import { computeAgentChecksum } from '../../src/identity/agent-checksum.js';
+import { createClientAttestationPop } from '../../src/tokens/client-attestation-pop.js';
 
 const API = 'https://orders.example/api';
 
@@ -79,7 +80,7 @@ describe('human approval of workflow steps (CIBA)', () => {
     expect(audit.approval_events[1].detail).toBe(`approval ${approval.id} of step pay approved by ${alice.id}`);
   });
 
-  it('approves a step of a WIT-authenticated agent whose checksum the workflow lists', async () => {
+  it('approves a step of a WIT-authenticated agent whose checksum the workflow lists (the WIT as a client attestation, or in the WIMSE headers)', async () => {
     const allowed = computeAgentChecksum({ prompt: 'You refund orders.', tools: [{ name: 'payments.refund' }] });
     const other = computeAgentChecksum({ prompt: 'You refund anything.', tools: [{ name: 'payments.refund' }] });
     const id = agentId('pinned-payer');
@@ -91,11 +92,14 @@ describe('human approval of workflow steps (CIBA)', () => {
     })).status).toBe(201);
     const key = await newAgentKey();
     const asWit = async (path: string, wit: string, form: Record<string, string>) => postForm(`${ts.url}${path}`, { client_id: id, ...form }, await workloadHeaders(ts, wit, key, path));
+    const asAttested = async (path: string, wit: string, form: Record<string, string>) => postForm(`${ts.url}${path}`, { client_id: id, ...form }, {
+      'oauth-client-attestation': wit, 'oauth-client-attestation-pop': await createClientAttestationPop({ key: key.privateKey, alg: key.alg, issuer: ts.issuer }),
+    });
     const form = { scope: 'openid', login_hint: alice.id, binding_message: 'Refund order 7', workflow_id: 'pinned-refund', workflow_step: 'pay' };
     const refused = await asWit('/backchannel', await witByJoinToken(ts, id, key, { agent_checksum: other }), form);
     expect(refused.body).toEqual({ error: 'unauthorized_client', error_description: 'the agent checksum presented is not one workflow pinned-refund allows for this agent' });
     const wit = await witByJoinToken(ts, id, key, { agent_checksum: allowed });
-    const started = await asWit('/backchannel', wit, form);
+    const started = await asAttested('/backchannel', wit, form);
     expect(started.status, JSON.stringify(started.body)).toBe(200);
     const approval = ((await approverApi(ts, alice.credential, 'GET', '/approvals')).body.approvals as { id: string; client_id: string; txn: string }[]).find((a) => a.client_id === id)!;
     expect((await approverApi(ts, alice.credential, 'POST', `/approvals/${approval.id}/approve`)).status).toBe(200);
@@ -151,6 +155,18 @@ describe('human approval: refusals', () => {
       error_description: `step pay of workflow refund needs human approval: ask for it with a CIBA backchannel authentication request, then poll with grant_type ${CIBA}`,
     });
     expect((await run(txn)).refusals).toEqual([expect.objectContaining({ client_id: payer.id, reason: 'invalid_request', detail: expect.stringContaining('needs human approval') })]);
+  });
+
+  it('says in its metadata that user_code is not supported, and refuses one', async () => {
+    const metadata = (await fetch(`${ts.url}/.well-known/oauth-authorization-server`).then((r) => r.json())) as Record<string, unknown>;
+    expect(metadata.backchannel_user_code_parameter_supported).toBe(false);
+    const oidc = (await fetch(`${ts.url}/.well-known/openid-configuration`).then((r) => r.json())) as Record<string, unknown>;
+    expect(oidc.backchannel_user_code_parameter_supported).toBe(false);
+    const { txn } = await firstTwo();
+    const res = await ask(txn, { user_code: '1234' });
+    expect(res.status).toBe(400);
+    expect(res.body).toEqual({ error: 'invalid_request', error_description: 'user_code is not supported' });
+    expect((await approverApi(ts, ADMIN_TOKEN, 'GET', '/approvals')).body.approvals.filter((a: { txn: string }) => a.txn === txn)).toEqual([]);
   });
 
   it('answers authorization_pending before the decision, slow_down when polled too fast, and then the token', async () => {
