@@ -6,6 +6,8 @@ import { asVerificationError, TokenVerificationError } from './token-errors.js';
 export const WPT_TYP = 'wpt+jwt';
 /** The furthest in the future a WPT may expire. */
 export const WPT_MAX_LIFETIME = 300;
+/** Seconds a WPT is still accepted past its `exp` (clock skew between agent and verifier). */
+export const WPT_CLOCK_TOLERANCE = 5;
 
 export interface WptClaims {
   aud: string;
@@ -59,7 +61,7 @@ export async function verifyWpt(token: string, opts: {
       audience: opts.audience,
       requiredClaims: ['exp', 'jti', 'wth'],
       currentDate: new Date(opts.now * 1000),
-      clockTolerance: opts.clockTolerance ?? 5,
+      clockTolerance: opts.clockTolerance ?? WPT_CLOCK_TOLERANCE,
     }));
   } catch (err) {
     throw asVerificationError(err, 'WPT');
