@@ -1,0 +1,142 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { createServer, type RequestListener, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import Koa from 'koa';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { agentId, startTestServer, type TestServer } from '../support/test-server.js';
+import { registerSecretAgent, type SecretAgent } from '../support/agents.js';
+import { newAgentKey, witByJoinToken, type AgentKey } from '../support/workload.js';
+import { signAsServer } from '../support/forgery.js';
+import { createWpt } from '../../src/tokens/wpt.js';
+import { koaGuard, MemoryReplayCache, ReplayCacheFullError, Verifier } from '../../src/verifier/index.js';
+
+const API = 'https://api.example.com';
+
+describe('MemoryReplayCache', () => {
+  let t = 1000;
+  const clock = () => t;
+
+  it('refuses an identifier through the last second its proof is accepted, and forgets it only after', () => {
+    t = 1000;
+    const cache = new MemoryReplayCache(10, clock);
+    expect(cache.claim('a', 1010)).toBe(true);
+    expect(cache.claim('a', 1010)).toBe(false);
+    t = 1010;
+    expect(cache.claim('a', 1010)).toBe(false);
+    t = 1011;
+    expect(cache.claim('a', 1020)).toBe(true);
+  });
+
+  it('keeps a fractional expiry at least that long', () => {
+    t = 1000;
+    const cache = new MemoryReplayCache(10, clock);
+    expect(cache.claim('b', 1010.5)).toBe(true);
+    t = 1011;
+    expect(cache.claim('b', 1020)).toBe(false);
+    t = 1012;
+    expect(cache.claim('b', 1020)).toBe(true);
+  });
+
+  it('when full of live entries, refuses a new identifier with ReplayCacheFullError and forgets none', () => {
+    t = 1000;
+    const cache = new MemoryReplayCache(3, clock);
+    for (const id of ['a', 'b', 'c']) expect(cache.claim(id, 1060)).toBe(true);
+    let thrown: unknown;
+    try {
+      cache.claim('d', 1060);
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).toBeInstanceOf(ReplayCacheFullError);
+    expect((thrown as ReplayCacheFullError).retryAfterSeconds).toBe(61);
+    for (const id of ['a', 'b', 'c']) expect(cache.claim(id, 1060)).toBe(false);
+    // Once entries can no longer be accepted, they make room.
+    t = 1061;
+    expect(cache.claim('d', 1120)).toBe(true);
+    expect(cache.claim('d', 1120)).toBe(false);
+  });
+});
+
+describe('the verifier\'s replay cache behind its middleware', () => {
+  let ts: TestServer;
+  let agent: SecretAgent;
+  let key: AgentKey;
+  let wit: string;
+  const apps: Server[] = [];
+
+  /** A resource guarded by `verifier`, answering 200 with what it verified. */
+  async function guarded(verifier: Verifier): Promise<string> {
+    const koa = new Koa();
+    koa.use(koaGuard(verifier));
+    koa.use((ctx) => {
+      ctx.body = ctx.state.agent;
+    });
+    const server = createServer(koa.callback() as unknown as RequestListener);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    apps.push(server);
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  }
+  const call = (url: string, headers: Record<string, string>) => fetch(url, { headers });
+  const nowSec = () => Math.floor(Date.now() / 1000);
+  const workload = async (url: string, opts: { now?: number; lifetime?: number } = {}) => ({
+    'workload-identity-token': wit,
+    'workload-proof-token': await createWpt({ wit, key: key.privateKey, alg: key.alg, audience: url, ...opts }),
+  });
+
+  beforeAll(async () => {
+    ts = await startTestServer();
+    agent = await registerSecretAgent(ts, { id: agentId('replay-verifier'), audiences: [API], attestors: [{ type: 'join_token' }] });
+    key = await newAgentKey();
+    wit = await witByJoinToken(ts, agent.id, key);
+  });
+  afterAll(async () => {
+    for (const s of apps) await new Promise((r) => s.close(r));
+    await ts?.close();
+  });
+
+  it('accepts a WPT past its exp inside the verifier\'s clock tolerance once, and refuses it again', async () => {
+    const url = `${await guarded(new Verifier({ issuer: ts.issuer, audience: API, clockTolerance: 30 }))}/read`;
+    // Expired 10 s ago: inside a 30 s tolerance, and claimed until exp + 30 s.
+    const headers = await workload(url, { now: nowSec() - 60, lifetime: 50 });
+    const first = await call(url, headers);
+    expect(first.status, await first.clone().text()).toBe(200);
+    const replay = await call(url, headers);
+    expect(replay.status).toBe(401);
+    expect((await replay.json() as { error_description: string }).error_description).toMatch(/already used/);
+  });
+
+  it('a full replay cache refuses with 503 temporarily_unavailable and Retry-After, and forgets no live proof', async () => {
+    const url = `${await guarded(new Verifier({ issuer: ts.issuer, audience: API, replayCache: new MemoryReplayCache(2) }))}/read`;
+    const first = await workload(url);
+    expect((await call(url, first)).status).toBe(200);
+    expect((await call(url, await workload(url))).status).toBe(200);
+    const full = await call(url, await workload(url));
+    expect(full.status).toBe(503);
+    expect(Number(full.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(full.headers.get('cache-control')).toMatch(/no-store/);
+    expect(await full.json()).toMatchObject({ error: 'temporarily_unavailable', error_description: expect.stringMatching(/replay cache is full/) });
+    const replay = await call(url, first);
+    expect(replay.status).toBe(401);
+    expect((await replay.json() as { error_description: string }).error_description).toMatch(/already used/);
+  });
+
+  it('refuses a DPoP proof replayed in the last second it is accepted (iat + max age + tolerance)', async () => {
+    const url = `${await guarded(new Verifier({ issuer: ts.issuer, audience: API }))}/read`;
+    const keys = await generateKeyPair('ES256');
+    const jwk = await exportJWK(keys.publicKey);
+    // Both calls inside one second, at its start.
+    await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 20));
+    const now = nowSec();
+    const bound = await signAsServer(ts, { iss: ts.issuer, sub: agent.id, aud: API, jti: randomUUID(), iat: now, exp: now + 60, cnf: { jkt: await calculateJwkThumbprint(jwk) } });
+    const proof = await new SignJWT({ htm: 'GET', htu: url, iat: now - 60 - 5, jti: randomUUID(), ath: createHash('sha256').update(bound).digest('base64url') })
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk }).sign(keys.privateKey);
+    const headers = { authorization: `DPoP ${bound}`, dpop: proof };
+    const first = await call(url, headers);
+    const replay = await call(url, headers);
+    expect(nowSec(), 'both calls in one second').toBe(now);
+    expect(first.status, await first.clone().text()).toBe(200);
+    expect(replay.status).toBe(401);
+    expect((await replay.json() as { error_description: string }).error_description).toMatch(/replayed/);
+  });
+});
