@@ -10,6 +10,7 @@ import { newAgentKey, witByJoinToken, type AgentKey } from '../support/workload.
 import { signAsServer } from '../support/forgery.js';
 import { createWpt } from '../../src/tokens/wpt.js';
 import { koaGuard, MemoryReplayCache, ReplayCacheFullError, Verifier } from '../../src/verifier/index.js';
+import { SecuritySignals, TOKEN_CLAIMS_CHANGE, type SecurityEvent } from '../../src/verifier/security-signals.js';
 
 const API = 'https://api.example.com';
 
@@ -138,5 +139,23 @@ describe('the verifier\'s replay cache behind its middleware', () => {
     expect(first.status, await first.clone().text()).toBe(200);
     expect(replay.status).toBe(401);
     expect((await replay.json() as { error_description: string }).error_description).toMatch(/replayed/);
+  });
+});
+
+describe('a security event delivered again', () => {
+  it('an older token-claims change, replayed after a newer one, does not widen what the newer one narrowed', () => {
+    const ISSUER = 'https://sts.example';
+    const AGENT = 'spiffe://agent-sts.test/agents/a';
+    const T = 1_800_000_000;
+    const change = (at: number, scope: string): SecurityEvent => ({ jti: `e${at}`, iat: at, type: TOKEN_CLAIMS_CHANGE, subject: { format: 'uri', uri: AGENT }, event: { event_timestamp: at, claims: { scope } } });
+    const signals = new SecuritySignals(ISSUER, 86_400);
+    const older = change(T - 100, 'a b');
+    signals.apply(older, T);
+    signals.apply(change(T - 10, 'a'), T);
+    // Issued between the two changes with scope b: the newer change refuses it.
+    const token = { type: 'access_token' as const, jti: 't', iat: T - 50, parties: [AGENT], clientId: AGENT, scopes: ['b'] };
+    expect(signals.refusal(token)).toMatch(/scopes/);
+    signals.apply(older, T + 1);
+    expect(signals.refusal(token)).toMatch(/scopes/);
   });
 });
