@@ -126,13 +126,13 @@ describe('the verifier\'s replay cache behind its middleware', () => {
     const url = `${await guarded(new Verifier({ issuer: ts.issuer, audience: API }))}/read`;
     const keys = await generateKeyPair('ES256');
     const jwk = await exportJWK(keys.publicKey);
-    // Both calls inside one second, at its start.
-    await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 20));
-    const now = nowSec();
-    const bound = await signAsServer(ts, { iss: ts.issuer, sub: agent.id, aud: API, jti: randomUUID(), iat: now, exp: now + 60, cnf: { jkt: await calculateJwkThumbprint(jwk) } });
+    const bound = await signAsServer(ts, { iss: ts.issuer, sub: agent.id, aud: API, jti: randomUUID(), iat: nowSec(), exp: nowSec() + 120, cnf: { jkt: await calculateJwkThumbprint(jwk) } });
+    // A proof for the next second, 60 s (max age) + 5 s (tolerance) old then; both calls are made inside that second.
+    const now = nowSec() + 1;
     const proof = await new SignJWT({ htm: 'GET', htu: url, iat: now - 60 - 5, jti: randomUUID(), ath: createHash('sha256').update(bound).digest('base64url') })
       .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk }).sign(keys.privateKey);
     const headers = { authorization: `DPoP ${bound}`, dpop: proof };
+    await new Promise((r) => setTimeout(r, now * 1000 - Date.now() + 10));
     const first = await call(url, headers);
     const replay = await call(url, headers);
     expect(nowSec(), 'both calls in one second').toBe(now);
