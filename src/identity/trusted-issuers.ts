@@ -11,6 +11,9 @@ export interface ExternalIssuer {
   audience: string | string[];
 }
 
+/** Seconds an external JWT is still accepted past its `exp` (clock skew between its issuer and us). */
+export const EXTERNAL_CLOCK_TOLERANCE = 5;
+
 /** Asymmetric algorithms accepted from external issuers; `none` and HMAC never. */
 const ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
 
@@ -50,7 +53,7 @@ export class ExternalJwtVerifier {
         algorithms: ALGS,
         requiredClaims: ['exp', ...(opts.requiredClaims ?? [])],
         currentDate: new Date(this.now() * 1000),
-        clockTolerance: 5,
+        clockTolerance: EXTERNAL_CLOCK_TOLERANCE,
       });
       return payload;
     } catch (err) {

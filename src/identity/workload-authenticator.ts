@@ -5,7 +5,7 @@ import type { TokensRepo } from '../storage/tokens-repo.js';
 import { TokenVerificationError } from '../tokens/token-errors.js';
 import { tokenHash } from '../tokens/token-hash.js';
 import { verifyWit, type WitClaims } from '../tokens/wit.js';
-import { verifyWpt, type WptClaims } from '../tokens/wpt.js';
+import { verifyWpt, WPT_CLOCK_TOLERANCE, type WptClaims } from '../tokens/wpt.js';
 import { CLIENT_ATTESTATION_POP_MAX_AGE, verifyClientAttestationPop, type ClientAttestationPopClaims } from '../tokens/client-attestation-pop.js';
 
 export interface WorkloadAuthentication {
@@ -19,7 +19,8 @@ export interface WorkloadAuthentication {
 /**
  * Authenticates a workload by its WIT and a WPT for one request: the WIT is ours, recorded, not revoked,
  * unexpired and its agent active; the WPT is signed by the WIT's key, for this target, and used once
- * (its `jti` is claimed in the shared replay cache, which outlives restarts and spans servers).
+ * (its `jti` is claimed in the shared replay cache, which outlives restarts and spans servers, for as long
+ * as the WPT can be accepted: its `exp` plus the clock tolerance).
  */
 export class WorkloadAuthenticator {
   constructor(private readonly deps: {
@@ -31,8 +32,9 @@ export class WorkloadAuthenticator {
     const { claims, agent, jkt } = await this.verifyWit(req.wit, now);
     const wpt = await verifyWpt(req.wpt, {
       wit: req.wit, witJwk: claims.cnf.jwk, audience: req.audience, now, accessToken: req.accessToken, txnToken: req.txnToken,
+      clockTolerance: WPT_CLOCK_TOLERANCE,
     });
-    if (!(await this.deps.replay.claim(`wpt ${claims.sub}`, wpt.jti, wpt.exp))) throw new TokenVerificationError('the WPT was already used');
+    if (!(await this.deps.replay.claim(`wpt ${claims.sub}`, wpt.jti, wpt.exp + WPT_CLOCK_TOLERANCE))) throw new TokenVerificationError('the WPT was already used');
     return { claims, wpt, agent, jkt };
   }
 

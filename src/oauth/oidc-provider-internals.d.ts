@@ -7,6 +7,19 @@ declare module 'oidc-provider/lib/helpers/validate_dpop.js' {
   }
   export default function validateDpop(provider: unknown, ctx: unknown, accessToken?: string): Promise<DPoPProof | undefined>;
   export function checkDpopReplay(provider: unknown, ctx: unknown, dPoP: DPoPProof, clientId: string): Promise<void>;
+  export function getDpopJwt(provider: unknown, ctx: unknown): { payload: Record<string, unknown> } | undefined;
+}
+
+// The request's context, which oidc-provider keeps for the duration of each of its requests.
+declare module 'oidc-provider/lib/helpers/als.js' {
+  import type { AsyncLocalStorage } from 'node:async_hooks';
+  const als: AsyncLocalStorage<unknown>;
+  export default als;
+}
+
+// How far a DPoP proof's iat may be from the provider's time, either way (seconds).
+declare module 'oidc-provider/lib/helpers/challenge.js' {
+  export const CHALLENGE_OK_WINDOW: number;
 }
 
 declare module 'oidc-provider/lib/helpers/sender_constraints.js' {

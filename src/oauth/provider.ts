@@ -19,6 +19,7 @@ import type { WorkflowIntents } from './workflow-intent.js';
 import { approvalTtl, approverAccounts, cibaFeature, workflowExtraParams, type CibaDeps } from './ciba.js';
 import { registerCibaGrant } from './grants/ciba.js';
 import { witClientIdRequired } from './wit-client-auth.js';
+import { providerReplayUntil } from './provider-replay.js';
 
 export interface ProviderDeps {
   issuer: string;
@@ -137,8 +138,8 @@ export function buildProvider(deps: ProviderDeps): Provider {
     return deps.secrets.verify(actual, this.clientSecret);
   } as never;
 
-  // One-time identifiers (client assertion and DPoP proof jti) are claimed atomically.
-  (provider.ReplayDetection as unknown as { unique: (iss: string, jti: string, exp: number) => Promise<boolean> }).unique = (iss, jti, exp) => deps.replay.claim(iss, jti, exp);
+  // One-time identifiers (client assertion and DPoP proof jti) are claimed atomically, for as long as they can be accepted.
+  (provider.ReplayDetection as unknown as { unique: (iss: string, jti: string, exp: number) => Promise<boolean> }).unique = (iss, jti, exp) => deps.replay.claim(iss, jti, providerReplayUntil(jti, exp));
 
   registerClientCredentials(provider, deps.workflowIntents);
   registerCibaGrant(provider, { intents: deps.workflowIntents, approvals: deps.ciba.approvals, now: deps.ciba.now, pollInterval: deps.ciba.pollInterval });

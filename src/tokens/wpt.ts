@@ -6,6 +6,8 @@ import { asVerificationError, TokenVerificationError } from './token-errors.js';
 export const WPT_TYP = 'wpt+jwt';
 /** The furthest in the future a WPT may expire. */
 export const WPT_MAX_LIFETIME = 300;
+/** Seconds a WPT is still accepted past its `exp` (clock skew between agent and verifier). */
+export const WPT_CLOCK_TOLERANCE = 5;
 
 export interface WptClaims {
   aud: string;
@@ -35,9 +37,10 @@ export async function createWpt(opts: {
 
 /**
  * Verifies a WPT against the WIT it accompanies: signed by the WIT's `cnf.jwk` with its `alg`,
- * `typ: wpt+jwt`, `aud` the target URI, expiring within {@link WPT_MAX_LIFETIME} seconds, a `jti` of at
- * least 128 bits, `wth` the WIT's hash, `ath`/`tth` present exactly when those tokens ride along.
- * Replay is the caller's to check with the returned `jti` and `exp`.
+ * `typ: wpt+jwt`, `aud` exactly the target URI (a string, or an array of that one string), expiring
+ * within {@link WPT_MAX_LIFETIME} seconds, a `jti` of at least 128 bits, `wth` the WIT's hash, `ath`/`tth`
+ * present exactly when those tokens ride along, `oth` absent or empty.
+ * Replay is the caller's to check with the returned `jti`, through `exp` plus the clock tolerance.
  */
 export async function verifyWpt(token: string, opts: {
   wit: string; witJwk: JWK; audience: string; now: number; accessToken?: string; txnToken?: string; clockTolerance?: number;
@@ -56,15 +59,21 @@ export async function verifyWpt(token: string, opts: {
     ({ payload } = await jwtVerify(token, key, {
       typ: WPT_TYP,
       algorithms: [alg],
-      audience: opts.audience,
-      requiredClaims: ['exp', 'jti', 'wth'],
+      requiredClaims: ['aud', 'exp', 'jti', 'wth'],
       currentDate: new Date(opts.now * 1000),
-      clockTolerance: opts.clockTolerance ?? 5,
+      clockTolerance: opts.clockTolerance ?? WPT_CLOCK_TOLERANCE,
     }));
   } catch (err) {
     throw asVerificationError(err, 'WPT');
   }
   const claims = payload as unknown as WptClaims & { oth?: unknown };
+  // One proof serves the one request it was made for: `aud` is exactly the target URI, as a string or as the
+  // only member of an array (RFC 7519 §4.1.3: the string is the one-audience case of the array).
+  const aud: unknown = payload.aud;
+  if ((Array.isArray(aud) && aud.length === 1 ? aud[0] : aud) !== opts.audience) {
+    throw new TokenVerificationError(`the WPT aud must be exactly the target URI ${opts.audience}`);
+  }
+  claims.aud = opts.audience;
   if (claims.exp > opts.now + WPT_MAX_LIFETIME) throw new TokenVerificationError(`the WPT must expire within ${WPT_MAX_LIFETIME} seconds`);
   if (typeof claims.jti !== 'string' || claims.jti.length < 22) throw new TokenVerificationError('the WPT jti must carry at least 128 bits');
   if (claims.wth !== tokenHash(opts.wit)) throw new TokenVerificationError('the WPT wth does not match the WIT');
@@ -72,6 +81,11 @@ export async function verifyWpt(token: string, opts: {
     if (tok === undefined && claims[claim] !== undefined) throw new TokenVerificationError(`the WPT has ${claim} but no such token accompanies it`);
     if (tok !== undefined && claims[claim] !== tokenHash(tok)) throw new TokenVerificationError(`the WPT ${claim} does not match the token it accompanies`);
   }
-  if (claims.oth !== undefined) throw new TokenVerificationError('the WPT oth claim is not supported');
+  // draft-ietf-wimse-wpt: a WPT whose oth has entries the recipient does not understand MUST be rejected. No other
+  // token here conveys identity or authorization context, so every entry is one; an empty object names none.
+  if (claims.oth !== undefined) {
+    if (claims.oth === null || typeof claims.oth !== 'object' || Array.isArray(claims.oth)) throw new TokenVerificationError('the WPT oth claim must be a JSON object');
+    if (Object.keys(claims.oth).length) throw new TokenVerificationError('the WPT oth claim names tokens this server does not understand');
+  }
   return claims;
 }

@@ -1,16 +1,22 @@
-/** Error codes of RFC 6750 §3.1 and RFC 9449 §7.1. */
-export type VerificationErrorCode = 'invalid_request' | 'invalid_token' | 'insufficient_scope' | 'invalid_dpop_proof';
+/**
+ * Error codes of RFC 6750 §3.1 and RFC 9449 §7.1, and `temporarily_unavailable` (503, as RFC 6749 §4.1.2.1
+ * names it) when a one-time proof cannot be recorded, so it is refused rather than accepted unrecorded.
+ */
+export type VerificationErrorCode = 'invalid_request' | 'invalid_token' | 'insufficient_scope' | 'invalid_dpop_proof' | 'temporarily_unavailable';
 
 const STATUS: Record<VerificationErrorCode, number> = {
   invalid_request: 400,
   invalid_token: 401,
   insufficient_scope: 403,
   invalid_dpop_proof: 401,
+  temporarily_unavailable: 503,
 };
 
 /** A refused request: `status` and `wwwAuthenticate()` are what to answer with. */
 export class VerificationError extends Error {
   readonly status: number;
+  /** For `temporarily_unavailable`: when to try again (seconds). */
+  retryAfterSeconds?: number;
 
   constructor(
     readonly code: VerificationErrorCode,

@@ -12,7 +12,7 @@ export { SsfReceiver, ssfConfigurationUrl, POLL_DELIVERY, PUSH_DELIVERY } from '
 export type { SsfReceiverOptions, StreamConfiguration } from './ssf-receiver.js';
 export { CREDENTIAL_CHANGE, RECEIVED_EVENTS, SESSION_REVOKED, TOKEN_CLAIMS_CHANGE } from './security-signals.js';
 export type { SecurityEvent, SubjectId } from './security-signals.js';
-export { MemoryReplayCache } from './replay-cache.js';
+export { MemoryReplayCache, ReplayCacheFullError } from './replay-cache.js';
 export type { ReplayCache } from './replay-cache.js';
 export {
   expressGuard, guardRequest, koaGuard, protectedResourceMetadata, protectedResourceMetadataPath, protectedResourceMetadataPaths, protectedResourceMetadataUrl,

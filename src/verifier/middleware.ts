@@ -83,6 +83,12 @@ export async function guardRequest(verifier: Verifier, req: HttpRequestLike, opt
     return { ok: true, status: 200, headers: {}, verified };
   } catch (err) {
     if (!(err instanceof VerificationError)) throw err;
+    if (err.code === 'temporarily_unavailable') {
+      return {
+        ok: false, status: err.status, headers: { 'retry-after': String(err.retryAfterSeconds ?? 1), 'cache-control': 'no-store' },
+        body: { error: err.code, error_description: err.message },
+      };
+    }
     return {
       ok: false,
       status: err.status,

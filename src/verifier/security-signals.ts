@@ -107,7 +107,8 @@ export class SecuritySignals {
           const claims = (event.event.claims ?? {}) as Record<string, unknown>;
           const scopes = typeof claims.scope === 'string' ? new Set(claims.scope.split(' ').filter(Boolean)) : undefined;
           const aud = typeof claims.aud === 'string' ? [claims.aud] : Array.isArray(claims.aud) ? claims.aud.filter((a): a is string => typeof a === 'string') : undefined;
-          this.claimsChanges.set(uri, { at, ...(scopes ? { scopes } : {}), ...(aud ? { aud } : {}) });
+          // An older change (a SET delivered again, or late) never replaces a newer one: it could widen again.
+          if ((this.claimsChanges.get(uri)?.at ?? -Infinity) <= at) this.claimsChanges.set(uri, { at, ...(scopes ? { scopes } : {}), ...(aud ? { aud } : {}) });
           effect.agents.push(uri);
         }
         break;

@@ -9,7 +9,7 @@ import { SecurityEventError, VerificationError } from './errors.js';
 import { SecuritySignals, type SecurityEvent, type SubjectId, type TokenFacts } from './security-signals.js';
 import { KeyCache } from './key-cache.js';
 import { clientSecretBasic } from './client-credentials.js';
-import { MemoryReplayCache, type ReplayCache } from './replay-cache.js';
+import { MemoryReplayCache, ReplayCacheFullError, type ReplayCache } from './replay-cache.js';
 import { RevocationList } from './revocation-list.js';
 import { verifyBiscuit as verifyBiscuitChain, type BiscuitChain, type RunLimits } from '../tokens/biscuit-chain.js';
 import { BiscuitError } from '../tokens/biscuit-errors.js';
@@ -43,7 +43,11 @@ export interface VerifierOptions {
   jwksMaxAgeMs?: number;
   /** How old a DPoP proof may be (default 60 s). */
   dpopMaxAge?: number;
-  /** One-time-identifier store for DPoP proofs and WPTs (default in memory). */
+  /**
+   * One-time-identifier store for DPoP proofs and WPTs (default in memory, 100,000 entries). Each is kept
+   * through the last second its proof can be accepted (expiry plus `clockTolerance`); a store that cannot
+   * record one makes the request refused with 503 `temporarily_unavailable`.
+   */
   replayCache?: ReplayCache;
   /** Check revocation by introspection, with this client's credentials, caching answers for `cacheSeconds`. */
   introspection?: { clientId: string; clientSecret: string; cacheSeconds?: number };
@@ -345,7 +349,22 @@ export class Verifier {
     if (typeof claims.jti !== 'string' || !claims.jti) throw fail('no jti');
     if (claims.ath !== tokenHash(req.accessToken)) throw fail('ath does not match the access token');
     if ((await calculateJwkThumbprint(jwk)) !== req.jkt) throw fail('signed by another key than the token is bound to');
-    if (!(await this.replay.claim(`dpop ${req.jkt} ${claims.jti}`, claims.iat + maxAge + this.skew))) throw fail('replayed');
+    // Accepted while now <= iat + maxAge + skew: claimed through that second.
+    if (!(await this.claimOnce(`dpop ${req.jkt} ${claims.jti}`, claims.iat + maxAge + this.skew, 'DPoP'))) throw fail('replayed');
+  }
+
+  /** Claims a one-time identifier through `acceptedUntil`; a store that cannot record it refuses the request (503). */
+  private async claimOnce(id: string, acceptedUntil: number, scheme: 'Bearer' | 'DPoP'): Promise<boolean> {
+    try {
+      return await this.replay.claim(id, acceptedUntil);
+    } catch (err) {
+      const full = err instanceof ReplayCacheFullError;
+      const refusal = new VerificationError('temporarily_unavailable', full
+        ? 'the replay cache is full: one-time proofs are refused until entries expire'
+        : 'the replay cache could not record the one-time proof', scheme);
+      refusal.retryAfterSeconds = full ? err.retryAfterSeconds : 1;
+      throw refusal;
+    }
   }
 
   /** A Txn-Token from the `Txn-Token` header: `typ: txntoken+jwt`, `aud` = the trust domain. */
@@ -364,7 +383,7 @@ export class Verifier {
     let wpt;
     try {
       wpt = await verifyWpt(input.wpt, {
-        wit: input.wit, witJwk: jwk, audience: requestTargetUri(input.url), now: Math.floor(Date.now() / 1000),
+        wit: input.wit, witJwk: jwk, audience: requestTargetUri(input.url), now: Math.floor(Date.now() / 1000), clockTolerance: this.skew,
         ...(input.accessToken ? { accessToken: input.accessToken } : {}), ...(input.txnToken ? { txnToken: input.txnToken } : {}),
       });
     } catch (err) {
@@ -372,7 +391,8 @@ export class Verifier {
       throw err;
     }
     const verified = this.refuseSignalled(this.result('wit', claims));
-    if (!(await this.replay.claim(`wpt ${claims.sub as string} ${wpt.jti}`, wpt.exp))) throw new VerificationError('invalid_token', 'the WPT was already used');
+    // Accepted until exp + skew: claimed through that second.
+    if (!(await this.claimOnce(`wpt ${claims.sub as string} ${wpt.jti}`, wpt.exp + this.skew, 'Bearer'))) throw new VerificationError('invalid_token', 'the WPT was already used');
     return verified;
   }
 

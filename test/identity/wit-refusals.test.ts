@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeJwt, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
 import { agentId, startTestServer, type TestServer } from '../support/test-server.js';
 import { basic, postForm } from '../support/oauth-client.js';
-import { newAgentKey, postJson, TestIssuer, tokenWithWit, witByJoinToken, workloadHeaders, wpt, type AgentKey } from '../support/workload.js';
+import { newAgentKey, postJson, TestIssuer, tokenWithWit, witByJoinToken, workloadHeaders, wpt, wptWithClaims, type AgentKey } from '../support/workload.js';
 import { computeAgentChecksum } from '../../src/identity/agent-checksum.js';
 
 const API = 'https://api.example.com';
@@ -76,6 +76,26 @@ describe('workload identity refusals', () => {
       await refusedAtToken(await tokenRequest(tokenHeaders(wit, await wpt(wit, es, `${ts.issuer}/token`))), /alg/);
       const secondWit = await witByJoinToken(ts, WIT_AGENT, key);
       await refusedAtToken(await tokenRequest(tokenHeaders(wit, await wpt(secondWit, key, `${ts.issuer}/token`))), /wth/);
+    });
+
+    const withClaims = async (claims: Record<string, unknown>) => tokenRequest(tokenHeaders(wit, await wptWithClaims(wit, key, claims)));
+
+    it('accepts a WPT with an empty oth; refuses oth entries it does not understand and an oth that is no object', async () => {
+      const endpoint = `${ts.issuer}/token`;
+      expect((await withClaims({ aud: endpoint, oth: {} })).status).toBe(200);
+      await refusedAtToken(await withClaims({ aud: endpoint, oth: { 'x-user-token': 'n4bQgYhMfWWaL-qgxVrQFaO_TxsrC4Is0V1sFbDwCgg' } }), /oth/);
+      for (const oth of [[], 'x', null]) await refusedAtToken(await withClaims({ aud: endpoint, oth }), /oth/);
+    });
+
+    it('one WPT for one endpoint: accepts aud as the endpoint or a one-element array of it; refuses an aud naming several endpoints', async () => {
+      const endpoint = `${ts.issuer}/token`;
+      expect((await withClaims({ aud: [endpoint] })).status).toBe(200);
+      await refusedAtToken(await withClaims({ aud: [endpoint, `${ts.issuer}/wit`] }), /aud/);
+      await refusedAtToken(await withClaims({ aud: [endpoint, endpoint] }), /aud/);
+      await refusedAtToken(await withClaims({ aud: [] }), /aud/);
+      await refusedAtToken(await withClaims({ aud: undefined }), /aud/);
+      const renew = async (claims: Record<string, unknown>) => postJson(`${ts.url}/wit`, { agent_id: WIT_AGENT, jwk: key.jwk, attestation: { type: 'wit' } }, tokenHeaders(wit, await wptWithClaims(wit, key, claims)));
+      await refusedAtWit(await renew({ aud: [endpoint, `${ts.issuer}/wit`] }), 'invalid_grant', /aud/);
     });
 
     it('refuses a long-lived WPT and one carrying ath without an access token', async () => {

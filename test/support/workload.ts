@@ -1,7 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import { createWpt } from '../../src/tokens/wpt.js';
+import { tokenHash } from '../../src/tokens/token-hash.js';
 import type { TestServer } from './test-server.js';
 import { postForm } from './oauth-client.js';
 import { readResponse } from './http.js';
@@ -25,6 +27,12 @@ export async function postJson(url: string, body: unknown, headers: Record<strin
 
 export const wpt = (wit: string, key: AgentKey, audience: string, extra: { lifetime?: number; accessToken?: string } = {}) =>
   createWpt({ wit, key: key.privateKey, alg: key.alg, audience, ...extra });
+
+/** A WPT signed by `key` with the usual claims for `wit`, `claims` added or replacing them (an `aud` array, an `oth`). */
+export async function wptWithClaims(wit: string, key: AgentKey, claims: Record<string, unknown>) {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ exp: now + 60, jti: randomUUID(), wth: tokenHash(wit), ...claims }).setProtectedHeader({ typ: 'wpt+jwt', alg: key.alg }).setIssuedAt(now).sign(key.privateKey);
+}
 
 export async function workloadHeaders(ts: TestServer, wit: string, key: AgentKey, path: string) {
   return { 'workload-identity-token': wit, 'workload-proof-token': await wpt(wit, key, `${ts.issuer}${path}`) };

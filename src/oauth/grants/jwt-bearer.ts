@@ -4,7 +4,7 @@ import type { KeyManager, SigningAlg } from '../../keys/key-manager.js';
 import type { ReplayRepo } from '../../storage/replay-repo.js';
 import { ACCESS_TOKEN_TYPE, mintAccessToken } from '../../tokens/access-token.js';
 import { TokenVerificationError } from '../../tokens/token-errors.js';
-import { claimedIssuer, type ExternalJwtVerifier } from '../../identity/trusted-issuers.js';
+import { claimedIssuer, EXTERNAL_CLOCK_TOLERANCE, type ExternalJwtVerifier } from '../../identity/trusted-issuers.js';
 import { mapPartnerSubject } from '../../policy/subject-mapping.js';
 import { chooseAudience, narrowExpiry, narrowScope, NarrowingError } from '../../policy/narrowing.js';
 import type { AgentClientFields } from '../client-metadata.js';
@@ -61,7 +61,8 @@ async function redeemAssertion(ctx: KoaContextWithOIDC, deps: JwtBearerDeps): Pr
   }
   if (typeof claims.jti !== 'string' || !claims.jti) throw new errors.InvalidGrant('the assertion\'s jti must be a non-empty string');
   if (typeof claims.sub !== 'string') throw new errors.InvalidGrant('the assertion\'s sub must be a string');
-  if (!(await deps.replay.claim(`jwt-bearer ${partner.issuer}`, claims.jti, claims.exp as number))) {
+  // Claimed for as long as the assertion verifies: its exp plus the clock tolerance.
+  if (!(await deps.replay.claim(`jwt-bearer ${partner.issuer}`, claims.jti, (claims.exp as number) + EXTERNAL_CLOCK_TOLERANCE))) {
     throw new errors.InvalidGrant('the assertion was already used');
   }
   const local = mapPartnerSubject(partner, claims.sub);
