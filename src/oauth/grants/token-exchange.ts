@@ -109,6 +109,10 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
 
   // Own keys only: `toString` or `constructor` is no token type.
   if (!Object.hasOwn(SUBJECT_KINDS, subjectType) && subjectType !== BISCUIT_TOKEN_TYPE) throw new errors.InvalidRequest(`unsupported subject_token_type ${JSON.stringify(subjectType)}`);
+  // A Txn-Token is no access token (draft-ietf-oauth-transaction-tokens): as a subject it is only ever replaced by another.
+  if (subjectType === TXN_TOKEN_TYPE && requested !== TXN_TOKEN_TYPE) {
+    throw new errors.InvalidRequest(`a Txn-Token subject may only be replaced by a Txn-Token: requested_token_type=${TXN_TOKEN_TYPE}`);
+  }
   const policy = client.agent_token_exchange ?? {};
   if (policy.subject_token_types && !policy.subject_token_types.includes(subjectType)) {
     throw new errors.UnauthorizedClient(`this agent may not exchange subject tokens of type ${subjectType}`);
@@ -172,8 +176,19 @@ function heldScope(subject: Subject): string | undefined | null {
   return subject.kind === 'external' ? null : undefined;
 }
 
+/**
+ * The call chain a subject token carries: its `act` claim. A Txn-Token without one whose requesting workload
+ * (`req_wl`) is not its subject was requested by that workload for the subject: the workload is the chain.
+ */
+function subjectActChain(subject: Subject): ActClaim | undefined {
+  const act = readActClaim(subject.claims.act);
+  if (act || subject.kind !== 'txn_token') return act;
+  const { req_wl: requester, sub } = subject.claims;
+  return typeof requester === 'string' && requester !== sub ? { sub: requester } : undefined;
+}
+
 function nextActChain(client: Client, deps: TokenExchangeDeps, subject: Subject): ActClaim | undefined {
-  const act = extendActChain(subject.claims.sub as string, readActClaim(subject.claims.act), client.clientId);
+  const act = extendActChain(subject.claims.sub as string, subjectActChain(subject), client.clientId);
   const depth = delegationDepth(act);
   const limit = Math.min(client.agent_max_delegation_depth ?? deps.maxDelegationDepth, deps.maxDelegationDepth);
   if (depth > limit) throw new errors.InvalidRequest(`delegation depth ${depth} exceeds the limit of ${limit}`);
@@ -239,22 +254,32 @@ async function issueTxnToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, c
   if (audience.length !== 1 || audience[0] !== deps.trustDomain) {
     throw new errors.InvalidTarget(`a Txn-Token's audience must be the trust domain: audience=${deps.trustDomain}`);
   }
+  // The transaction's purpose is required (draft-ietf-oauth-transaction-tokens, Txn-Token Request).
+  const requestedScope = single(params, 'scope');
+  if (requestedScope === undefined || !requestedScope.split(' ').some(Boolean)) {
+    throw new errors.InvalidRequest('missing required parameter scope: the purpose of the transaction');
+  }
   const details = readContext(params, 'request_details');
   const context = readContext(params, 'request_context');
   const replacing = subject.kind === 'txn_token';
+  // The call chain: the requester joins the subject's actor chain (a replacement's: the workloads that requested the
+  // tokens it replaces), counted against the delegation depth limits like any exchange.
+  const act = nextActChain(client, deps, subject);
   // A Txn-Token continues the transaction its subject belongs to, or starts one.
   const continued = replacing ? (subject.claims.txn as string) : subject.txn;
   const txn = continued ?? newTxn();
-  const scope = narrowScope(single(params, 'scope'), heldScope(subject), replacing ? undefined : client.agent_scopes ?? []);
+  const scope = narrowScope(requestedScope, heldScope(subject), replacing ? undefined : client.agent_scopes ?? []);
   const tctx = replacing ? extendContext(subject.claims.tctx as Record<string, unknown> | undefined, details, 'request_details') : details;
   const serverFacts = { req_ip: ctx.ip, authn: client.clientAuthMethod === 'none' ? 'wit' : client.clientAuthMethod };
   const requested = { ...(context ?? {}), ...serverFacts };
   const rctx = replacing ? { ...(extendContext(stripServerFacts(subject.claims.rctx), stripServerFacts(context), 'request_context') ?? {}), ...serverFacts } : requested;
   const now = deps.now();
+  // Never past the subject's expiry, a replaced Txn-Token's included: a chain of replacements cannot outlive its origin.
+  const exp = narrowExpiry(now + deps.txnTokenTtl, subject.claims.exp as number, now);
   const { token, record } = await mintTxnToken({
     issuer: deps.issuer, trustDomain: deps.trustDomain, txn, subject: subject.claims.sub as string, requester: client.clientId,
-    now, ttl: deps.txnTokenTtl, signer: await deps.keys.signer(deps.signingAlg), parentJti: subject.parentJti,
-    ...(scope ? { scope } : {}), ...(tctx ? { tctx } : {}), rctx,
+    now, exp, signer: await deps.keys.signer(deps.signingAlg), parentJti: subject.parentJti,
+    ...(scope ? { scope } : {}), ...(act ? { act } : {}), ...(tctx ? { tctx } : {}), rctx,
   });
   // A transaction started here holds this one token (the limit is at least 1): only a continued one is counted.
   (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record, ...(continued ? { maxPerTxn: deps.maxTxnTokensPerTxn } : {}), ...parentOf(subject) };
@@ -262,7 +287,7 @@ async function issueTxnToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, c
     access_token: token,
     issued_token_type: TXN_TOKEN_TYPE,
     token_type: 'N_A',
-    expires_in: deps.txnTokenTtl,
+    expires_in: exp - now,
     ...(scope ? { scope } : {}),
   };
 }
