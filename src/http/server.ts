@@ -137,7 +137,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
           issuer: config.issuer, trustDomain: config.trustDomain, accessTokenTtl: config.accessTokenTtl, txnTokenTtl: config.txnTokenTtl,
           maxTxnTokensPerTxn: config.maxTxnTokensPerTxn, maxDelegationDepth: config.maxDelegationDepth, signingAlg: config.signingAlg,
           keys, verifier: issuedTokens, external: externalJwts, partners: config.partnerDomains.map((p) => p.issuer), now,
-          biscuitTtl: config.biscuitTtl, tokens, agents, workflowIntents,
+          biscuitTtl: config.biscuitTtl, tokens, agents, workflowIntents, replay,
         }),
         params: TOKEN_EXCHANGE_PARAMS,
         dupes: TOKEN_EXCHANGE_DUPES,
