@@ -8,7 +8,9 @@
  * right error; everything else is a control that must be issued.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeJwt } from 'jose';
+import { randomUUID } from 'node:crypto';
+import { decodeJwt, SignJWT } from 'jose';
+import { newAgentKey, type AgentKey } from '../support/workload.js';
 import { agentId, startTestServer, TRUST_DOMAIN, type TestServer } from '../support/test-server.js';
 import { postForm } from '../support/oauth-client.js';
 import { AT, exchange, JWT, registerSecretAgent, TOKEN_EXCHANGE, TXN, type SecretAgent } from '../support/agents.js';
@@ -17,6 +19,8 @@ import { actors } from '../../src/policy/act-chain.js';
 import type { ActClaim } from '../../src/tokens/access-token.js';
 
 const BISCUIT = 'urn:agent-sts:params:oauth:token-type:biscuit';
+const SELF_SIGNED = 'urn:ietf:params:oauth:token-type:self_signed';
+const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 const ORCH = 'https://orchestrator.matrix.example';
 const SPEC = 'https://specialist.matrix.example';
@@ -40,6 +44,8 @@ describe('adversarial suite: depth and expiry only narrow across subject × requ
   let deep: SecretAgent;
   let shallow: SecretAgent;
   const limits = new Map<string, number>();
+  const WORKER = agentId('worker');
+  let workerKey: AgentKey;
 
   beforeAll(async () => {
     ts = await startTestServer({ LOG_LEVEL: 'warn' });
@@ -58,6 +64,13 @@ describe('adversarial suite: depth and expiry only narrow across subject × requ
     spec = await agent('spec', 5, [API, ts.issuer]);
     deep = await agent('deep', 5, [API, ts.issuer]);
     shallow = await agent('shallow', 2, [API, ts.issuer]);
+    // A workload with its own key: it may present self-signed subject tokens.
+    workerKey = await newAgentKey();
+    expect((await ts.admin('POST', '/admin/agents', {
+      id: WORKER, token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [{ ...workerKey.jwk, kid: 'w-1' }] }, scopes: ['s:a', 's:b'],
+      audiences: [API, ts.issuer], grant_types: grants, max_delegation_depth: 1, token_exchange: { may_act_for_others: true },
+    })).status).toBe(201);
+    limits.set(WORKER, 1);
   });
   afterAll(async () => {
     await ts?.close();
@@ -169,6 +182,40 @@ describe('adversarial suite: depth and expiry only narrow across subject × requ
       }
     } finally {
       ts.clock.offset = 0;
+    }
+    // A self-signed subject token (the worker's own JWT): only a Txn-Token, for the worker itself, never past the JWT's exp.
+    const signed = (claims: Record<string, unknown>, header: Record<string, unknown> = {}) =>
+      new SignJWT(claims).setProtectedHeader({ alg: 'EdDSA', kid: 'w-1', ...header }).sign(workerKey.privateKey);
+    const asWorker = async (form: Record<string, string>) => postForm(`${ts.url}/token`, {
+      grant_type: TOKEN_EXCHANGE, client_id: WORKER, client_assertion_type: CLIENT_ASSERTION_TYPE,
+      client_assertion: await signed({ iss: WORKER, sub: WORKER, aud: `${ts.issuer}/token`, jti: randomUUID(), exp: ts.clock.now() + 60 }), ...form,
+    });
+    for (const want of [AT, TXN, BISCUIT, JWT]) {
+      const exp = ts.clock.now() + 45;
+      const subject = await signed({ iss: WORKER, sub: WORKER, aud: ts.issuer, iat: ts.clock.now(), exp, jti: randomUUID() });
+      const form: Record<string, string> = { subject_token: subject, subject_token_type: SELF_SIGNED, requested_token_type: want, scope: 's:a' };
+      if (want === TXN) form.audience = TRUST_DOMAIN;
+      else if (want === JWT) form.audience = ts.issuer;
+      else if (want === AT) form.resource = API;
+      const res = await asWorker(form);
+      const variant = `self-signed → ${want} by worker`;
+      if (want !== TXN) {
+        ledger.attack(CATEGORY, 'token endpoint', variant, httpOutcome(res, { oauth: true }), OAUTH('invalid_request'));
+        continue;
+      }
+      ledger.control(CATEGORY, variant, res.status === 200, `${res.status} ${JSON.stringify(res.body).slice(0, 200)}`);
+      if (res.status !== 200) continue;
+      const issued = await heldBy(TXN, res.body.access_token as string);
+      if (issued.exp > exp) ledger.failures.push(`${CATEGORY}: ${variant}: exp ${issued.exp} after the JWT's ${exp}`);
+      if (issued.chain.length) ledger.failures.push(`${CATEGORY}: ${variant}: a chain ${JSON.stringify(issued.chain)} for the workload's own token`);
+      // Its Txn-Token, replaced by another workload, gains that hop; the worker (limit 1) cannot go deeper.
+      const replaced = await exchange(deep, { subject_token: res.body.access_token, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 's:a' });
+      ledger.control(CATEGORY, 'self-signed → Txn-Token → replaced by deep', replaced.status === 200, `${replaced.status} ${JSON.stringify(replaced.body).slice(0, 200)}`);
+      if (replaced.status !== 200) continue;
+      const again = await heldBy(TXN, replaced.body.access_token as string);
+      if (again.exp > issued.exp || JSON.stringify(again.chain) !== JSON.stringify([deep.id])) ledger.failures.push(`${CATEGORY}: replaced self-signed Txn-Token: exp ${again.exp}, chain ${JSON.stringify(again.chain)}`);
+      ledger.attack(CATEGORY, 'token endpoint', 'self-signed → Txn-Token → replaced by deep → replaced by worker (limit 1)',
+        httpOutcome(await asWorker({ subject_token: replaced.body.access_token, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 's:a' }), { oauth: true }), OAUTH('invalid_request'));
     }
     console.log(`\nadversarial suite, token-type matrix\n${ledger.table()}`);
     expect(ledger.failures, ledger.failures.slice(0, 30).join('\n')).toEqual([]);
