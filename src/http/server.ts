@@ -146,7 +146,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
         handler: jwtBearerHandler({
           issuer: config.issuer, accessTokenTtl: config.accessTokenTtl, signingAlg: config.signingAlg, keys, partners: config.partnerDomains,
           partnerJwts: new ExternalJwtVerifier(config.partnerDomains.map((p) => ({ ...p, audience: [config.issuer, `${config.issuer}/token`] })), now),
-          replay, now,
+          replay, maxDelegationDepth: config.maxDelegationDepth, now,
         }),
         params: JWT_BEARER_PARAMS,
         dupes: JWT_BEARER_DUPES,

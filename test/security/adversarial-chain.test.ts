@@ -170,7 +170,11 @@ describe('adversarial suite: depth and expiry only narrow across subject × requ
               // A delegation: one more delegate in the chain, one hop less left.
               if (!isSuffix(subject.held.chain.slice(0, 1), issued.chain.slice(1))) why.push(`chain ${JSON.stringify(issued.chain)} does not extend ${JSON.stringify(subject.held.chain)}`);
               if (issued.remaining !== subject.held.remaining! - 1) why.push(`${issued.remaining} delegations left after one of ${subject.held.remaining}`);
-            } else if (want !== JWT_BEARER) {
+            } else if (want === JWT_BEARER) {
+              // Redeemed: the grant's chain is kept as it was (the redeeming client is not an actor), within the limit.
+              if (JSON.stringify(issued.chain) !== JSON.stringify(subject.held.chain)) why.push(`chain ${JSON.stringify(issued.chain)} is not the grant's ${JSON.stringify(subject.held.chain)}`);
+              if (issued.chain.length > limit) why.push(`chain of ${issued.chain.length} past the limit ${limit}`);
+            } else {
               // Within the trust domain the chain only grows, never past the requester's limit; a Biscuit leaves only the hops still allowed.
               if (!isSuffix(subject.held.chain, issued.chain)) why.push(`chain ${JSON.stringify(issued.chain)} dropped hops of ${JSON.stringify(subject.held.chain)}`);
               if (issued.chain.length > limit) why.push(`chain of ${issued.chain.length} past the limit ${limit}`);
@@ -216,6 +220,20 @@ describe('adversarial suite: depth and expiry only narrow across subject × requ
       if (again.exp > issued.exp || JSON.stringify(again.chain) !== JSON.stringify([deep.id])) ledger.failures.push(`${CATEGORY}: replaced self-signed Txn-Token: exp ${again.exp}, chain ${JSON.stringify(again.chain)}`);
       ledger.attack(CATEGORY, 'token endpoint', 'self-signed → Txn-Token → replaced by deep → replaced by worker (limit 1)',
         httpOutcome(await asWorker({ subject_token: replaced.body.access_token, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 's:a' }), { oauth: true }), OAUTH('invalid_request'));
+    }
+    // A JWT authorization grant carrying a chain of two, redeemed by the worker (limit 1): refused; by deep: kept.
+    for (const [who, expectOk] of [['worker', false], ['deep', true]] as const) {
+      const fresh = await ok(await exchange(spec, { subject_token: delegated, subject_token_type: AT, requested_token_type: JWT, audience: ts.issuer, scope: 's:a' }));
+      const form = { grant_type: JWT_BEARER, assertion: fresh, scope: 's:a', resource: API };
+      const res = who === 'worker'
+        ? await postForm(`${ts.url}/token`, { ...form, client_id: WORKER, client_assertion_type: CLIENT_ASSERTION_TYPE, client_assertion: await signed({ iss: WORKER, sub: WORKER, aud: `${ts.issuer}/token`, jti: randomUUID(), exp: ts.clock.now() + 60 }) })
+        : await deep.token(form);
+      if (expectOk) {
+        ledger.control(CATEGORY, `jwt-bearer grant of a chain of two, by ${who}`, res.status === 200, `${res.status} ${JSON.stringify(res.body).slice(0, 200)}`);
+        if (res.status === 200) expect(decodeJwt(res.body.access_token).act).toEqual({ sub: spec.id, act: { sub: orch.id } });
+      } else {
+        ledger.attack(CATEGORY, 'token endpoint', `jwt-bearer grant of a chain of two, by ${who} (limit 1)`, httpOutcome(res, { oauth: true }), OAUTH('invalid_request'));
+      }
     }
     console.log(`\nadversarial suite, token-type matrix\n${ledger.table()}`);
     expect(ledger.failures, ledger.failures.slice(0, 30).join('\n')).toEqual([]);

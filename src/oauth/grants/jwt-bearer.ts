@@ -12,6 +12,7 @@ import { chooseAudience, narrowExpiry, narrowScope, NarrowingError } from '../..
 import type { AgentClientFields } from '../client-metadata.js';
 import type { IssuanceContext } from '../token-records.js';
 import { narrowingRefusal } from './exchange-request.js';
+import { delegationDepth, readActClaim } from '../../policy/act-chain.js';
 import { senderBinding } from './sender-binding.js';
 
 export const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -28,6 +29,8 @@ export interface JwtBearerDeps {
   /** Verifies partner grants: the partners' keys, `aud` = our issuer or token endpoint. */
   partnerJwts: ExternalJwtVerifier;
   replay: ReplayRepo;
+  /** MAX_DELEGATION_DEPTH: an assertion's actor chain counts against it. */
+  maxDelegationDepth: number;
   now: () => number;
 }
 
@@ -71,6 +74,12 @@ async function redeemAssertion(ctx: KoaContextWithOIDC, deps: JwtBearerDeps): Pr
   const local = mapPartnerSubject(partner, claims.sub);
   if (!local) throw new errors.InvalidGrant('the assertion\'s subject is not known here');
 
+  // The assertion's actor chain stays with the token it is redeemed for, and counts against the depth limits.
+  const act = readActClaim(claims.act);
+  const depth = delegationDepth(act);
+  const limit = Math.min(client.agent_max_delegation_depth ?? deps.maxDelegationDepth, deps.maxDelegationDepth);
+  if (depth > limit) throw new errors.InvalidRequest(`delegation depth ${depth} exceeds the limit of ${limit}`);
+
   const held = typeof claims.scope === 'string' ? claims.scope : null;
   const scope = narrowScope(typeof params.scope === 'string' ? params.scope : undefined, held, client.agent_scopes ?? []);
   const audience = chooseAudience([params.resource, params.audience].flat().filter((v): v is string => typeof v === 'string'), client.agent_audiences ?? []);
@@ -79,7 +88,7 @@ async function redeemAssertion(ctx: KoaContextWithOIDC, deps: JwtBearerDeps): Pr
   const exp = narrowExpiry(now + deps.accessTokenTtl, claims.exp as number, now);
   const { token, record } = await mintAccessToken({
     issuer: deps.issuer, subject: local, clientId: client.clientId, audience, now, exp,
-    signer: await deps.keys.signer(deps.signingAlg), parentJti: wit?.witJti ?? null, ...(scope ? { scope } : {}),
+    signer: await deps.keys.signer(deps.signingAlg), parentJti: wit?.witJti ?? null, ...(scope ? { scope } : {}), ...(act ? { act } : {}),
     ...(jkt ? { jkt } : {}), ...(wit?.agentChecksum ? { agentChecksum: wit.agentChecksum } : {}),
   });
   (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record };
