@@ -137,7 +137,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
           issuer: config.issuer, trustDomain: config.trustDomain, accessTokenTtl: config.accessTokenTtl, txnTokenTtl: config.txnTokenTtl,
           maxTxnTokensPerTxn: config.maxTxnTokensPerTxn, maxDelegationDepth: config.maxDelegationDepth, signingAlg: config.signingAlg,
           keys, verifier: issuedTokens, external: externalJwts, partners: config.partnerDomains.map((p) => p.issuer), now,
-          biscuitTtl: config.biscuitTtl, tokens, agents, workflowIntents,
+          biscuitTtl: config.biscuitTtl, tokens, agents, workflowIntents, replay,
         }),
         params: TOKEN_EXCHANGE_PARAMS,
         dupes: TOKEN_EXCHANGE_DUPES,
@@ -146,7 +146,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
         handler: jwtBearerHandler({
           issuer: config.issuer, accessTokenTtl: config.accessTokenTtl, signingAlg: config.signingAlg, keys, partners: config.partnerDomains,
           partnerJwts: new ExternalJwtVerifier(config.partnerDomains.map((p) => ({ ...p, audience: [config.issuer, `${config.issuer}/token`] })), now),
-          replay, now,
+          replay, maxDelegationDepth: config.maxDelegationDepth, now,
         }),
         params: JWT_BEARER_PARAMS,
         dupes: JWT_BEARER_DUPES,

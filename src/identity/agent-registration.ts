@@ -25,6 +25,7 @@ export const SUBJECT_TOKEN_TYPES = [
   'urn:ietf:params:oauth:token-type:jwt',
   'urn:ietf:params:oauth:token-type:id_token',
   'urn:agent-sts:params:oauth:token-type:biscuit',
+  'urn:ietf:params:oauth:token-type:self_signed',
 ] as const;
 
 // RFC 6749 §3.3 scope-token.

@@ -2,6 +2,7 @@ import { randomId } from './random-id.js';
 import type { NewTokenRecord } from '../storage/tokens-repo.js';
 import { signJwt, type Signer } from './our-jwt.js';
 import { tokenHash } from './token-hash.js';
+import type { ActClaim } from './access-token.js';
 
 export const TXN_TOKEN_TYP = 'txntoken+jwt';
 export const TXN_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:txn_token';
@@ -17,6 +18,8 @@ export interface TxnTokenClaims {
   sub: string;
   scope?: string;
   req_wl: string;
+  /** The call chain (RFC 8693 `act`): the requesting workload outermost, then those before it. */
+  act?: ActClaim;
   tctx?: Record<string, unknown>;
   rctx?: Record<string, unknown>;
 }
@@ -26,19 +29,20 @@ export const newTxn = () => randomId(16);
 
 /** Mints a Txn-Token and its record. The inbound token is never embedded. */
 export async function mintTxnToken(opts: {
-  issuer: string; trustDomain: string; txn: string; subject: string; scope?: string; requester: string;
-  tctx?: Record<string, unknown>; rctx?: Record<string, unknown>; now: number; ttl: number; signer: Signer; parentJti: string | null;
+  issuer: string; trustDomain: string; txn: string; subject: string; scope?: string; requester: string; act?: ActClaim;
+  tctx?: Record<string, unknown>; rctx?: Record<string, unknown>; now: number; exp: number; signer: Signer; parentJti: string | null;
 }): Promise<{ token: string; claims: TxnTokenClaims; record: NewTokenRecord }> {
   const claims: TxnTokenClaims = {
     iss: opts.issuer,
     iat: opts.now,
-    exp: opts.now + opts.ttl,
+    exp: opts.exp,
     aud: opts.trustDomain,
     jti: randomId(24),
     txn: opts.txn,
     sub: opts.subject,
     ...(opts.scope ? { scope: opts.scope } : {}),
     req_wl: opts.requester,
+    ...(opts.act ? { act: opts.act } : {}),
     ...(opts.tctx && Object.keys(opts.tctx).length ? { tctx: opts.tctx } : {}),
     ...(opts.rctx && Object.keys(opts.rctx).length ? { rctx: opts.rctx } : {}),
   };
@@ -47,7 +51,7 @@ export async function mintTxnToken(opts: {
     token,
     claims,
     record: {
-      jti: claims.jti, type: 'txn_token', sub: claims.sub, client_id: opts.requester, actor: null, parent_jti: opts.parentJti,
+      jti: claims.jti, type: 'txn_token', sub: claims.sub, client_id: opts.requester, actor: opts.act ?? null, parent_jti: opts.parentJti,
       txn: claims.txn, scope: claims.scope ?? null, audience: [claims.aud], kid: opts.signer.kid,
       iat: claims.iat, exp: claims.exp, token_hash: tokenHash(token), cnf_jkt: null,
     },

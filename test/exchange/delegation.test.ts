@@ -95,7 +95,7 @@ describe('token exchange: delegated access tokens and Transaction Tokens', () =>
       request_details: JSON.stringify(details), request_context: Buffer.from(JSON.stringify(context)).toString('base64url'),
     });
     expect(res.status, JSON.stringify(res.body)).toBe(200);
-    expect(res.body).toMatchObject({ issued_token_type: TXN, token_type: 'N_A', expires_in: 300 });
+    expect(res.body).toMatchObject({ issued_token_type: TXN, token_type: 'N_A' });
     const txnToken = res.body.access_token as string;
     const { payload, protectedHeader } = await jwtVerify(txnToken, createRemoteJWKSet(new URL(`${ts.url}/jwks`)), { issuer: ts.issuer, audience: TRUST_DOMAIN, typ: 'txntoken+jwt' });
     expect(protectedHeader.kid).toEqual(expect.any(String));
@@ -103,16 +103,22 @@ describe('token exchange: delegated access tokens and Transaction Tokens', () =>
     expect(payload.rctx).toMatchObject({ trace_id: 'abc123', authn: 'client_secret_basic' });
     expect((payload.rctx as { req_ip: string }).req_ip).toMatch(/127\.0\.0\.1/);
     expect(payload.txn).toEqual(expect.any(String));
-    expect(payload.exp! - payload.iat!).toBe(300);
+    // TXN_TOKEN_TTL (300 s), never past the subject's expiry.
+    expect(payload.exp).toBe(Math.min(payload.iat! + 300, decodeJwt(t0).exp!));
+    expect(res.body.expires_in).toBe(payload.exp! - payload.iat!);
     expect(JSON.stringify(payload)).not.toContain(t0);
 
     const replaced = await exchange(tool, {
-      subject_token: txnToken, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN,
+      subject_token: txnToken, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 'orders:read',
       request_details: JSON.stringify({ ...details, page: 2 }),
     });
     expect(replaced.status, JSON.stringify(replaced.body)).toBe(200);
     const r = decodeJwt(replaced.body.access_token);
     expect(r).toMatchObject({ txn: payload.txn, sub: frontend.id, aud: TRUST_DOMAIN, scope: 'orders:read', req_wl: tool.id, tctx: { ...details, page: 2 } });
+    // The call chain: the replacing workload, then the one that requested the replaced Txn-Token.
+    expect(payload.act).toEqual({ sub: orchestrator.id });
+    expect(r.act).toEqual({ sub: tool.id, act: { sub: orchestrator.id } });
+    expect(r.exp).toBeLessThanOrEqual(payload.exp!);
     const listed = await ts.admin('GET', `/admin/tokens?txn=${payload.txn}`);
     expect(listed.body.tokens.map((t: { type: string }) => t.type)).toEqual(['txn_token', 'txn_token']);
   });

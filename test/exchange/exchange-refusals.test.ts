@@ -26,6 +26,8 @@ interface Expected {
   error: 'invalid_request' | 'invalid_grant' | 'invalid_scope' | 'invalid_target' | 'unauthorized_client' | 'invalid_client';
   why: RegExp;
   status?: number;
+  /** The decision event's action, when not a token exchange. */
+  action?: string;
 }
 
 async function lastEventId(ts: TestServer): Promise<number> {
@@ -56,7 +58,7 @@ async function expectRefusal(ts: TestServer, clientId: string, send: () => Promi
   const fresh = (ev.body.events as { id: number; action: string; reason: string; detail: string | null; client_id: string }[]).filter((e) => e.id > before);
   expect(fresh, JSON.stringify(ev.body.events)).toHaveLength(1);
   const [event] = fresh;
-  expect(event).toMatchObject({ decision: 'refused', action: ACTION, client_id: clientId, reason: expected.error });
+  expect(event).toMatchObject({ decision: 'refused', action: expected.action ?? ACTION, client_id: clientId, reason: expected.error });
   expect(event!.detail, JSON.stringify(event)).toEqual(expect.any(String));
   expect(event!.detail).toMatch(expected.why);
   return res;
@@ -246,7 +248,7 @@ describe('token exchange refusals', () => {
       expect((await postForm(`${ts.url}/token/revocation`, { token: revokedToken }, frontend.auth)).status).toBe(200);
       const requests: Record<string, string>[] = [
         { scope: 'orders:read' },
-        { requested_token_type: TXN, audience: TRUST_DOMAIN },
+        { requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 'orders:read' },
       ];
       const issuedBefore = Number((await ts.server.db.knex('issued_tokens').count('* as n').first())!.n);
       for (const form of requests) {
@@ -370,7 +372,7 @@ describe('token exchange refusals', () => {
       // Control: a Txn-Token it may replace.
       const txn = await exchange(orchestrator, withRoot({ requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 'orders:read' }));
       expectOk(txn);
-      expectOk(await exchange(txnOnly, { subject_token: txn.body.access_token, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN }));
+      expectOk(await exchange(txnOnly, { subject_token: txn.body.access_token, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 'orders:read' }));
 
       // An agent allowed only the `jwt` type: the same access token as `jwt` passes, as `access_token` not.
       await expectRefusal(ts, jwtOnly.id, () => exchange(jwtOnly, withRoot()),
@@ -403,7 +405,7 @@ describe('token exchange refusals', () => {
       expectOk(res);
       txnToken = res.body.access_token as string;
     });
-    const replace = (form: Record<string, string> = {}) => ({ subject_token: txnToken, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN, ...form });
+    const replace = (form: Record<string, string> = {}) => ({ subject_token: txnToken, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 'orders:read', ...form });
 
     it('refuses an audience other than the trust domain, a missing one, or two → invalid_target', async () => {
       for (const form of [{ audience: 'other-domain.test' }, { audience: SPEC_API }, { audience: `spiffe://${TRUST_DOMAIN}` }]) {
@@ -453,12 +455,12 @@ describe('token exchange refusals', () => {
       const shift = decodeJwt(t).exp! - Math.floor(Date.now() / 1000) + 60;
       ts.clock.advance(shift);
       try {
-        await expectRefusal(ts, specialist.id, () => exchange(specialist, { subject_token: t, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN }),
+        await expectRefusal(ts, specialist.id, () => exchange(specialist, { subject_token: t, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 'orders:read' }),
           { error: 'invalid_grant', why: /Txn-Token has expired/ });
       } finally {
         ts.clock.advance(-shift);
       }
-      expectOk(await exchange(specialist, { subject_token: t, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN }));
+      expectOk(await exchange(specialist, { subject_token: t, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 'orders:read' }));
     });
 
     it('refuses a malformed request_context or request_details → invalid_request', async () => {
@@ -481,7 +483,7 @@ describe('token exchange refusals', () => {
       const txnToken = txn.body.access_token as string;
       await expectRefusal(ts, specialist.id, () => exchange(specialist, { subject_token: txnToken, subject_token_type: AT }),
         { error: 'invalid_grant', why: /access token typ/ });
-      await expectRefusal(ts, specialist.id, () => exchange(specialist, { subject_token: root, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN }),
+      await expectRefusal(ts, specialist.id, () => exchange(specialist, { subject_token: root, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 'orders:read' }),
         { error: 'invalid_grant', why: /Txn-Token typ/ });
       const wit = await witByJoinToken(ts, orchestrator.id, await newAgentKey());
       await expectRefusal(ts, orchestrator.id, () => exchange(orchestrator, { subject_token: wit, subject_token_type: AT }),
@@ -493,7 +495,7 @@ describe('token exchange refusals', () => {
       await expectRefusal(ts, orchestrator.id, () => exchange(orchestrator, withRoot({ actor_token: txnToken, actor_token_type: AT })),
         { error: 'invalid_grant', why: /access token typ/ });
       // Controls: each token under its own type.
-      expectOk(await exchange(specialist, { subject_token: txnToken, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN }));
+      expectOk(await exchange(specialist, { subject_token: txnToken, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 'orders:read' }));
       expectOk(await exchange(orchestrator, withRoot({ actor_token: wit, actor_token_type: JWT })));
       expectOk(await exchange(orchestrator, withRoot({ actor_token: own, actor_token_type: AT })));
     });
@@ -554,22 +556,23 @@ describe('token exchange refusals: server limits', () => {
 
   it('refuses a replacement beyond MAX_TXN_TOKENS_PER_TXN → invalid_request', async () => {
     const root = await ccToken(frontend);
-    const first = await exchange(a, { subject_token: root, subject_token_type: AT, requested_token_type: TXN, audience: TRUST_DOMAIN });
+    const first = await exchange(a, { subject_token: root, subject_token_type: AT, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 'orders:read' });
     expectOk(first);
     let current = first.body.access_token as string;
-    const replace = (agent: SecretAgent) => exchange(agent, { subject_token: current, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN });
+    const replace = (agent: SecretAgent) => exchange(agent, { subject_token: current, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 'orders:read' });
     // 1 issued + 2 replacements = 3 Txn-Tokens in the transaction.
     for (const agent of [b, c]) {
       const res = await replace(agent);
       expectOk(res);
       current = res.body.access_token as string;
     }
-    await expectRefusal(ts, a.id, () => replace(a), { error: 'invalid_request', why: /maximum of 3 Txn-Tokens/ });
+    // By the last workload again (the call chain a → b → c does not grow), so it is the count that refuses.
+    await expectRefusal(ts, c.id, () => replace(c), { error: 'invalid_request', why: /maximum of 3 Txn-Tokens/ });
     const txn = decodeJwt(current).txn as string;
     const listed = await ts.admin('GET', `/admin/tokens?txn=${enc(txn)}&type=txn_token`);
     expect(listed.body.tokens).toHaveLength(3);
     // Control: a new transaction from the same subject starts its own count.
-    expectOk(await exchange(a, { subject_token: root, subject_token_type: AT, requested_token_type: TXN, audience: TRUST_DOMAIN }));
+    expectOk(await exchange(a, { subject_token: root, subject_token_type: AT, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 'orders:read' }));
   });
 
   it('keeps the per-transaction limit under concurrent replacements', async () => {
@@ -579,11 +582,11 @@ describe('token exchange refusals: server limits', () => {
     for (const agent of [a, b, c]) await ccToken(agent);
     const overLimit: string[] = [];
     for (let round = 0; round < 5; round++) {
-      const first = await exchange(a, { subject_token: root, subject_token_type: AT, requested_token_type: TXN, audience: TRUST_DOMAIN });
+      const first = await exchange(a, { subject_token: root, subject_token_type: AT, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 'orders:read' });
       expectOk(first);
       const txnToken = first.body.access_token as string;
       const results = await Promise.all(Array.from({ length: 3 }, () => [a, b, c]).flat().map((agent) =>
-        exchange(agent, { subject_token: txnToken, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN })));
+        exchange(agent, { subject_token: txnToken, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 'orders:read' })));
       for (const r of results) expect(r.status, JSON.stringify(r.body)).not.toBe(500);
       for (const r of results.filter((x) => x.status !== 200)) {
         expect(r.body).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/maximum of 3 Txn-Tokens/) });
@@ -608,5 +611,127 @@ describe('token exchange refusals: server limits', () => {
     expect(decodeJwt(hop2.body.access_token).act).toEqual({ sub: b.id, act: { sub: a.id } });
     await expectRefusal(ts, c.id, () => exchange(c, { subject_token: hop2.body.access_token, subject_token_type: AT }),
       { error: 'invalid_request', why: /delegation depth 3 exceeds the limit of 2/ });
+  });
+});
+
+describe('token exchange refusals: a Txn-Token keeps the call chain and never outlives its subject', () => {
+  const BISCUIT = 'urn:agent-sts:params:oauth:token-type:biscuit';
+  const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+  let ts: TestServer;
+  let frontend: SecretAgent;
+  let specialist: SecretAgent;
+  let orchestrator: SecretAgent;
+  let deepOrchestrator: SecretAgent;
+
+  beforeAll(async () => {
+    ts = await startTestServer();
+    frontend = await registerSecretAgent(ts, { id: agentId('frontend'), scopes: ['orders:read'], audiences: [ORCH_API] });
+    const agent = (name: string, depth: number) => registerSecretAgent(ts, {
+      id: agentId(name), grant_types: [...GRANTS, JWT_BEARER], scopes: ['orders:read'], audiences: [TOOL], max_delegation_depth: depth,
+      token_exchange: { may_act_for_others: true },
+    });
+    specialist = await agent('specialist', 3);
+    orchestrator = await agent('orchestrator', 1);
+    deepOrchestrator = await agent('deep-orchestrator', 3);
+  });
+  afterAll(async () => {
+    await ts?.close();
+  });
+
+  const txnFrom = (agent: SecretAgent, subject: string, type: string, form: Record<string, string> = {}) =>
+    exchange(agent, { subject_token: subject, subject_token_type: type, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 'orders:read', ...form });
+
+  it('refuses a Txn-Token subject for anything but a Txn-Token (access token, Biscuit, JWT grant, jwt-bearer assertion) → invalid_request, recorded', async () => {
+    const root = await ccToken(frontend);
+    const delegated = await exchange(specialist, { subject_token: root, subject_token_type: AT });
+    expectOk(delegated);
+    const txn = await txnFrom(specialist, delegated.body.access_token, AT);
+    expectOk(txn);
+    const txnToken = txn.body.access_token as string;
+    for (const requested of [AT, BISCUIT, JWT]) {
+      for (const agent of [orchestrator, deepOrchestrator, specialist]) {
+        await expectRefusal(ts, agent.id, () => exchange(agent, { subject_token: txnToken, subject_token_type: TXN, requested_token_type: requested, audience: TOOL }),
+          { error: 'invalid_request', why: /Txn-Token subject may only be replaced by a Txn-Token/ });
+      }
+    }
+    // The default requested_token_type is an access token: refused the same way.
+    await expectRefusal(ts, orchestrator.id, () => exchange(orchestrator, { subject_token: txnToken, subject_token_type: TXN }),
+      { error: 'invalid_request', why: /Txn-Token subject may only be replaced by a Txn-Token/ });
+    // Nor is a Txn-Token an authorization grant for jwt-bearer.
+    await expectRefusal(ts, orchestrator.id, () => orchestrator.token({ grant_type: JWT_BEARER, assertion: txnToken }),
+      { error: 'invalid_request', why: /Txn-Token is not an authorization grant/, action: `token:${JWT_BEARER}` });
+    // Control: replaced by a Txn-Token.
+    expectOk(await txnFrom(deepOrchestrator, txnToken, TXN));
+  });
+
+  it('keeps the actor chain in a Txn-Token and its replacements, counted against max_delegation_depth → invalid_request', async () => {
+    const root = await ccToken(frontend);
+    const delegated = await exchange(specialist, { subject_token: root, subject_token_type: AT });
+    expectOk(delegated);
+    // By access tokens the orchestrator (max_delegation_depth 1) may not take a second hop…
+    await expectRefusal(ts, orchestrator.id, () => exchange(orchestrator, { subject_token: delegated.body.access_token, subject_token_type: AT }),
+      { error: 'invalid_request', why: /delegation depth 2 exceeds the limit of 1/ });
+    // …nor through a Txn-Token: the Txn-Token carries the chain, and a replacement adds the replacing workload.
+    const txn = await txnFrom(specialist, delegated.body.access_token, AT);
+    expectOk(txn);
+    const txnToken = txn.body.access_token as string;
+    expect(decodeJwt(txnToken)).toMatchObject({ sub: frontend.id, req_wl: specialist.id, act: { sub: specialist.id } });
+    await expectRefusal(ts, orchestrator.id, () => txnFrom(orchestrator, txnToken, TXN),
+      { error: 'invalid_request', why: /delegation depth 2 exceeds the limit of 1/ });
+    // A Txn-Token the specialist requested for the frontend's own token: the specialist is the chain too.
+    const direct = await txnFrom(specialist, root, AT);
+    expectOk(direct);
+    expect(decodeJwt(direct.body.access_token).act).toEqual({ sub: specialist.id });
+    await expectRefusal(ts, orchestrator.id, () => txnFrom(orchestrator, direct.body.access_token, TXN),
+      { error: 'invalid_request', why: /delegation depth 2 exceeds the limit of 1/ });
+    // Control: a workload allowed three hops replaces it, and the chain and the record keep every workload.
+    const replaced = await txnFrom(deepOrchestrator, txnToken, TXN);
+    expectOk(replaced);
+    const claims = decodeJwt(replaced.body.access_token);
+    expect(claims).toMatchObject({ sub: frontend.id, req_wl: deepOrchestrator.id, act: { sub: deepOrchestrator.id, act: { sub: specialist.id } } });
+    const record = await ts.admin('GET', `/admin/tokens/${claims.jti}/lineage`);
+    expect(record.body.token.actor).toEqual({ sub: deepOrchestrator.id, act: { sub: specialist.id } });
+    // The same workload replacing again does not repeat itself.
+    const again = await txnFrom(deepOrchestrator, replaced.body.access_token, TXN);
+    expectOk(again);
+    expect(decodeJwt(again.body.access_token).act).toEqual(claims.act);
+  });
+
+  it('never issues a Txn-Token, a replacement or anything exchanged from them past the original subject\'s exp', async () => {
+    const root = await ccToken(frontend);
+    const rootExp = decodeJwt(root).exp!;
+    const step = 120;
+    ts.clock.advance(step);
+    try {
+      const txn = await txnFrom(specialist, root, AT);
+      expectOk(txn);
+      const t1 = decodeJwt(txn.body.access_token);
+      expect(t1.exp).toBe(rootExp);
+      expect(txn.body.expires_in).toBe(rootExp - t1.iat!);
+      ts.clock.advance(step);
+      const replaced = await txnFrom(deepOrchestrator, txn.body.access_token, TXN);
+      expectOk(replaced);
+      const t2 = decodeJwt(replaced.body.access_token);
+      expect(t2.exp).toBe(rootExp);
+      expect(replaced.body.expires_in).toBe(rootExp - t2.iat!);
+      // Past the original's exp nothing is left to replace.
+      ts.clock.advance(rootExp - t2.iat! + 1);
+      await expectRefusal(ts, deepOrchestrator.id, () => txnFrom(deepOrchestrator, replaced.body.access_token, TXN),
+        { error: 'invalid_grant', why: /expired/ });
+    } finally {
+      ts.clock.offset = 0;
+    }
+  });
+
+  it('refuses a Txn-Token request without scope, first or replacement → invalid_request', async () => {
+    const root = await ccToken(frontend);
+    const noScope = { subject_token: root, subject_token_type: AT, requested_token_type: TXN, audience: TRUST_DOMAIN };
+    await expectRefusal(ts, specialist.id, () => exchange(specialist, noScope), { error: 'invalid_request', why: /missing required parameter scope/ });
+    await expectRefusal(ts, specialist.id, () => exchange(specialist, { ...noScope, scope: '' }), { error: 'invalid_request', why: /missing required parameter scope/ });
+    const txn = await txnFrom(specialist, root, AT);
+    expectOk(txn);
+    await expectRefusal(ts, specialist.id, () => exchange(specialist, { ...noScope, subject_token: txn.body.access_token, subject_token_type: TXN }),
+      { error: 'invalid_request', why: /missing required parameter scope/ });
+    expectOk(await txnFrom(specialist, txn.body.access_token, TXN));
   });
 });

@@ -45,7 +45,7 @@ describe('signing on the event loop or on the thread pool (SIGN_ON_THREAD_POOL)'
     const id = agentId('pool-signed');
     beforeAll(async () => {
       ts = await startTestServer({ SIGN_ON_THREAD_POOL: 'true' });
-      secret = (await ts.admin('POST', '/admin/agents', { id, audiences: [API], grant_types: ['client_credentials', 'urn:ietf:params:oauth:grant-type:token-exchange'], token_exchange: { may_act_for_others: true } })).body.client_secret;
+      secret = (await ts.admin('POST', '/admin/agents', { id, scopes: ['tools:read'], audiences: [API], grant_types: ['client_credentials', 'urn:ietf:params:oauth:grant-type:token-exchange'], token_exchange: { may_act_for_others: true } })).body.client_secret;
     });
     afterAll(async () => {
       await ts?.close();
@@ -59,7 +59,7 @@ describe('signing on the event loop or on the thread pool (SIGN_ON_THREAD_POOL)'
       const txn = await postForm(`${ts.url}/token`, {
         grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: cc.body.access_token,
         subject_token_type: 'urn:ietf:params:oauth:token-type:access_token', requested_token_type: 'urn:ietf:params:oauth:token-type:txn_token',
-        audience: TRUST_DOMAIN,
+        audience: TRUST_DOMAIN, scope: 'tools:read',
       }, { authorization: basic(id, secret) });
       expect(txn.status, JSON.stringify(txn.body)).toBe(200);
       await jwtVerify(txn.body.access_token, jwks, { issuer: ts.issuer, audience: TRUST_DOMAIN, typ: 'txntoken+jwt' });

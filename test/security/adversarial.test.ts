@@ -975,7 +975,7 @@ describe('adversarial suite: generated attacks, all refused; valid controls, all
         ['access token as Biscuit', t0, BISCUIT_TOKEN_TYPE], ['Txn-Token as Biscuit', txn, BISCUIT_TOKEN_TYPE],
       ];
       for (const [what, token, type] of mistyped) {
-        attempts.push([C.typ, what, () => exchange(orch, { subject_token: token, subject_token_type: type, ...(type === TXN ? { requested_token_type: TXN, audience: TRUST_DOMAIN } : type === BISCUIT_TOKEN_TYPE ? { requested_token_type: BISCUIT_TOKEN_TYPE } : {}) }), OAUTH('invalid_grant', 'invalid_request')]);
+        attempts.push([C.typ, what, () => exchange(orch, { subject_token: token, subject_token_type: type, ...(type === TXN ? { requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 's:a' } : type === BISCUIT_TOKEN_TYPE ? { requested_token_type: BISCUIT_TOKEN_TYPE } : {}) }), OAUTH('invalid_grant', 'invalid_request')]);
       }
       const own = await cc(orch);
       attempts.push([C.typ, 'access token as a WIT actor token', () => exchange(orch, { subject_token: t0, subject_token_type: AT, actor_token: own, actor_token_type: JWT }), OAUTH('invalid_grant')]);
@@ -984,7 +984,7 @@ describe('adversarial suite: generated attacks, all refused; valid controls, all
       // Controls: the genuine tokens, each under its own type.
       okControl(C.typ, 'access token as access_token', await subject(t0));
       okControl(C.typ, 'access token as jwt', await subject(t0, JWT));
-      okControl(C.typ, 'Txn-Token replaced', await exchange(spec, { subject_token: txn, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN }));
+      okControl(C.typ, 'Txn-Token replaced', await exchange(spec, { subject_token: txn, subject_token_type: TXN, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 's:a' }));
       const assertion = await new SignJWT({ iss: PK, sub: PK, aud: `${ts.issuer}/token`, jti: randomUUID(), exp: now() + 60 }).setProtectedHeader({ alg: 'EdDSA', kid: 'pk-1' }).sign(pkKey.privateKey);
       okControl(C.kidInjection, 'client assertion by the registered key', await postForm(`${ts.url}/token`, { grant_type: 'client_credentials', client_id: PK, client_assertion_type: CLIENT_ASSERTION_TYPE, client_assertion: assertion }));
       expect(await ts.server.db.knex('signing_keys').count({ n: '*' }).first()).toMatchObject({ n: expect.anything() });

@@ -133,7 +133,7 @@ describe('the verifier library and its middleware', () => {
       ['HMAC with the public key', await new SignJWT(base).setProtectedHeader({ alg: 'HS256', typ: 'at+jwt', kid: realKid }).sign(Buffer.from(jwks.keys[0]!.x, 'base64url'))],
       ['garbage', 'not.a.jwt'],
     ];
-    const txn = await exchange(agent, { subject_token: await token(), subject_token_type: AT, requested_token_type: TXN, audience: TRUST_DOMAIN });
+    const txn = await exchange(agent, { subject_token: await token(), subject_token_type: AT, requested_token_type: TXN, audience: TRUST_DOMAIN, scope: 'tools:read' });
     cases.push(['Txn-Token in Authorization', txn.body.access_token]);
     for (const [what, t] of cases) {
       const res = await call(`${koaApp.url}/read`, { authorization: `Bearer ${t}` });

@@ -14,6 +14,7 @@ import { loadBiscuit } from '../../tokens/biscuit-wasm.js';
 import { tokenHash } from '../../tokens/token-hash.js';
 import { newTxn } from '../../tokens/txn-token.js';
 import { narrowExpiry, narrowScope } from '../../policy/narrowing.js';
+import { delegationDepth } from '../../policy/act-chain.js';
 import type { IssuanceContext } from '../token-records.js';
 import { witAuthStorage } from '../wit-client-auth.js';
 import type { IssuedTokenVerifier } from './issued-tokens.js';
@@ -81,7 +82,8 @@ export async function mintBiscuitByExchange(ctx: KoaContextWithOIDC, deps: Biscu
   const facts: AuthorityFacts = {
     issuer: deps.issuer, subject: subject.claims.sub as string, tokenId: randomUUID(), txn: subject.txn ?? newTxn(), holder: client.clientId,
     rights, audiences, budget, expires: new Date(exp * 1000),
-    maxDepth: Math.min(client.agent_max_delegation_depth ?? deps.maxDelegationDepth, deps.maxDelegationDepth),
+    // The hops already taken (the subject's actor chain and this requester) count against the limit.
+    maxDepth: Math.max(0, Math.min(client.agent_max_delegation_depth ?? deps.maxDelegationDepth, deps.maxDelegationDepth) - delegationDepth(act)),
     ...(holderKey ? { holderKey } : {}),
   };
   const { token, revocationId } = mintBiscuit(await loadBiscuit(), facts, root);

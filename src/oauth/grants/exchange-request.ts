@@ -5,7 +5,7 @@ import type { VerifiedClaims } from './issued-tokens.js';
 
 /** The subject token, verified: one of ours (with its record, or its record check deferred) or an external issuer's. */
 export interface Subject {
-  kind: 'access_token' | 'txn_token' | 'external';
+  kind: 'access_token' | 'txn_token' | 'external' | 'self_signed';
   claims: Record<string, unknown>;
   parentJti: string | null;
   txn?: string;

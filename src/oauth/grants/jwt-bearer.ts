@@ -4,12 +4,15 @@ import type { KeyManager, SigningAlg } from '../../keys/key-manager.js';
 import type { ReplayRepo } from '../../storage/replay-repo.js';
 import { ACCESS_TOKEN_TYPE, mintAccessToken } from '../../tokens/access-token.js';
 import { TokenVerificationError } from '../../tokens/token-errors.js';
+import { normalizeTyp, parseCompactJws } from '../../tokens/compact-jws.js';
+import { TXN_TOKEN_TYP } from '../../tokens/txn-token.js';
 import { claimedIssuer, EXTERNAL_CLOCK_TOLERANCE, type ExternalJwtVerifier } from '../../identity/trusted-issuers.js';
 import { mapPartnerSubject } from '../../policy/subject-mapping.js';
 import { chooseAudience, narrowExpiry, narrowScope, NarrowingError } from '../../policy/narrowing.js';
 import type { AgentClientFields } from '../client-metadata.js';
 import type { IssuanceContext } from '../token-records.js';
 import { narrowingRefusal } from './exchange-request.js';
+import { delegationDepth, readActClaim } from '../../policy/act-chain.js';
 import { senderBinding } from './sender-binding.js';
 
 export const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -26,6 +29,8 @@ export interface JwtBearerDeps {
   /** Verifies partner grants: the partners' keys, `aud` = our issuer or token endpoint. */
   partnerJwts: ExternalJwtVerifier;
   replay: ReplayRepo;
+  /** MAX_DELEGATION_DEPTH: an assertion's actor chain counts against it. */
+  maxDelegationDepth: number;
   now: () => number;
 }
 
@@ -49,6 +54,8 @@ async function redeemAssertion(ctx: KoaContextWithOIDC, deps: JwtBearerDeps): Pr
   const params = ctx.oidc.params as Record<string, string | string[] | undefined>;
   const assertion = params.assertion;
   if (typeof assertion !== 'string' || !assertion) throw new errors.InvalidRequest('missing required parameter assertion');
+  // A Txn-Token is no authorization grant (draft-ietf-oauth-transaction-tokens): never redeemed for an access token.
+  if (normalizeTyp(parseCompactJws(assertion)?.header.typ) === TXN_TOKEN_TYP) throw new errors.InvalidRequest('a Txn-Token is not an authorization grant: it may only be replaced by a Txn-Token at token exchange');
   const iss = claimedIssuer(assertion);
   const partner = deps.partners.find((p) => p.issuer === iss);
   if (!partner) throw new errors.InvalidGrant('the assertion does not come from a configured partner domain');
@@ -68,6 +75,12 @@ async function redeemAssertion(ctx: KoaContextWithOIDC, deps: JwtBearerDeps): Pr
   const local = mapPartnerSubject(partner, claims.sub);
   if (!local) throw new errors.InvalidGrant('the assertion\'s subject is not known here');
 
+  // The assertion's actor chain stays with the token it is redeemed for, and counts against the depth limits.
+  const act = readActClaim(claims.act);
+  const depth = delegationDepth(act);
+  const limit = Math.min(client.agent_max_delegation_depth ?? deps.maxDelegationDepth, deps.maxDelegationDepth);
+  if (depth > limit) throw new errors.InvalidRequest(`delegation depth ${depth} exceeds the limit of ${limit}`);
+
   const held = typeof claims.scope === 'string' ? claims.scope : null;
   const scope = narrowScope(typeof params.scope === 'string' ? params.scope : undefined, held, client.agent_scopes ?? []);
   const audience = chooseAudience([params.resource, params.audience].flat().filter((v): v is string => typeof v === 'string'), client.agent_audiences ?? []);
@@ -76,7 +89,7 @@ async function redeemAssertion(ctx: KoaContextWithOIDC, deps: JwtBearerDeps): Pr
   const exp = narrowExpiry(now + deps.accessTokenTtl, claims.exp as number, now);
   const { token, record } = await mintAccessToken({
     issuer: deps.issuer, subject: local, clientId: client.clientId, audience, now, exp,
-    signer: await deps.keys.signer(deps.signingAlg), parentJti: wit?.witJti ?? null, ...(scope ? { scope } : {}),
+    signer: await deps.keys.signer(deps.signingAlg), parentJti: wit?.witJti ?? null, ...(scope ? { scope } : {}), ...(act ? { act } : {}),
     ...(jkt ? { jkt } : {}), ...(wit?.agentChecksum ? { agentChecksum: wit.agentChecksum } : {}),
   });
   (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record };

@@ -18,6 +18,9 @@ import { BISCUIT_TOKEN_TYPE } from '../../tokens/biscuit-blocks.js';
 import { readWorkflowRequest, stepScope, WORKFLOW_PARAMS, WorkflowRefusal } from '../../policy/workflows.js';
 import { toOAuthError as workflowError, type WorkflowIntents } from '../workflow-intent.js';
 import { witAuthStorage } from '../wit-client-auth.js';
+import type { ReplayRepo } from '../../storage/replay-repo.js';
+import { SELF_SIGNED_CLOCK_TOLERANCE, SELF_SIGNED_TOKEN_TYPE, verifySelfSigned } from '../../tokens/self-signed.js';
+import type { JWK } from 'jose';
 
 export { TOKEN_EXCHANGE_GRANT };
 export const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
@@ -48,7 +51,7 @@ const ACTOR_KINDS: Record<string, 'access_token' | 'wit'> = {
   [JWT_TOKEN_TYPE]: 'wit',
 };
 export const REQUESTED_TOKEN_TYPES = [ACCESS_TOKEN_TYPE, TXN_TOKEN_TYPE, JWT_TOKEN_TYPE, BISCUIT_TOKEN_TYPE];
-export const SUBJECT_TOKEN_TYPES_IN_USE = [...Object.keys(SUBJECT_KINDS), BISCUIT_TOKEN_TYPE];
+export const SUBJECT_TOKEN_TYPES_IN_USE = [...Object.keys(SUBJECT_KINDS), BISCUIT_TOKEN_TYPE, SELF_SIGNED_TOKEN_TYPE];
 
 export interface TokenExchangeDeps extends BiscuitExchangeDeps {
   issuer: string;
@@ -66,6 +69,8 @@ export interface TokenExchangeDeps extends BiscuitExchangeDeps {
   partners: readonly string[];
   /** Workflow steps named by token requests (intent-bound tokens). */
   workflowIntents: WorkflowIntents;
+  /** One-time `jti`s: self-signed subject tokens are used once. */
+  replay: ReplayRepo;
   now: () => number;
 }
 
@@ -108,7 +113,15 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
   }
 
   // Own keys only: `toString` or `constructor` is no token type.
-  if (!Object.hasOwn(SUBJECT_KINDS, subjectType) && subjectType !== BISCUIT_TOKEN_TYPE) throw new errors.InvalidRequest(`unsupported subject_token_type ${JSON.stringify(subjectType)}`);
+  if (!Object.hasOwn(SUBJECT_KINDS, subjectType) && subjectType !== BISCUIT_TOKEN_TYPE && subjectType !== SELF_SIGNED_TOKEN_TYPE) throw new errors.InvalidRequest(`unsupported subject_token_type ${JSON.stringify(subjectType)}`);
+  // A Txn-Token is no access token (draft-ietf-oauth-transaction-tokens): as a subject it is only ever replaced by another.
+  if (subjectType === TXN_TOKEN_TYPE && requested !== TXN_TOKEN_TYPE) {
+    throw new errors.InvalidRequest(`a Txn-Token subject may only be replaced by a Txn-Token: requested_token_type=${TXN_TOKEN_TYPE}`);
+  }
+  // A self-signed JWT asserts only the workload itself, for a Txn-Token (draft-ietf-oauth-transaction-tokens).
+  if (subjectType === SELF_SIGNED_TOKEN_TYPE && requested !== TXN_TOKEN_TYPE) {
+    throw new errors.InvalidRequest(`a self-signed subject token is exchanged only for a Txn-Token: requested_token_type=${TXN_TOKEN_TYPE}`);
+  }
   const policy = client.agent_token_exchange ?? {};
   if (policy.subject_token_types && !policy.subject_token_types.includes(subjectType)) {
     throw new errors.UnauthorizedClient(`this agent may not exchange subject tokens of type ${subjectType}`);
@@ -118,7 +131,9 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
   // Issuing an access token (outside a workflow step), a Txn-Token or a JWT grant, the subject token's record
   // is checked as the new token's record is written, with the other records of its batch.
   const deferRecordCheck = (requested === TXN_TOKEN_TYPE || requested === JWT_TOKEN_TYPE || requested === ACCESS_TOKEN_TYPE) && !readWorkflowRequest(params);
-  const subject = await resolveSubject(deps, policy, subjectToken, subjectType, deferRecordCheck);
+  const subject = subjectType === SELF_SIGNED_TOKEN_TYPE
+    ? await resolveSelfSigned(deps, client, subjectToken)
+    : await resolveSubject(deps, policy, subjectToken, subjectType, deferRecordCheck);
 
   if (actorToken) {
     const actorKind = Object.hasOwn(ACTOR_KINDS, actorType!) ? ACTOR_KINDS[actorType!] : undefined;
@@ -159,6 +174,24 @@ async function resolveSubject(deps: TokenExchangeDeps, policy: NonNullable<Clien
   return { kind: 'external', claims, parentJti: null };
 }
 
+/**
+ * A self-signed subject token (draft-ietf-oauth-transaction-tokens): signed by the key the requester proved
+ * itself with (its WIT's key) or registered for `private_key_jwt`, naming the requester as `iss` and `sub`
+ * and this server as `aud`, short-lived, and used once: its `jti` is kept until it can no longer be accepted.
+ */
+async function resolveSelfSigned(deps: TokenExchangeDeps, client: Client, token: string): Promise<Subject> {
+  const wit = witAuthStorage.getStore();
+  const keys = wit?.agentId === client.clientId
+    ? [wit.jwk]
+    : client.clientAuthMethod === 'private_key_jwt' ? ((client.jwks?.keys ?? []) as JWK[]) : [];
+  if (!keys.length) throw new errors.InvalidGrant('a self-signed subject token must be signed with the key this agent authenticates with (a WIT, or private_key_jwt)');
+  const claims = await verifySelfSigned(token, { workload: client.clientId, keys, issuer: deps.issuer, now: deps.now() });
+  if (!(await deps.replay.claim(`self-signed ${client.clientId}`, claims.jti, claims.exp + SELF_SIGNED_CLOCK_TOLERANCE))) {
+    throw new errors.InvalidGrant('the self-signed subject token was already used');
+  }
+  return { kind: 'self_signed', claims, parentJti: null };
+}
+
 /** The subject token's record check, made again (or, deferred, only) as the record of the token issued for it is written. */
 function parentOf(subject: Subject): Pick<IssuanceContext, 'parent'> {
   return subject.recordCheck ? { parent: subject.recordCheck } : {};
@@ -169,11 +202,23 @@ function heldScope(subject: Subject): string | undefined | null {
   const { scope, scp } = subject.claims;
   if (typeof scope === 'string') return scope;
   if (Array.isArray(scp)) return scp.filter((s) => typeof s === 'string').join(' ');
-  return subject.kind === 'external' ? null : undefined;
+  // An external identity token, or a self-signed one: what the requester is registered for bounds it.
+  return subject.kind === 'external' || subject.kind === 'self_signed' ? null : undefined;
+}
+
+/**
+ * The call chain a subject token carries: its `act` claim. A Txn-Token without one whose requesting workload
+ * (`req_wl`) is not its subject was requested by that workload for the subject: the workload is the chain.
+ */
+function subjectActChain(subject: Subject): ActClaim | undefined {
+  const act = readActClaim(subject.claims.act);
+  if (act || subject.kind !== 'txn_token') return act;
+  const { req_wl: requester, sub } = subject.claims;
+  return typeof requester === 'string' && requester !== sub ? { sub: requester } : undefined;
 }
 
 function nextActChain(client: Client, deps: TokenExchangeDeps, subject: Subject): ActClaim | undefined {
-  const act = extendActChain(subject.claims.sub as string, readActClaim(subject.claims.act), client.clientId);
+  const act = extendActChain(subject.claims.sub as string, subjectActChain(subject), client.clientId);
   const depth = delegationDepth(act);
   const limit = Math.min(client.agent_max_delegation_depth ?? deps.maxDelegationDepth, deps.maxDelegationDepth);
   if (depth > limit) throw new errors.InvalidRequest(`delegation depth ${depth} exceeds the limit of ${limit}`);
@@ -239,22 +284,32 @@ async function issueTxnToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, c
   if (audience.length !== 1 || audience[0] !== deps.trustDomain) {
     throw new errors.InvalidTarget(`a Txn-Token's audience must be the trust domain: audience=${deps.trustDomain}`);
   }
+  // The transaction's purpose is required (draft-ietf-oauth-transaction-tokens, Txn-Token Request).
+  const requestedScope = single(params, 'scope');
+  if (requestedScope === undefined || !requestedScope.split(' ').some(Boolean)) {
+    throw new errors.InvalidRequest('missing required parameter scope: the purpose of the transaction');
+  }
   const details = readContext(params, 'request_details');
   const context = readContext(params, 'request_context');
   const replacing = subject.kind === 'txn_token';
+  // The call chain: the requester joins the subject's actor chain (a replacement's: the workloads that requested the
+  // tokens it replaces), counted against the delegation depth limits like any exchange.
+  const act = nextActChain(client, deps, subject);
   // A Txn-Token continues the transaction its subject belongs to, or starts one.
   const continued = replacing ? (subject.claims.txn as string) : subject.txn;
   const txn = continued ?? newTxn();
-  const scope = narrowScope(single(params, 'scope'), heldScope(subject), replacing ? undefined : client.agent_scopes ?? []);
+  const scope = narrowScope(requestedScope, heldScope(subject), replacing ? undefined : client.agent_scopes ?? []);
   const tctx = replacing ? extendContext(subject.claims.tctx as Record<string, unknown> | undefined, details, 'request_details') : details;
   const serverFacts = { req_ip: ctx.ip, authn: client.clientAuthMethod === 'none' ? 'wit' : client.clientAuthMethod };
   const requested = { ...(context ?? {}), ...serverFacts };
   const rctx = replacing ? { ...(extendContext(stripServerFacts(subject.claims.rctx), stripServerFacts(context), 'request_context') ?? {}), ...serverFacts } : requested;
   const now = deps.now();
+  // Never past the subject's expiry, a replaced Txn-Token's included: a chain of replacements cannot outlive its origin.
+  const exp = narrowExpiry(now + deps.txnTokenTtl, subject.claims.exp as number, now);
   const { token, record } = await mintTxnToken({
     issuer: deps.issuer, trustDomain: deps.trustDomain, txn, subject: subject.claims.sub as string, requester: client.clientId,
-    now, ttl: deps.txnTokenTtl, signer: await deps.keys.signer(deps.signingAlg), parentJti: subject.parentJti,
-    ...(scope ? { scope } : {}), ...(tctx ? { tctx } : {}), rctx,
+    now, exp, signer: await deps.keys.signer(deps.signingAlg), parentJti: subject.parentJti,
+    ...(scope ? { scope } : {}), ...(act ? { act } : {}), ...(tctx ? { tctx } : {}), rctx,
   });
   // A transaction started here holds this one token (the limit is at least 1): only a continued one is counted.
   (ctx.state as { issuance?: IssuanceContext }).issuance = { complete: record, ...(continued ? { maxPerTxn: deps.maxTxnTokensPerTxn } : {}), ...parentOf(subject) };
@@ -262,7 +317,7 @@ async function issueTxnToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, c
     access_token: token,
     issued_token_type: TXN_TOKEN_TYPE,
     token_type: 'N_A',
-    expires_in: deps.txnTokenTtl,
+    expires_in: exp - now,
     ...(scope ? { scope } : {}),
   };
 }
