@@ -130,7 +130,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       agents: agentsCache,
       payloads: new OidcPayloadsRepo(knex, now),
       replay,
-      secrets: new ClientSecretVerifier(),
+      secrets: new ClientSecretVerifier(10_000, () => metrics?.clientSecretHashed()),
       grants: [{
         name: TOKEN_EXCHANGE_GRANT,
         handler: tokenExchangeHandler({
