@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Context, Next } from 'koa';
 import { decodeJwt, type JWK } from 'jose';
 import type { EventsRepo } from '../storage/events-repo.js';
+import type { AnonymousRefusals } from '../http/anonymous-refusals.js';
 import type { WorkloadAuthenticator } from '../identity/workload-authenticator.js';
 import { TokenVerificationError } from '../tokens/token-errors.js';
 import { tokenHash } from '../tokens/token-hash.js';
@@ -36,13 +37,15 @@ function claimedSubject(wit: string): string | null {
 }
 
 /** WIT + WPT client authentication (spec section 3) for the token, introspection and revocation endpoints. */
-export function witClientAuth(deps: { authenticator: WorkloadAuthenticator; issuer: string; events: EventsRepo }) {
-  const refuse = async (ctx: Context, description: string, agentId: string | null) => {
+export function witClientAuth(deps: { authenticator: WorkloadAuthenticator; issuer: string; events: EventsRepo; anonymous: Pick<AnonymousRefusals, 'refused'> }) {
+  /** `authenticated`: the WIT and WPT were good, the agent just doesn't use them. */
+  const refuse = async (ctx: Context, description: string, agentId: string | null, authenticated = false) => {
     ctx.status = 401;
     ctx.set('Cache-Control', 'no-store');
     ctx.set('WWW-Authenticate', 'WIT error="invalid_client"');
     ctx.body = { error: 'invalid_client', error_description: description };
-    await deps.events.record({ decision: 'refused', action: `client_auth:${ctx.path}`, client_id: agentId, reason: 'invalid_client', detail: description });
+    const event = { decision: 'refused' as const, action: `client_auth:${ctx.path}`, client_id: agentId, reason: 'invalid_client', detail: description };
+    await (authenticated ? deps.events.record(event) : deps.anonymous.refused(ctx, event));
   };
 
   return async function authenticateWorkload(ctx: Context, next: Next): Promise<unknown> {
@@ -58,7 +61,7 @@ export function witClientAuth(deps: { authenticator: WorkloadAuthenticator; issu
       if (err instanceof TokenVerificationError) return refuse(ctx, err.message, claimedSubject(wit));
       throw err;
     }
-    if (auth.agent.token_endpoint_auth_method !== 'wit') return refuse(ctx, 'this agent does not authenticate with a WIT', auth.agent.id);
+    if (auth.agent.token_endpoint_auth_method !== 'wit') return refuse(ctx, 'this agent does not authenticate with a WIT', auth.agent.id, true);
     // Tokens issued on this authentication descend from the WIT: revoking it revokes them, and their records
     // are written only while the WIT's is good.
     (ctx.state as { issuance?: IssuanceContext }).issuance = {
