@@ -20,6 +20,8 @@ export interface AnonymousRefusalSettings {
 
 /** Sources (and their counters) held per interval; refusals of sources beyond it are counted under `other`. */
 const MAX_SOURCES_PER_INTERVAL = 10_000;
+/** Refusals recorded one by one per interval over all sources (many sources at once are counted beyond it). */
+const MAX_RECORDED_PER_INTERVAL = 1_000;
 /** Counters held per interval (a source's refusals, by action and reason). */
 const MAX_COUNTERS_PER_INTERVAL = 20_000;
 /** Token buckets held; beyond it the least recently refused source's is dropped (full ones go at each interval's end). */
@@ -64,6 +66,8 @@ interface Interval {
   startMs: number;
   /** Refusals of each source so far in the interval. */
   perSource: Map<string, number>;
+  /** Refusals recorded one by one in the interval, over all sources. */
+  recorded: number;
   counted: Map<string, Counted>;
 }
 
@@ -158,7 +162,7 @@ export class AnonymousRefusals {
   }
 
   private newInterval(): Interval {
-    return { startMs: this.clock(), perSource: new Map(), counted: new Map() };
+    return { startMs: this.clock(), perSource: new Map(), recorded: 0, counted: new Map() };
   }
 
   /**
@@ -171,7 +175,10 @@ export class AnonymousRefusals {
     if (!perSource.has(key) && perSource.size >= MAX_SOURCES_PER_INTERVAL) key = 'other';
     const n = (perSource.get(key) ?? 0) + 1;
     perSource.set(key, n);
-    if (!always && n <= this.settings.recordedPerInterval) return false;
+    if (!always && n <= this.settings.recordedPerInterval && this.interval.recorded < MAX_RECORDED_PER_INTERVAL) {
+      this.interval.recorded++;
+      return false;
+    }
     this.observer.decisionRecorded(event);
     let action = event.action.slice(0, 200);
     let reason = event.reason?.slice(0, 200) ?? null;
