@@ -57,6 +57,20 @@ export interface Config {
   metricsEnabled: boolean;
   /** When set, `/metrics` requires `Authorization: Bearer <this>`. */
   metricsToken: string | undefined;
+  /**
+   * Refusals of unauthenticated requests, per source (client address): the bucket that throttles them (429)
+   * and how they are recorded (one by one up to a share per interval, then counted).
+   */
+  anonymousRefusals: {
+    /** Refusals a source may earn at once before it is answered 429 (0: never throttled). */
+    burst: number;
+    /** Refusals per minute a source earns back. */
+    perMinute: number;
+    /** Length of a counting interval (ms). */
+    intervalMs: number;
+    /** Refusals of one source recorded one by one per interval; the rest are counted. */
+    recordedPerInterval: number;
+  };
   /** Shared Signals transmitter: push retries, pausing, push endpoint rules, long polls. */
   ssf: {
     pushRetryMinMs: number;
@@ -163,6 +177,10 @@ const schema = z.object({
     .transform((v) => (v === '' ? undefined : v))
     .refine((v) => v === undefined || v.length >= 32, 'must be at least 32 characters')
     .refine((v) => v === undefined || /^[\x21-\x7E]+$/.test(v), 'must be printable ASCII without spaces'),
+  ANONYMOUS_REFUSAL_BURST: z.coerce.number().int('must be a whole number').min(0, 'must be 0 or more').max(1_000_000, 'must be at most 1000000').default(300),
+  ANONYMOUS_REFUSAL_RATE: positiveInt(1_000_000).default(120),
+  ANONYMOUS_REFUSAL_INTERVAL: positiveInt(3600).default(60),
+  ANONYMOUS_REFUSALS_RECORDED: z.coerce.number().int('must be a whole number').min(0, 'must be 0 or more').max(100_000, 'must be at most 100000').default(20),
   SSF_PUSH_RETRY_MIN_MS: z.coerce.number().int('must be a whole number').min(10, 'must be at least 10').max(600_000, 'must be at most 600000').default(1000),
   SSF_PUSH_RETRY_MAX_MS: z.coerce.number().int('must be a whole number').min(10, 'must be at least 10').max(86_400_000, 'must be at most 86400000').default(300_000),
   SSF_PUSH_PAUSE_AFTER: positiveInt(30 * 86_400).default(86_400),
@@ -215,6 +233,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     signOnThreadPool: v.SIGN_ON_THREAD_POOL === 'true',
     metricsEnabled: v.METRICS_ENABLED === 'true',
     metricsToken: v.METRICS_TOKEN,
+    anonymousRefusals: {
+      burst: v.ANONYMOUS_REFUSAL_BURST,
+      perMinute: v.ANONYMOUS_REFUSAL_RATE,
+      intervalMs: v.ANONYMOUS_REFUSAL_INTERVAL * 1000,
+      recordedPerInterval: v.ANONYMOUS_REFUSALS_RECORDED,
+    },
     ssf: {
       pushRetryMinMs: v.SSF_PUSH_RETRY_MIN_MS,
       pushRetryMaxMs: Math.max(v.SSF_PUSH_RETRY_MIN_MS, v.SSF_PUSH_RETRY_MAX_MS),

@@ -25,6 +25,8 @@ export interface AppParts {
   adminAuth: Koa.Middleware;
   /** The admin API's routers. */
   routers: Router[];
+  /** Answers 429 to a source whose unauthenticated requests were refused too often (see anonymous-refusals.ts). */
+  throttle: Koa.Middleware;
   /** Request metrics and `GET /metrics`; absent when metrics are off. */
   metrics?: { metrics: ServerMetrics; token: string | undefined };
 }
@@ -39,6 +41,17 @@ const OAUTH_ROUTES: Record<string, readonly string[]> = {
   '/backchannel': ['POST', 'OPTIONS'],
   '/.well-known/openid-configuration': ['GET', 'OPTIONS'],
 };
+
+/**
+ * Requests that authenticate their caller, whose refusals count against their source: the OAuth endpoints'
+ * POSTs, WIT issuance, the Shared Signals API and the approvers' API and page. Public reads (health, keys,
+ * discovery, metrics, the Biscuit revocation list) and the admin API are never throttled.
+ */
+function throttled(ctx: Koa.Context): boolean {
+  const p = ctx.path;
+  if (OAUTH_ROUTES[p]) return ctx.method === 'POST';
+  return p === '/wit' || p.startsWith('/ssf/') || p === '/approvals' || p.startsWith('/approvals/') || p === '/approve' || p.startsWith('/approve/');
+}
 
 function methodNotAllowed(ctx: Koa.Context, allowed: readonly string[]): ApiError {
   ctx.set('Allow', allowed.join(', '));
@@ -68,6 +81,7 @@ export function createApp(parts: AppParts): Koa {
   app.use(requestLog(parts.logger));
   if (parts.metrics) app.use(requestMetrics(parts.metrics.metrics, (ctx) => routePattern(ctx, allRouters)));
   app.use(errorMapper(parts.logger));
+  app.use((ctx, next) => (throttled(ctx) ? parts.throttle(ctx, next) : next()));
 
   router.get('/healthz', (ctx) => {
     ctx.body = { status: 'ok' };

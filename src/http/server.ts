@@ -54,6 +54,7 @@ import { approversRoutes } from './admin/approvers-routes.js';
 import { requireApprover } from './approvals/approver-auth.js';
 import { approvalsRoutes } from './approvals/approvals-routes.js';
 import { approvalPageRoutes } from './approvals/approval-page.js';
+import { AnonymousRefusals } from './anonymous-refusals.js';
 
 export interface RunningServer {
   url: string;
@@ -83,6 +84,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   let timer: NodeJS.Timeout | undefined;
   let transmitter: Transmitter | undefined;
   let sweep: NodeJS.Timeout | undefined;
+  let anonymous: AnonymousRefusals | undefined;
   try {
     const applied = await db.migrate();
     if (applied.length) logger.info({ migrations: applied }, 'migrations applied');
@@ -109,6 +111,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const signals = transmitter.signals;
     const tokens = new TokensRepo(knex, metrics, signals);
     const events = new EventsRepo(knex, metrics);
+    anonymous = new AnonymousRefusals(events, { ...config.anonymousRefusals, trustProxy: config.trustProxy }, logger, metrics);
     // Biscuit's wasm module is compiled and warmed up now, not at the first Biscuit request.
     await loadBiscuit();
 
@@ -130,7 +133,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       agents: agentsCache,
       payloads: new OidcPayloadsRepo(knex, now),
       replay,
-      secrets: new ClientSecretVerifier(),
+      secrets: new ClientSecretVerifier(10_000, () => metrics?.clientSecretHashed()),
       grants: [{
         name: TOKEN_EXCHANGE_GRANT,
         handler: tokenExchangeHandler({
@@ -155,10 +158,10 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       workflowIntents,
       ciba: { approvers, approvals, events, now, approvalTtl: config.approvalTtl, pollInterval: config.approvalPollInterval },
       middleware: [
-        backchannelMiddleware({ events, logger, pollInterval: config.approvalPollInterval }),
-        tokenRecordsMiddleware({ tokens, records: new RecordWriter(knex, undefined, tokens), events, logger, issuedTokens }),
+        backchannelMiddleware({ events, anonymous, logger, pollInterval: config.approvalPollInterval }),
+        tokenRecordsMiddleware({ tokens, records: new RecordWriter(knex, undefined, tokens), events, anonymous, logger, issuedTokens }),
         errorDetailMiddleware(),
-        tokenStatusMiddleware({ keys, tokens, agents, events, now }),
+        tokenStatusMiddleware({ keys, tokens, agents, events, anonymous, logger, now }),
         discoveryMiddleware(() => ({
           jwks_uri: `${config.issuer}/jwks`,
           token_exchange_subject_token_types_supported: [...SUBJECT_TOKEN_TYPES_IN_USE],
@@ -197,11 +200,11 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     });
     const decisions = new ApprovalDecisions({ approvals, provider: () => oauth.current, now });
     const app = createApp({
-      logger, db, keys, oauth, trustProxy: config.trustProxy,
-      witClientAuth: witClientAuth({ authenticator, issuer: config.issuer, events }),
-      publicRouters: [witRoutes(witIssuer, events), biscuitRevocationListRoutes(tokens, now), ssfRoutes(transmitter, ssfBearer(issuedTokens, config.issuer, events)),
-        approvalsRoutes({ approvals, decisions, auth: requireApprover({ approvers, adminHash }), now }),
-        approvalPageRoutes({ approvers, approvals, workflows, decisions, issuer: config.issuer, now })],
+      logger, db, keys, oauth, trustProxy: config.trustProxy, throttle: anonymous.guard(),
+      witClientAuth: witClientAuth({ authenticator, issuer: config.issuer, events, anonymous }),
+      publicRouters: [witRoutes(witIssuer, events, anonymous), biscuitRevocationListRoutes(tokens, now), ssfRoutes(transmitter, ssfBearer(issuedTokens, config.issuer, events, anonymous)),
+        approvalsRoutes({ approvals, decisions, auth: requireApprover({ approvers, adminHash, anonymous }), now }),
+        approvalPageRoutes({ approvers, approvals, workflows, decisions, issuer: config.issuer, now, anonymous })],
       adminAuth: requireAdmin(adminHash),
       routers: [agentsRoutes(registry), keysRoutes(keys, events, config.keyActivationDelay, (activateAt) => scheduleActivation(activateAt), { issuer: config.issuer, signals }), tokensRoutes(tokens, events), biscuitAdminRoutes(tokens, events, now), auditRoutes(new AuditRepo(knex), logger),
         workflowsRoutes({ workflows, events, approvals, trustDomain: config.trustDomain, now }), approversRoutes(approvers)],
@@ -222,16 +225,21 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       timer = setInterval(() => void activateNow(), refreshMs);
       timer.unref();
     }
-    // Approvals nobody answered are recorded as expired (with their events) within a minute of their expiry.
-    sweep = setInterval(() => void approvals.expireOverdue(now())
-      .catch((err: Error) => logger.warn({ err: { message: err.message } }, 'approval expiry sweep failed')), 60_000);
+    // Approvals nobody answered are recorded as expired (with their events) within a minute of their expiry;
+    // approvers' page sessions past their expiry are deleted.
+    sweep = setInterval(() => {
+      void approvals.expireOverdue(now()).catch((err: Error) => logger.warn({ err: { message: err.message } }, 'approval expiry sweep failed'));
+      void approvers.endExpiredSessions(now()).catch((err: Error) => logger.warn({ err: { message: err.message } }, 'approver session sweep failed'));
+    }, 60_000);
     sweep.unref();
+    anonymous.start();
 
     // Events left in the outbox (a restart, a receiver that was down) are delivered from now on.
     await transmitter.start();
     logger.info({ issuer: config.issuer, port, database: db.kind, trust_domain: config.trustDomain }, 'agent-sts listening');
     const srv = server;
     const ssfTransmitter = transmitter;
+    const counted = anonymous;
     return {
       url: `http://127.0.0.1:${port}`,
       port,
@@ -247,11 +255,14 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
           srv.close(() => resolve());
           srv.closeAllConnections();
         });
+        // What was counted of this interval is written before the database closes.
+        await counted.stop();
         await db.close();
       },
     };
   } catch (err) {
     if (timer) clearInterval(timer);
+    await anonymous?.stop().catch(() => {});
     await transmitter?.stop();
     if (sweep) clearInterval(sweep);
     server?.close();

@@ -2,6 +2,7 @@ import Router from '@koa/router';
 import type { Context, Next } from 'koa';
 import type { IssuedTokenVerifier } from '../oauth/grants/issued-tokens.js';
 import type { EventsRepo } from '../storage/events-repo.js';
+import type { AnonymousRefusals } from './anonymous-refusals.js';
 import { TokenVerificationError } from '../tokens/token-errors.js';
 import { SSF_PATHS, type Transmitter } from '../events/transmitter.js';
 import { StreamError } from '../events/stream-config.js';
@@ -18,11 +19,13 @@ const quoted = (v: string) => v.replace(/[\\"]/g, '');
  * unexpired, its agent active), issued for `audience` (the issuer URL), with the `ssf.manage` scope.
  * The client it was issued to owns the streams it creates. Every refusal is recorded (action `ssf`).
  */
-export function ssfBearer(verifier: IssuedTokenVerifier, audience: string, events: EventsRepo) {
+export function ssfBearer(verifier: IssuedTokenVerifier, audience: string, events: EventsRepo, anonymous: Pick<AnonymousRefusals, 'refused'>) {
   const refused = (clientId: string | null, reason: string, detail: string) =>
     events.record({ decision: 'refused', action: 'ssf', client_id: clientId, reason, detail }).catch(() => {});
+  /** `clientId`: the client of a good access token; without one the caller did not authenticate. */
   const challenge = async (ctx: Context, status: 401 | 403, error: string | undefined, description: string, clientId: string | null = null): Promise<ApiError> => {
-    await refused(clientId, error ?? 'invalid_token', description);
+    if (clientId === null) await anonymous.refused(ctx, { decision: 'refused', action: 'ssf', client_id: null, reason: error ?? 'invalid_token', detail: description }).catch(() => {});
+    else await refused(clientId, error ?? 'invalid_token', description);
     ctx.set('WWW-Authenticate', `Bearer realm="${quoted(audience)}", scope="${SSF_SCOPE}"${error ? `, error="${error}", error_description="${quoted(description)}"` : ''}`);
     return new ApiError(status, error ?? 'invalid_request', description);
   };

@@ -1,11 +1,12 @@
 import Router from '@koa/router';
 import type { EventsRepo } from '../storage/events-repo.js';
+import type { AnonymousRefusals } from './anonymous-refusals.js';
 import { WitNotRecordedError, WitRequestError, type WitIssuer } from '../identity/wit-issuer.js';
 import { jsonBody } from './admin/json-body.js';
 import { ApiError } from './errors.js';
 
 /** `POST /wit`: a Workload Identity Token for an attested agent and the public key it holds. */
-export function witRoutes(issuer: WitIssuer, events: EventsRepo): Router {
+export function witRoutes(issuer: WitIssuer, events: EventsRepo, anonymous: Pick<AnonymousRefusals, 'refused'>): Router {
   const router = new Router();
   router.post('/wit', jsonBody, async (ctx) => {
     const claimed = (ctx.request.body as { agent_id?: unknown } | undefined)?.agent_id;
@@ -21,7 +22,9 @@ export function witRoutes(issuer: WitIssuer, events: EventsRepo): Router {
       ctx.body = { wit: issued.wit, expires_in: issued.expires_in };
     } catch (err) {
       if (err instanceof WitRequestError) {
-        await events.record({ decision: 'refused', action: 'wit', client_id: clientId, reason: err.code, detail: err.message });
+        // Before a successful attestation the caller is anyone; after it, the agent.
+        if (err.attested) await events.record({ decision: 'refused', action: 'wit', client_id: err.attested, reason: err.code, detail: err.message });
+        else await anonymous.refused(ctx, { decision: 'refused', action: 'wit', client_id: clientId, reason: err.code, detail: err.message });
         throw new ApiError(err.status, err.code, err.message);
       }
       if (err instanceof WitNotRecordedError) {

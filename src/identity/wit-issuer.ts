@@ -10,6 +10,9 @@ import { claimedIssuer } from './trusted-issuers.js';
 
 /** A WIT request refused: `code` is the OAuth-style error, `message` is safe to show. */
 export class WitRequestError extends Error {
+  /** The agent, when the refusal came after its attestation succeeded. */
+  attested?: string;
+
   constructor(readonly code: 'invalid_request' | 'invalid_grant' | 'unauthorized_client', message: string, readonly status = 400) {
     super(message);
     this.name = 'WitRequestError';
@@ -82,9 +85,10 @@ export class WitIssuer {
       throw err;
     }
 
+    const attested = (code: WitRequestError['code'], message: string) => Object.assign(new WitRequestError(code, message), { attested: agent.id });
     const checksum = req.agent_checksum ?? result.agentChecksum;
-    if (checksum && !agent.agent_checksums.includes(checksum)) throw new WitRequestError('invalid_grant', 'agent_checksum is not one this agent registered');
-    if (!checksum && agent.agent_checksums.length) throw new WitRequestError('invalid_request', 'agent_checksum is required: this agent registered the checksums it may run as');
+    if (checksum && !agent.agent_checksums.includes(checksum)) throw attested('invalid_grant', 'agent_checksum is not one this agent registered');
+    if (!checksum && agent.agent_checksums.length) throw attested('invalid_request', 'agent_checksum is required: this agent registered the checksums it may run as');
 
     const now = this.deps.now();
     const { token, record } = await mintWit({
@@ -100,7 +104,7 @@ export class WitIssuer {
     } catch {
       throw new WitNotRecordedError('the WIT could not be recorded');
     }
-    if (!recorded) throw new WitRequestError('invalid_grant', 'the WIT being renewed has been revoked, or its agent disabled');
+    if (!recorded) throw attested('invalid_grant', 'the WIT being renewed has been revoked, or its agent disabled');
     return { wit: token, expires_in: this.deps.ttl, jti: record.jti, agent_id: agent.id, detail: result.detail };
   }
 }

@@ -48,6 +48,7 @@ export class ServerMetrics implements RecordObserver {
   private readonly tokensIssued: Counter<'type'>;
   private readonly refusals: Counter<'action' | 'reason'>;
   private readonly latency: Histogram<'route' | 'method' | 'status_class'>;
+  private readonly secretHashes: Counter;
   private readonly tokenType = new BoundedLabel({ max: 16 });
   private readonly reason = new BoundedLabel({ max: 64 });
   private readonly action: ActionLabel;
@@ -65,6 +66,11 @@ export class ServerMetrics implements RecordObserver {
       name: 'agent_sts_refusals_total',
       help: 'Refused requests, by action (token:<grant type>, wit, client_auth:<path>, revocation) and reason (the OAuth error code).',
       labelNames: ['action', 'reason'], registers,
+    });
+    this.secretHashes = new Counter({
+      name: 'agent_sts_client_secret_hashes_total',
+      help: 'Client secrets checked with the slow hash (scrypt): a secret not yet verified since the start; concurrent checks of one secret count once.',
+      registers,
     });
     this.latency = new Histogram({
       name: 'agent_sts_http_request_duration_seconds',
@@ -109,6 +115,11 @@ export class ServerMetrics implements RecordObserver {
   decisionRecorded(event: { decision: string; action: string; reason?: string | null }): void {
     if (event.decision !== 'refused') return;
     this.refusals.inc({ action: this.action.value(event.action), reason: this.reason.value(event.reason) });
+  }
+
+  /** One client secret checked with the slow hash. */
+  clientSecretHashed(): void {
+    this.secretHashes.inc();
   }
 
   /** Records one request; `route` is the route pattern, never the path itself. */

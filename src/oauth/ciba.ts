@@ -9,6 +9,8 @@ import { BINDING_MESSAGE_PATTERN } from '../policy/approvals.js';
 import { stepScope, WORKFLOW_PARAMS } from '../policy/workflows.js';
 import type { AgentClientFields } from './client-metadata.js';
 import { witAuthStorage } from './wit-client-auth.js';
+import { anonymousRefusal } from './token-records.js';
+import type { AnonymousRefusals } from '../http/anonymous-refusals.js';
 import { toOAuthError, workflowTags, type WorkflowIntents, type WorkflowIssuance } from './workflow-intent.js';
 
 export interface CibaDeps {
@@ -128,7 +130,7 @@ export function approvalTtl(maxSeconds: number) {
  * Around the backchannel authentication endpoint: a refusal is recorded with its reason (and the workflow and
  * transaction it named); an accepted request's answer says how often to poll.
  */
-export function backchannelMiddleware(deps: Pick<CibaDeps, 'events' | 'logger' | 'pollInterval'>) {
+export function backchannelMiddleware(deps: Pick<CibaDeps, 'events' | 'logger' | 'pollInterval'> & { anonymous: Pick<AnonymousRefusals, 'refused'> }) {
   return async function backchannel(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
     await next();
     if (ctx.oidc?.route !== 'backchannel_authentication') return;
@@ -139,14 +141,15 @@ export function backchannelMiddleware(deps: Pick<CibaDeps, 'events' | 'logger' |
     }
     if (ctx.status >= 400 && body && typeof body.error === 'string' && ctx.status !== 503) {
       const id = ctx.oidc.client?.clientId ?? (ctx.oidc.params as { client_id?: unknown } | undefined)?.client_id;
-      await deps.events.record({
-        decision: 'refused',
+      const event = {
+        decision: 'refused' as const,
         action: 'backchannel_authentication',
         client_id: typeof id === 'string' ? id.slice(0, 2048) : null,
         reason: body.error,
         detail: typeof body.error_description === 'string' ? body.error_description : null,
-        ...workflowTags(ctx),
-      }).catch((err: Error) => deps.logger.warn({ err: { message: err.message } }, 'decision event not recorded'));
+      };
+      await (anonymousRefusal(ctx, body.error) ? deps.anonymous.refused(ctx, event) : deps.events.record({ ...event, ...workflowTags(ctx) }))
+        .catch((err: Error) => deps.logger.warn({ err: { message: err.message } }, 'decision event not recorded'));
     }
   };
 }

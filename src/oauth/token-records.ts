@@ -8,6 +8,7 @@ import { isDatabaseUnavailable } from '../storage/database-errors.js';
 import { failedOnDatabase } from './server-error-causes.js';
 import type { IssuedTokenVerifier, VerifiedClaims } from './grants/issued-tokens.js';
 import { stepRunGuard, workflowTags, type WorkflowIssuance } from './workflow-intent.js';
+import type { AnonymousRefusals } from '../http/anonymous-refusals.js';
 
 interface Deps {
   tokens: TokensRepo;
@@ -15,6 +16,8 @@ interface Deps {
   /** Says why a presented token's record check failed. */
   issuedTokens: Pick<IssuedTokenVerifier, 'refusal'>;
   events: EventsRepo;
+  /** Records the refusals of callers that did not authenticate. */
+  anonymous: Pick<AnonymousRefusals, 'refused'>;
   logger: Logger;
 }
 
@@ -40,6 +43,15 @@ interface SignedClaimsState {
 export function noteSignedClaims(ctx: unknown, claims: Record<string, unknown>): void {
   const state = (ctx as { state?: SignedClaimsState } | undefined)?.state;
   if (state) state.signedClaims = state.signedClaims === undefined ? claims : null;
+}
+
+/**
+ * A refusal of a caller that did not authenticate: client authentication failed (`invalid_client`), or the
+ * request was refused before it (no client known). oidc-provider names the client before checking its
+ * credentials, so a named client alone is no proof.
+ */
+export function anonymousRefusal(ctx: KoaContextWithOIDC, error: string): boolean {
+  return error === 'invalid_client' || !ctx.oidc?.client;
 }
 
 function claimedClientId(ctx: KoaContextWithOIDC): string | null {
@@ -98,14 +110,15 @@ export function tokenRecordsMiddleware(deps: Deps) {
         return;
       }
     } else if (ctx.status >= 400 && body && typeof body.error === 'string' && !failedOnDatabase(ctx)) {
-      await deps.events.record({
-        decision: 'refused',
+      const event = {
+        decision: 'refused' as const,
         action: `token:${typeof grantType === 'string' ? grantType.slice(0, 200) : 'unknown'}`,
         client_id: clientId,
         reason: body.error,
         detail: (ctx.state as { refusalDetail?: string }).refusalDetail ?? (typeof body.error_description === 'string' ? body.error_description : null),
-        ...workflowTags(ctx),
-      }).catch((err: Error) => deps.logger.warn({ err: { message: err.message } }, 'decision event not recorded'));
+      };
+      await (anonymousRefusal(ctx, body.error) ? deps.anonymous.refused(ctx, event) : deps.events.record({ ...event, ...workflowTags(ctx) }))
+        .catch((err: Error) => deps.logger.warn({ err: { message: err.message } }, 'decision event not recorded'));
     }
   };
 }

@@ -3,8 +3,11 @@ import { introspectBiscuit, mayBeBiscuit, revokeBiscuit, type TokenStatusDeps } 
 import type { TokenRecord } from '../storage/tokens-repo.js';
 import { readJwt } from '../tokens/access-token.js';
 import { tokenHash } from '../tokens/token-hash.js';
+import type { Logger } from '../log/logger.js';
+import type { AnonymousRefusals } from '../http/anonymous-refusals.js';
+import { anonymousRefusal } from './token-records.js';
 
-type Deps = TokenStatusDeps;
+type Deps = TokenStatusDeps & { anonymous: Pick<AnonymousRefusals, 'refused'>; logger: Logger };
 
 /**
  * The record of a token we issued, found by `jti` and matched on the token's hash, so only the exact
@@ -46,7 +49,16 @@ export function tokenStatusMiddleware(deps: Deps) {
     await next();
     const route = ctx.oidc?.route;
     if (route !== 'introspection' && route !== 'revocation') return;
-    const body = ctx.body as { error?: string } | undefined;
+    const body = ctx.body as { error?: string; error_description?: string } | undefined;
+    if (ctx.status >= 400 && ctx.status !== 503 && typeof body?.error === 'string' && anonymousRefusal(ctx, body.error)) {
+      // A caller that did not authenticate; refusals of authenticated ones are recorded below.
+      const id = ctx.oidc.client?.clientId ?? (ctx.oidc.params as { client_id?: unknown } | undefined)?.client_id;
+      await deps.anonymous.refused(ctx, {
+        decision: 'refused', action: route, client_id: typeof id === 'string' ? id.slice(0, 2048) : null, reason: body.error,
+        detail: typeof body.error_description === 'string' ? body.error_description : null,
+      }).catch((err: Error) => deps.logger.warn({ err: { message: err.message } }, 'decision event not recorded'));
+      return;
+    }
     const client = ctx.oidc.client;
     const token = (ctx.oidc.params as { token?: unknown } | undefined)?.token;
     if (client && ctx.status === 200 && typeof token === 'string' && mayBeBiscuit(token)) {

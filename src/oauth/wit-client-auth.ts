@@ -3,6 +3,7 @@ import type { Context, Next } from 'koa';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { decodeJwt, type JWK } from 'jose';
 import type { EventsRepo } from '../storage/events-repo.js';
+import type { AnonymousRefusals } from '../http/anonymous-refusals.js';
 import type { WorkloadAuthenticator } from '../identity/workload-authenticator.js';
 import { TokenVerificationError } from '../tokens/token-errors.js';
 import { tokenHash } from '../tokens/token-hash.js';
@@ -49,13 +50,15 @@ const ATTESTATION_POP = 'oauth-client-attestation-pop';
  * - the WIMSE headers: the WIT in `Workload-Identity-Token`, a WPT for the endpoint's URL in `Workload-Proof-Token`.
  * The provider then sees a client without authentication of its own (method `none`), named by `client_id`.
  */
-export function witClientAuth(deps: { authenticator: WorkloadAuthenticator; issuer: string; events: EventsRepo }) {
-  const refuse = async (ctx: Context, description: string, agentId: string | null, scheme: 'WIT' | null = 'WIT') => {
+export function witClientAuth(deps: { authenticator: WorkloadAuthenticator; issuer: string; events: EventsRepo; anonymous: Pick<AnonymousRefusals, 'refused'> }) {
+  /** `authenticated`: the WIT and its proof were good, the agent just doesn't use them. */
+  const refuse = async (ctx: Context, description: string, agentId: string | null, scheme: 'WIT' | null = 'WIT', authenticated = false) => {
     ctx.status = 401;
     ctx.set('Cache-Control', 'no-store');
     if (scheme) ctx.set('WWW-Authenticate', `${scheme} error="invalid_client"`);
     ctx.body = { error: 'invalid_client', error_description: description };
-    await deps.events.record({ decision: 'refused', action: `client_auth:${ctx.path}`, client_id: agentId, reason: 'invalid_client', detail: description });
+    const event = { decision: 'refused' as const, action: `client_auth:${ctx.path}`, client_id: agentId, reason: 'invalid_client', detail: description };
+    await (authenticated ? deps.events.record(event) : deps.anonymous.refused(ctx, event));
   };
 
   return async function authenticateWorkload(ctx: Context, next: Next): Promise<unknown> {
@@ -81,7 +84,7 @@ export function witClientAuth(deps: { authenticator: WorkloadAuthenticator; issu
       if (err instanceof TokenVerificationError) return refuse(ctx, err.message, claimedSubject(presented), attesting ? null : 'WIT');
       throw err;
     }
-    if (auth.agent.token_endpoint_auth_method !== 'wit') return refuse(ctx, 'this agent does not authenticate with a WIT', auth.agent.id, attesting ? null : 'WIT');
+    if (auth.agent.token_endpoint_auth_method !== 'wit') return refuse(ctx, 'this agent does not authenticate with a WIT', auth.agent.id, attesting ? null : 'WIT', true);
     // The provider knows no attestation here (its own attestClientAuth is off): it must not see the headers.
     delete ctx.req.headers[ATTESTATION];
     delete ctx.req.headers[ATTESTATION_POP];

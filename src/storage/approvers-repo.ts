@@ -83,6 +83,11 @@ export class ApproversRepo {
     return row ? { approver: fromRow(row), csrf_token: row.csrf_token as string } : undefined;
   }
 
+  /** Deletes the page sessions past their expiry; how many. */
+  async endExpiredSessions(nowSec: number): Promise<number> {
+    return this.db('approver_sessions').where('expires_at', '<=', nowSec).delete();
+  }
+
   async endSession(sessionSha256: string): Promise<void> {
     await this.db('approver_sessions').where({ session_sha256: sessionSha256 }).delete();
   }

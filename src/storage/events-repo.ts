@@ -41,6 +41,17 @@ export class EventsRepo {
     }
   }
 
+  /** Inserts events summarising decisions the observer already heard of, a thousand per statement. */
+  async recordCounted(events: DecisionEvent[]): Promise<void> {
+    if (!events.length) return;
+    const text = (v: string | null | undefined) => (typeof v === 'string' ? storableText(v) : null);
+    const rows = events.map((e) => ({
+      decision: e.decision, action: storableText(e.action), client_id: text(e.client_id), jti: null, reason: text(e.reason), detail: text(e.detail?.slice(0, 500)),
+    }));
+    // Within PostgreSQL's 65535 bind parameters per statement.
+    for (let i = 0; i < rows.length; i += 1000) await this.db('decision_events').insert(rows.slice(i, i + 1000));
+  }
+
   async list(filter: { client_id?: string; decision?: string; after?: number }, limit: number): Promise<StoredDecisionEvent[]> {
     const q = this.db('decision_events').orderBy('id', 'desc').limit(limit);
     if (filter.client_id) q.where({ client_id: filter.client_id });

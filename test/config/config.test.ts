@@ -38,7 +38,10 @@ describe('loadConfig', () => {
       signOnThreadPool: false,
       metricsEnabled: true,
       metricsToken: undefined,
+      anonymousRefusals: { burst: 300, perMinute: 120, intervalMs: 60_000, recordedPerInterval: 20 },
     });
+    expect(loadConfig({ ANONYMOUS_REFUSAL_BURST: '0', ANONYMOUS_REFUSAL_RATE: '6', ANONYMOUS_REFUSAL_INTERVAL: '5', ANONYMOUS_REFUSALS_RECORDED: '0' }).anonymousRefusals)
+      .toEqual({ burst: 0, perMinute: 6, intervalMs: 5000, recordedPerInterval: 0 });
   });
 
   it('reads only the env object it is given', () => {
@@ -128,6 +131,10 @@ describe('loadConfig', () => {
     ['HEAP_GROWING_PERCENT', '0', /at least 1/],
     ['HEAP_GROWING_PERCENT', '-5'],
     ['HEAP_GROWING_PERCENT', '1001', /1000/],
+    ['ANONYMOUS_REFUSAL_BURST', '-1'],
+    ['ANONYMOUS_REFUSAL_RATE', '0', /at least 1/],
+    ['ANONYMOUS_REFUSAL_INTERVAL', '3601', /3600/],
+    ['ANONYMOUS_REFUSALS_RECORDED', 'many'],
   ];
 
   for (const [variable, value, problem] of bad) {

@@ -42,7 +42,8 @@ describe('workload identity refusals', () => {
   beforeAll(async () => {
     trusted = await new TestIssuer().start();
     untrusted = await new TestIssuer().start();
-    ts = await startTestServer({ TRUSTED_ISSUERS: trusted.trustedIssuersEnv() });
+    // Every refusal here is checked by its detail: none is only counted (ANONYMOUS_REFUSALS_RECORDED).
+    ts = await startTestServer({ TRUSTED_ISSUERS: trusted.trustedIssuersEnv(), ANONYMOUS_REFUSALS_RECORDED: '1000' });
     const attestors = [{ type: 'join_token' }, { type: 'wit' }];
     for (const id of [WIT_AGENT, OTHER_WIT_AGENT]) {
       expect((await ts.admin('POST', '/admin/agents', { id, token_endpoint_auth_method: 'wit', audiences: [API], attestors })).status).toBe(201);

@@ -127,7 +127,8 @@ describe('edge inputs answered as refusals, never a 500', () => {
       expect(res.body.error).toBe('invalid_client');
     }
     const refused = await ts.admin('GET', `/admin/events?decision=refused&client_id=${encodeURIComponent(id)}`);
-    expect(refused.body.events.map((e: { reason: string }) => e.reason)).toEqual(['invalid_client', 'invalid_client']);
+    expect(refused.body.events.map((e: { action: string; reason: string }) => `${e.action} ${e.reason}`))
+      .toEqual(['revocation invalid_client', 'introspection invalid_client', 'token:client_credentials invalid_client', 'token:client_credentials invalid_client']);
     // The same client, with an ordinary assertion, still gets its token.
     const ok = await postForm(`${ts.url}/token`, {
       grant_type: 'client_credentials', client_id: id, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',

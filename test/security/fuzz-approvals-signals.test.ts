@@ -53,7 +53,8 @@ describe('fuzzing the human-approval and Shared Signals endpoints', () => {
   beforeAll(async () => {
     console.log(`fuzz seed ${FUZZ_SEED} (FUZZ_SEED=${FUZZ_SEED} replays it), ${FUZZ_RUNS} requests per endpoint group, ${CONCURRENCY} in flight`);
     // Long polls end quickly: a generated poll without returnImmediately would otherwise hold a request for 20 s.
-    ts = await startTestServer({ LOG_LEVEL: 'warn', APPROVAL_POLL_INTERVAL: '1', SSF_POLL_MAX_WAIT_MS: '100' });
+    // The fuzzer is one source sending thousands of refused requests: unthrottled, so each reaches its handler.
+    ts = await startTestServer({ LOG_LEVEL: 'warn', APPROVAL_POLL_INTERVAL: '1', SSF_POLL_MAX_WAIT_MS: '100', ANONYMOUS_REFUSAL_BURST: '0' });
     reader = await registerSecretAgent(ts, { id: agentId('fuzz-reader'), scopes: ['orders:read'], audiences: [API] });
     payer = await registerSecretAgent(ts, { id: agentId('fuzz-payer'), grant_types: ['client_credentials', CIBA, TOKEN_EXCHANGE], scopes: ['payments:write', 'orders:read'], audiences: [API] });
     receiver = await registerSecretAgent(ts, { id: agentId('fuzz-receiver'), scopes: ['ssf.manage'], audiences: [ts.issuer] });

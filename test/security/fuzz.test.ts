@@ -89,6 +89,8 @@ describe('fuzzing every endpoint', () => {
     for (const k of Object.values(keys)) secrets.add(k.d);
     ts = await startTestServer({
       LOG_LEVEL: 'warn',
+      // The fuzzer is one source sending thousands of refused requests: unthrottled, so each reaches its handler.
+      ANONYMOUS_REFUSAL_BURST: '0',
       TRUSTED_ISSUERS: JSON.stringify([{ issuer: IDP, jwks: { keys: [keys.idp.jwk] }, audience: 'agent-sts' }]),
       PARTNER_DOMAINS: JSON.stringify([{
         issuer: PARTNER, jwks: { keys: [keys.partner.jwk] }, subject_map: { 'user:alice': `spiffe://${TRUST_DOMAIN}/users/alice` },

@@ -8,6 +8,7 @@ import type { WorkflowsRepo } from '../../storage/workflows-repo.js';
 import type { ApprovalDecisions } from '../../oauth/approval-decisions.js';
 import { ApprovalRefusal, cleanReason } from '../../policy/approvals.js';
 import { secretHash } from '../../identity/approver-credential.js';
+import type { AnonymousRefusals } from '../anonymous-refusals.js';
 
 export const APPROVAL_PAGE_PATH = '/approve';
 const COOKIE = 'agent_sts_approver';
@@ -67,6 +68,7 @@ function approvalItem(a: ApprovalRecord, tool: string | undefined, csrf: string,
  */
 export function approvalPageRoutes(deps: {
   approvers: ApproversRepo; approvals: ApprovalsRepo; workflows: WorkflowsRepo; decisions: ApprovalDecisions; issuer: string; now: () => number;
+  anonymous: Pick<AnonymousRefusals, 'refused'>;
 }): Router {
   const router = new Router();
   const origin = new URL(deps.issuer).origin;
@@ -117,7 +119,12 @@ ${items.length ? items.join('\n') : '<p>No approval is waiting for you.</p>'}`);
   router.post(`${APPROVAL_PAGE_PATH}/login`, sameOriginForm, async (ctx) => {
     const credential = field(ctx, 'credential');
     const approver = credential && /^[\x21-\x7E]{1,512}$/.test(credential) ? await deps.approvers.findActiveByCredential(secretHash(credential)) : undefined;
-    if (!approver) return page(ctx, 401, 'Sign in to approve', loginForm('That credential is not valid.'));
+    if (!approver) {
+      await deps.anonymous.refused(ctx, { decision: 'refused', action: 'approve.login', reason: 'access_denied', detail: 'the approver credential is not valid' }).catch(() => {});
+      return page(ctx, 401, 'Sign in to approve', loginForm('That credential is not valid.'));
+    }
+    // Sessions past their expiry go as new ones start (and with the periodic sweep).
+    await deps.approvers.endExpiredSessions(deps.now());
     const token = randomBytes(32).toString('base64url');
     await deps.approvers.startSession(secretHash(token), approver.id, randomBytes(32).toString('base64url'), deps.now() + SESSION_TTL);
     setCookie(ctx, token, SESSION_TTL);

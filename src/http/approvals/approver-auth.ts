@@ -4,11 +4,12 @@ import type { ApproversRepo } from '../../storage/approvers-repo.js';
 import type { Decider } from '../../policy/approvals.js';
 import { secretHash } from '../../identity/approver-credential.js';
 import { ApiError } from '../errors.js';
+import type { AnonymousRefusals } from '../anonymous-refusals.js';
 
 export type DeciderState = { decider?: Decider };
 
 /** Requires `Authorization: Bearer <approver credential>` (or the admin token); the caller is `ctx.state.decider`. */
-export function requireApprover(deps: { approvers: ApproversRepo; adminHash: Buffer }) {
+export function requireApprover(deps: { approvers: ApproversRepo; adminHash: Buffer; anonymous: Pick<AnonymousRefusals, 'refused'> }) {
   return async function approverAuth(ctx: Context, next: Next): Promise<void> {
     const m = /^Bearer ([\x21-\x7E]{1,512})$/i.exec(ctx.get('authorization'));
     let decider: Decider | undefined;
@@ -20,8 +21,10 @@ export function requireApprover(deps: { approvers: ApproversRepo; adminHash: Buf
       }
     }
     if (!decider) {
+      const description = m ? 'the approver credential is not valid' : 'an approver credential is required: Authorization: Bearer <credential>';
+      await deps.anonymous.refused(ctx, { decision: 'refused', action: 'approvals', reason: 'invalid_token', detail: description }).catch(() => {});
       ctx.set('WWW-Authenticate', m ? 'Bearer error="invalid_token"' : 'Bearer');
-      throw new ApiError(401, 'invalid_token', m ? 'the approver credential is not valid' : 'an approver credential is required: Authorization: Bearer <credential>');
+      throw new ApiError(401, 'invalid_token', description);
     }
     (ctx.state as DeciderState).decider = decider;
     await next();
