@@ -23,8 +23,12 @@ export interface SsfClient {
   call(method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; body: any; headers: Headers }>;
 }
 
-export async function ssfClient(ts: TestServer, name: string): Promise<SsfClient> {
-  const agent = await registerSecretAgent(ts, { id: agentId(name), scopes: ['ssf.manage', 'other'], audiences: [ts.issuer, 'https://elsewhere.example'] });
+/**
+ * Registers a receiver. `ssf` is the admin's grant of what its streams may carry: by default every subject
+ * (an operator's receiver); `{}` for an agent that gets only the events it has a stake in.
+ */
+export async function ssfClient(ts: TestServer, name: string, ssf: Record<string, unknown> = { all_subjects: true }): Promise<SsfClient> {
+  const agent = await registerSecretAgent(ts, { id: agentId(name), scopes: ['ssf.manage', 'other'], audiences: [ts.issuer, 'https://elsewhere.example'], ssf });
   const res = await agent.token({ grant_type: 'client_credentials', resource: ts.issuer, scope: 'ssf.manage' });
   expect(res.status, JSON.stringify(res.body)).toBe(200);
   const token = res.body.access_token as string;
