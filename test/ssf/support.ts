@@ -71,10 +71,12 @@ export class PushReceiver {
   readonly received: ReceivedSet[] = [];
   private server: Server | undefined;
   port = 0;
+  host = '127.0.0.1';
   /** Answer with this status instead of 202 (503 to fail, 400 to refuse). */
   failWith: number | undefined;
 
-  async start(port = 0): Promise<this> {
+  async start(port = 0, host = this.host): Promise<this> {
+    this.host = host;
     this.server = createServer((req: IncomingMessage, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
@@ -91,13 +93,13 @@ export class PushReceiver {
         res.end();
       });
     });
-    await new Promise<void>((resolve) => this.server!.listen(port, '127.0.0.1', () => resolve()));
+    await new Promise<void>((resolve) => this.server!.listen(port, host, () => resolve()));
     this.port = (this.server.address() as AddressInfo).port;
     return this;
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.port}/events`;
+    return `http://${this.host}:${this.port}/events`;
   }
 
   async stop(): Promise<void> {

@@ -41,7 +41,8 @@ describe('verifiers subscribed to the Shared Signals stream', () => {
   };
 
   beforeAll(async () => {
-    ts = await startTestServer();
+    // The push receiver listens on loopback, refused unless allowed.
+    ts = await startTestServer({ SSF_PUSH_ALLOW_ADDRESSES: '127.0.0.1' });
     // The admin grants the resource server the events about tokens for API and the agents allowed API.
     rs = await registerSecretAgent(ts, { id: agentId('resource-server'), scopes: ['ssf.manage'], audiences: [ts.issuer], ssf: { resources: [API] } });
     caller = await registerSecretAgent(ts, { id: agentId('caller'), scopes: ['read', 'write'], audiences: [API], grant_types: ['client_credentials', TOKEN_EXCHANGE] });
