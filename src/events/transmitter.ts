@@ -171,7 +171,8 @@ export class Transmitter {
     if (!d?.endpoint_url) throw new StreamError(400, 'invalid_request', 'delivery.endpoint_url is required for push delivery');
     const target = await this.pushTarget(d.endpoint_url);
     if ('refused' in target) {
-      if (target.detail) this.deps.logger.info({ endpoint_url: d.endpoint_url, reason: target.detail }, 'push endpoint refused');
+      // The host only: a URL's path or query may carry a receiver's secret.
+      if (target.detail) this.deps.logger.info({ host: URL.parse(d.endpoint_url)?.host, reason: target.detail }, 'push endpoint refused');
       throw new StreamError(400, 'invalid_request', `delivery.${target.refused}`);
     }
     let auth = d.authorization_header ?? null;

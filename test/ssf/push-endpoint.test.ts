@@ -30,7 +30,7 @@ describe('Shared Signals push endpoints must be public', () => {
     const refused = [
       receiver.url, `http://localhost:${p}/events`, `http://[::1]:${p}/events`, `http://127.1:${p}/events`,
       `https://[::ffff:127.0.0.1]:${p}/events`, `https://2130706433:${p}/events`, `https://0x7f.0.0.1:${p}/events`,
-      `https://0.0.0.0:${p}/events`, `https://[::]:${p}/events`, 'https://10.1.2.3/internal', 'https://172.16.5.4/internal',
+      `https://0.0.0.0:${p}/events`, `https://[::]:${p}/events`, 'https://10.1.2.3/internal?key=s3cret-in-url', 'https://172.16.5.4/internal',
       'https://192.168.1.1/internal', 'https://169.254.169.254/latest/meta-data', 'https://100.64.0.1/x', 'https://[fd00::1]/x',
       'https://[fe80::1]/x', 'https://[::ffff:10.0.0.1]/x', 'https://[64:ff9b::a9fe:a9fe]/x', 'https://[2002:7f00:1::]/x',
       'https://224.0.0.1/x', 'https://255.255.255.255/x', 'https://198.18.0.1/x', 'https://receiver.invalid/x',
@@ -44,6 +44,9 @@ describe('Shared Signals push endpoints must be public', () => {
       if (endpoint_url.includes('localhost')) expect(res.body.error_description).not.toContain('127.0.0.1');
     }
     expect((await client.call('GET', '/ssf/streams')).body).toEqual([]);
+    // Refusals are logged with the host, not the URL (its query may carry a secret) nor the header.
+    expect(ts.logs.join('')).toContain('push endpoint refused');
+    expect(ts.logs.join('')).not.toMatch(/s3cret-in-url|internal-service-key/);
 
     // Changing a stream's delivery is checked the same way, and leaves it as it was.
     const stream = (await client.call('POST', '/ssf/streams', { delivery: { method: POLL } })).body;
