@@ -109,8 +109,47 @@ export function addressAllowed(ip: string, allow: BlockList): boolean {
 
 export type Lookup = (host: string) => Promise<LookupAddress[]>;
 
-/** The system resolver (getaddrinfo: the hosts file, then DNS), every address. */
-export const systemLookup: Lookup = (host) => dns.lookup(host, { all: true, verbatim: true });
+/**
+ * getaddrinfo runs on libuv's small thread pool (shared with file and crypto work) and cannot be cancelled: at
+ * most this many push-endpoint lookups run at once, so slow names a client picks cannot take every thread.
+ */
+const MAX_LOOKUPS = 2;
+/** Lookups waiting for a turn, at most; a lookup waiting longer than the longest push timeout is given up. */
+const MAX_WAITING = 100;
+const MAX_WAIT_MS = 60_000;
+let lookupsRunning = 0;
+const lookupQueue: (() => void)[] = [];
+
+/** Takes a turn to look up; a turn ending is handed to the next waiting lookup, if any. */
+async function turn(): Promise<void> {
+  if (lookupsRunning < MAX_LOOKUPS) {
+    lookupsRunning++;
+    return;
+  }
+  if (lookupQueue.length >= MAX_WAITING) throw Object.assign(new Error('too many lookups waiting'), { code: 'EBUSY' });
+  const since = Date.now();
+  await new Promise<void>((resolve) => lookupQueue.push(resolve));
+  if (Date.now() - since > MAX_WAIT_MS) {
+    endTurn();
+    throw Object.assign(new Error('waited too long for a lookup'), { code: 'ETIMEOUT' });
+  }
+}
+
+function endTurn(): void {
+  const next = lookupQueue.shift();
+  if (next) next();
+  else lookupsRunning--;
+}
+
+/** The system resolver (getaddrinfo: the hosts file, then DNS), every address; at most `MAX_LOOKUPS` at once. */
+export const systemLookup: Lookup = async (host) => {
+  await turn();
+  try {
+    return await dns.lookup(host, { all: true, verbatim: true });
+  } finally {
+    endTurn();
+  }
+};
 
 /** A push endpoint checked: the address to connect to. */
 export interface PushTarget {
