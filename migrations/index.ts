@@ -10,6 +10,7 @@ import * as m008 from './008_shared_signals.js';
 import * as m009 from './009_revocation_lock.js';
 import * as m010 from './010_parent_lookup_by_jti.js';
 import * as m011 from './011_redundant_indexes.js';
+import * as m012 from './012_ssf_receiver_policy.js';
 
 interface Migration {
   name: string;
@@ -18,7 +19,7 @@ interface Migration {
 }
 
 /** Every migration, in order. A new migration is a new file here, never an edit of an applied one. */
-const migrations: Migration[] = [m001, m002, m003, m004, m005, m006, m007, m008, m009, m010, m011];
+const migrations: Migration[] = [m001, m002, m003, m004, m005, m006, m007, m008, m009, m010, m011, m012];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
   getMigrations: async () => migrations,

@@ -14,7 +14,8 @@ commands:
                             [--policy FILE] [--trust-domain DOMAIN] [--host ADDRESS]
                             [--ssf --client-id ID]   (subscribe to the issuer's Shared Signals stream by poll, so
                                       revoked tokens are refused at once; the client's secret from AGENT_STS_CLIENT_SECRET;
-                                      the client needs scope ssf.manage and the issuer as audience)
+                                      the client needs scope ssf.manage, the issuer as audience and the
+                                      resource granted in its registration: "ssf": {"resources": [URI]})
   agents    add --id ID [--scope S]... [--audience A]... [--auth-method M] [--json '{...}'] | list [--status S]
             | show ID | disable ID
   keys      list | rotate

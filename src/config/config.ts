@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { allowListEntryProblem } from '../events/push-target.js';
 
 /**
  * The server's configuration, read from the environment once at start.
@@ -78,6 +79,8 @@ export interface Config {
     pushPauseAfterSeconds: number;
     pushTimeoutMs: number;
     pushAllowHttp: 'localhost' | 'true' | 'false';
+    /** Internal addresses push receivers may have nonetheless (IP addresses and CIDR ranges); every other must be public. */
+    pushAllowAddresses: string[];
     pollMaxWaitMs: number;
     maxStreamsPerClient: number;
   };
@@ -186,6 +189,14 @@ const schema = z.object({
   SSF_PUSH_PAUSE_AFTER: positiveInt(30 * 86_400).default(86_400),
   SSF_PUSH_TIMEOUT_MS: z.coerce.number().int('must be a whole number').min(100, 'must be at least 100').max(60_000, 'must be at most 60000').default(10_000),
   SSF_PUSH_ALLOW_HTTP: z.enum(['localhost', 'true', 'false'], { error: 'must be localhost, true or false' }).default('localhost'),
+  SSF_PUSH_ALLOW_ADDRESSES: z.string().default('')
+    .transform((v) => v.split(',').map((e) => e.trim()).filter((e) => e !== ''))
+    .superRefine((entries, ctx) => {
+      for (const e of entries) {
+        const problem = allowListEntryProblem(e);
+        if (problem) ctx.addIssue({ code: 'custom', message: `${problem} (give IP addresses and CIDR ranges separated by commas)` });
+      }
+    }),
   SSF_POLL_MAX_WAIT_MS: z.coerce.number().int('must be a whole number').min(0, 'must be 0 or more').max(25_000, 'must be at most 25000').default(20_000),
   SSF_MAX_STREAMS_PER_CLIENT: positiveInt(1000).default(10),
 });
@@ -245,6 +256,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       pushPauseAfterSeconds: v.SSF_PUSH_PAUSE_AFTER,
       pushTimeoutMs: v.SSF_PUSH_TIMEOUT_MS,
       pushAllowHttp: v.SSF_PUSH_ALLOW_HTTP,
+      pushAllowAddresses: v.SSF_PUSH_ALLOW_ADDRESSES,
       pollMaxWaitMs: v.SSF_POLL_MAX_WAIT_MS,
       maxStreamsPerClient: v.SSF_MAX_STREAMS_PER_CLIENT,
     },

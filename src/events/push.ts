@@ -1,7 +1,11 @@
 import { randomBytes } from 'node:crypto';
+import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { LookupFunction } from 'node:net';
 import type { Logger } from '../log/logger.js';
 import type { OutboxRow, SsfRepo, StreamRecord } from '../storage/ssf-repo.js';
 import { SET_MEDIA_TYPE } from '../tokens/security-event.js';
+import type { PushTarget } from './push-target.js';
 
 export const PUSH_METHOD = 'urn:ietf:rfc:8935';
 
@@ -41,8 +45,11 @@ export class PushWorker {
     opts: PushOptions;
     logger: Logger;
     sign: (stream: StreamRecord, row: OutboxRow) => Promise<string>;
-    /** Checks a push endpoint against the configured rules; a reason when it may not be used. */
-    endpointRefused: (url: string) => string | undefined;
+    /**
+     * Checks a push endpoint against the configured rules and resolves its host, checking every address:
+     * the address to connect to, or a reason it may not be used.
+     */
+    target: (url: string) => Promise<PushTarget | { refused: string; detail?: string }>;
     pause: (stream: StreamRecord, reason: string) => Promise<void>;
     /** The stream's authorization header in clear. */
     authorization: (stream: StreamRecord) => string | null;
@@ -139,9 +146,8 @@ export class PushWorker {
   }
 
   private async post(stream: StreamRecord, row: OutboxRow): Promise<Outcome> {
-    const url = stream.endpoint_url ?? '';
-    const refused = this.deps.endpointRefused(url);
-    if (refused) return { ok: false, permanent: false, error: refused };
+    const target = await this.deps.target(stream.endpoint_url ?? '');
+    if ('refused' in target) return { ok: false, permanent: false, error: `refused: ${target.detail ?? target.refused}` };
     let set: string;
     let authorization: string | null;
     try {
@@ -151,18 +157,12 @@ export class PushWorker {
       return { ok: false, permanent: false, error: `cannot prepare the request: ${(err as Error).message}` };
     }
     try {
-      const res = await fetch(url, {
-        method: 'POST',
-        headers: {
-          'content-type': SET_MEDIA_TYPE,
-          accept: 'application/json',
-          ...(authorization ? { authorization } : {}),
-        },
-        body: set,
-        redirect: 'manual',
-        signal: AbortSignal.timeout(this.deps.opts.timeoutMs),
-      });
-      const text = await res.text().catch(() => '');
+      const res = await postTo(target, {
+        'content-type': SET_MEDIA_TYPE,
+        accept: 'application/json',
+        ...(authorization ? { authorization } : {}),
+      }, set, this.deps.opts.timeoutMs);
+      const text = res.text;
       if (res.status === 202 || res.status === 200) return { ok: true };
       if (res.status === 400) {
         let err = 'invalid_request';
@@ -177,7 +177,43 @@ export class PushWorker {
       return { ok: false, permanent: false, error: `HTTP ${res.status}` };
     } catch (err) {
       const e = err as Error & { cause?: { code?: string } };
-      return { ok: false, permanent: false, error: e.name === 'TimeoutError' ? 'timed out' : (e.cause?.code ?? e.message).slice(0, 200) };
+      return { ok: false, permanent: false, error: e.name === 'TimeoutError' || e.name === 'AbortError' ? 'timed out' : ((e as { code?: string }).code ?? e.cause?.code ?? e.message).slice(0, 200) };
     }
   }
+}
+
+/** Most of a receiver's answer read (its `err` and `description`); the rest is dropped. */
+const MAX_ANSWER = 64 * 1024;
+
+/**
+ * POSTs to a checked push target, connecting to the address that was checked (the host name still goes in
+ * `Host` and, for https, in SNI and the certificate check). Redirects are not followed; the whole exchange is
+ * bounded by `timeoutMs`.
+ */
+function postTo(target: PushTarget, headers: Record<string, string>, body: string, timeoutMs: number): Promise<{ status: number; text: string }> {
+  const pinned: LookupFunction = (_host, options, callback) => {
+    if (options.all) (callback as unknown as (err: null, addresses: { address: string; family: number }[]) => void)(null, [{ address: target.address, family: target.family }]);
+    else callback(null, target.address, target.family);
+  };
+  const options: RequestOptions = {
+    method: 'POST',
+    headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
+    lookup: pinned,
+    agent: false,
+    signal: AbortSignal.timeout(timeoutMs),
+  };
+  return new Promise((resolve, reject) => {
+    const req = (target.url.protocol === 'https:' ? httpsRequest : httpRequest)(target.url, options, (res: IncomingMessage) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on('data', (c: Buffer) => {
+        if (size < MAX_ANSWER) chunks.push(c.subarray(0, MAX_ANSWER - size));
+        size += c.length;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }

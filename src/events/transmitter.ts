@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { BlockList } from 'node:net';
 import type { Knex } from 'knex';
 import type { KeyManager, SigningAlg } from '../keys/key-manager.js';
 import { decryptPrivateKey, encryptPrivateKey } from '../keys/key-encryption.js';
@@ -6,6 +7,7 @@ import type { Logger } from '../log/logger.js';
 import type { OutboxRow, SsfRepo, StreamRecord, StreamStatus } from '../storage/ssf-repo.js';
 import { REQUESTABLE_EVENTS, STREAM_UPDATED, VERIFICATION, signSecurityEvent, streamSubject, subjectKey } from '../tokens/security-event.js';
 import { PUSH_METHOD, PushWorker, type PushOptions } from './push.js';
+import { allowList, resolvePushTarget, systemLookup, type Lookup, type PushTarget } from './push-target.js';
 import { newJti, SignalEmitter } from './signals.js';
 import {
   addSubjectSchema, changeSchema, createSchema, parse, POLL_METHOD, pollSchema, pushEndpointRefusal, removeSubjectSchema, statusSchema,
@@ -15,6 +17,10 @@ import {
 export interface TransmitterOptions {
   push: PushOptions;
   allowHttp: HttpPolicy;
+  /** Internal addresses push endpoints may resolve to nonetheless (`SSF_PUSH_ALLOW_ADDRESSES`). */
+  allowAddresses?: readonly string[];
+  /** Resolves push endpoint hosts (the system resolver unless given). */
+  lookup?: Lookup;
   /** Longest a poll request without `returnImmediately` waits for events (ms). */
   pollMaxWaitMs: number;
   maxStreamsPerClient: number;
@@ -54,15 +60,17 @@ export class Transmitter {
   private readonly waiters = new Set<() => void>();
   private stopped = false;
   private pruner: NodeJS.Timeout | undefined;
+  private readonly allowed: BlockList;
 
   constructor(private readonly deps: {
     issuer: string; db: Knex; repo: SsfRepo; keys: KeyManager; signingAlg: SigningAlg; now: () => number; logger: Logger; opts: TransmitterOptions;
   }) {
+    this.allowed = allowList(deps.opts.allowAddresses ?? []);
     this.signals = new SignalEmitter({ issuer: deps.issuer, repo: deps.repo, now: deps.now, committed: () => this.wake() });
     this.push = new PushWorker({
       repo: deps.repo, opts: deps.opts.push, logger: deps.logger,
       sign: (stream, row) => this.sign(stream, row),
-      endpointRefused: (url) => pushEndpointRefusal(url, deps.opts.allowHttp),
+      target: (url) => this.pushTarget(url),
       pause: (stream, reason) => this.changeStatus(stream, 'paused', reason, true).then(() => {}),
       authorization: (stream) => this.openHeader(stream),
     });
@@ -139,8 +147,18 @@ export class Transmitter {
     }, await this.deps.keys.signer(this.deps.signingAlg));
   }
 
+  /**
+   * A push endpoint checked: its URL against the configured rules, then every address its host resolves to
+   * (public, or allowed by `SSF_PUSH_ALLOW_ADDRESSES`); the address to connect to, or why it may not be used.
+   */
+  private async pushTarget(url: string): Promise<PushTarget | { refused: string; detail?: string }> {
+    const refused = pushEndpointRefusal(url, this.deps.opts.allowHttp);
+    if (refused) return { refused };
+    return resolvePushTarget(new URL(url), this.allowed, this.deps.opts.lookup ?? systemLookup, this.deps.opts.push.timeoutMs);
+  }
+
   /** The delivery a request asks for, checked. */
-  private delivery(d: { method: string; endpoint_url?: string | undefined; authorization_header?: string | undefined } | undefined, current?: StreamRecord, newId?: string) {
+  private async delivery(d: { method: string; endpoint_url?: string | undefined; authorization_header?: string | undefined } | undefined, current?: StreamRecord, newId?: string) {
     const method = d?.method ?? POLL_METHOD;
     if (method === POLL_METHOD) {
       // The poll endpoint is the transmitter's; a receiver may send back the one it was given.
@@ -151,8 +169,12 @@ export class Transmitter {
       return { delivery_method: POLL_METHOD, endpoint_url: null, authorization_header: null };
     }
     if (!d?.endpoint_url) throw new StreamError(400, 'invalid_request', 'delivery.endpoint_url is required for push delivery');
-    const refused = pushEndpointRefusal(d.endpoint_url, this.deps.opts.allowHttp);
-    if (refused) throw new StreamError(400, 'invalid_request', `delivery.${refused}`);
+    const target = await this.pushTarget(d.endpoint_url);
+    if ('refused' in target) {
+      // The host only: a URL's path or query may carry a receiver's secret.
+      if (target.detail) this.deps.logger.info({ host: URL.parse(d.endpoint_url)?.host, reason: target.detail }, 'push endpoint refused');
+      throw new StreamError(400, 'invalid_request', `delivery.${target.refused}`);
+    }
     let auth = d.authorization_header ?? null;
     // The masked value a receiver read back keeps the stored secret.
     if (auth !== null && current?.authorization_header) {
@@ -180,7 +202,7 @@ export class Transmitter {
   async create(clientId: string, body: unknown): Promise<Record<string, unknown>> {
     const req = parse(createSchema, body);
     const streamId = randomBytes(16).toString('base64url');
-    const delivery = this.delivery(req.delivery, undefined, streamId);
+    const delivery = await this.delivery(req.delivery, undefined, streamId);
     if ((await this.deps.repo.countStreamsOf(clientId)) >= this.deps.opts.maxStreamsPerClient) {
       throw new StreamError(409, 'conflict', `this client already has ${this.deps.opts.maxStreamsPerClient} streams, the most it may have`);
     }
@@ -206,7 +228,7 @@ export class Transmitter {
     const req = parse(changeSchema, body);
     const current = await this.owned(clientId, req.stream_id);
     const fields = {
-      ...(replace || req.delivery ? this.delivery(req.delivery, current) : {}),
+      ...(replace || req.delivery ? await this.delivery(req.delivery, current) : {}),
       ...(replace || req.events_requested ? { events_requested: req.events_requested ?? [...REQUESTABLE_EVENTS] } : {}),
       ...(replace || req.description !== undefined ? { description: req.description ?? null } : {}),
     };

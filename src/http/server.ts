@@ -44,6 +44,7 @@ import { workflowsRoutes } from './admin/workflows-routes.js';
 import { ServerMetrics } from '../metrics/server-metrics.js';
 import { SsfRepo } from '../storage/ssf-repo.js';
 import { Transmitter } from '../events/transmitter.js';
+import type { Lookup } from '../events/push-target.js';
 import { ssfBearer, ssfRoutes } from './ssf-routes.js';
 import { ApproversRepo } from '../storage/approvers-repo.js';
 import { ApprovalsRepo } from '../storage/approvals-repo.js';
@@ -70,6 +71,8 @@ export interface StartOptions {
   now?: () => number;
   /** How often to look for keys rotated by another server sharing the database (ms; 0 disables). */
   keyRefreshMs?: number;
+  /** Resolves Shared Signals push endpoint hosts (the system resolver unless given). */
+  pushLookup?: Lookup;
 }
 
 /** Opens the database, runs migrations, loads keys and starts listening. */
@@ -104,7 +107,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
           retryMinMs: config.ssf.pushRetryMinMs, retryMaxMs: config.ssf.pushRetryMaxMs, pauseAfterMs: config.ssf.pushPauseAfterSeconds * 1000,
           timeoutMs: config.ssf.pushTimeoutMs, sweepMs: 2000,
         },
-        allowHttp: config.ssf.pushAllowHttp, pollMaxWaitMs: config.ssf.pollMaxWaitMs, maxStreamsPerClient: config.ssf.maxStreamsPerClient,
+        allowHttp: config.ssf.pushAllowHttp, allowAddresses: config.ssf.pushAllowAddresses, lookup: opts.pushLookup, pollMaxWaitMs: config.ssf.pollMaxWaitMs, maxStreamsPerClient: config.ssf.maxStreamsPerClient,
         encryptionKey: config.keyEncryptionKey, exclusiveDatabase: db.kind === 'embedded',
       },
     });

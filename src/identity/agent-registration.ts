@@ -66,6 +66,11 @@ function mutableFields(maxDepth: number) {
       may_act_for_others: z.boolean(),
       max_budget: z.number().int().min(0).max(1e15),
     }).partial().strict(),
+    ssf: z.object({
+      resources: unique(audience, 50),
+      follows: unique(z.string().max(2048).refine((v) => typeof parseWorkloadId(v) !== 'string', 'each followed agent must be a SPIFFE id'), 50),
+      all_subjects: z.boolean(),
+    }).partial().strict(),
     attestors: z.array(attestor).max(10).refine((a) => new Set(a.map((x) => (x.type === 'jwt' ? `jwt ${x.issuer}` : x.type))).size === a.length, 'must not repeat an attestor'),
   };
 }
@@ -142,6 +147,7 @@ export async function validateNewAgent(input: unknown, limits: RegistrationLimit
     agent_checksums: fields.agent_checksums.default([]),
     attestors: fields.attestors.default([]),
     token_exchange: fields.token_exchange.default({}),
+    ssf: fields.ssf.default({}),
   }).strict();
   const parsed = schema.safeParse(input);
   if (!parsed.success) throw new RegistrationError(firstIssue(parsed.error));
@@ -167,7 +173,7 @@ export async function validateAgentChanges(input: unknown, authMethod: string, l
   if (!parsed.success) throw new RegistrationError(firstIssue(parsed.error));
   checkNoNul(parsed.data);
   const v = parsed.data;
-  if (Object.keys(v).length === 0) throw new RegistrationError('nothing to change: send at least one of scopes, audiences, jwks, grant_types, dpop_bound_access_tokens, max_delegation_depth, agent_checksums, attestors, token_exchange');
+  if (Object.keys(v).length === 0) throw new RegistrationError('nothing to change: send at least one of scopes, audiences, jwks, grant_types, dpop_bound_access_tokens, max_delegation_depth, agent_checksums, attestors, token_exchange, ssf');
   if (v.jwks === null && authMethod === 'private_key_jwt') throw new RegistrationError('jwks: an agent using private_key_jwt needs keys');
   if (v.jwks) await checkPublicKeys(v.jwks);
   checkAttestors(v.attestors, limits);

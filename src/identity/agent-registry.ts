@@ -72,7 +72,7 @@ export class AgentRegistry {
       const row = await this.agents.update(id, changes, trx);
       await new EventsRepo(trx).record({ decision: 'admin', action: 'agent.update', client_id: id, detail: Object.keys(changes).join(',') });
       if (row && (changes.scopes !== undefined || changes.audiences !== undefined)) {
-        await this.signals.claimsChanged(trx, id, { scope: row.scopes.join(' '), aud: row.audiences });
+        await this.signals.claimsChanged(trx, id, { scope: row.scopes.join(' '), aud: row.audiences }, { aud: current.audiences });
       }
       if (row && changes.jwks !== undefined) await this.signals.credentialChanged(trx, id, 'update', 'the agent\'s keys changed');
       return row;

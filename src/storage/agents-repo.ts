@@ -18,16 +18,30 @@ export interface AgentRecord {
   attestors: { type: string; [k: string]: unknown }[];
   /** Token exchange policy: subject token types and issuers it may exchange, whether it may act for others. */
   token_exchange: { subject_token_types?: string[]; subject_issuers?: string[]; may_act_for_others?: boolean; max_budget?: number };
+  /** What its Shared Signals streams may carry beyond events about itself and its own tokens (see `SsfReceiverPolicy`). */
+  ssf: SsfReceiverPolicy;
   status: 'active' | 'disabled';
   created_at: string;
   updated_at: string;
   disabled_at: string | null;
 }
 
-export type NewAgent = Omit<AgentRecord, 'status' | 'created_at' | 'updated_at' | 'disabled_at'>;
-export type AgentChanges = Partial<Pick<AgentRecord, 'scopes' | 'audiences' | 'jwks' | 'grant_types' | 'dpop_bound_access_tokens' | 'max_delegation_depth' | 'agent_checksums' | 'attestors' | 'token_exchange' | 'client_secret_hash'>>;
+/**
+ * An admin's grant to an agent as a Shared Signals receiver: events about tokens whose audience is one of
+ * `resources` and about agents allowed such an audience, events about the agents it `follows`, or every
+ * event (`all_subjects`). Without it, a receiver's streams carry the events about itself, the tokens issued
+ * to or for it, and the tokens whose audience is its own id.
+ */
+export interface SsfReceiverPolicy {
+  resources?: string[];
+  follows?: string[];
+  all_subjects?: boolean;
+}
 
-const JSON_COLUMNS = ['scopes', 'audiences', 'jwks', 'grant_types', 'agent_checksums', 'attestors', 'token_exchange'] as const;
+export type NewAgent = Omit<AgentRecord, 'status' | 'created_at' | 'updated_at' | 'disabled_at'>;
+export type AgentChanges = Partial<Pick<AgentRecord, 'scopes' | 'audiences' | 'jwks' | 'grant_types' | 'dpop_bound_access_tokens' | 'max_delegation_depth' | 'agent_checksums' | 'attestors' | 'token_exchange' | 'ssf' | 'client_secret_hash'>>;
+
+const JSON_COLUMNS = ['scopes', 'audiences', 'jwks', 'grant_types', 'agent_checksums', 'attestors', 'token_exchange', 'ssf'] as const;
 
 function toRow(values: Partial<AgentRecord>): Record<string, unknown> {
   const row: Record<string, unknown> = { ...values };

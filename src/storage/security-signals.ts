@@ -9,6 +9,8 @@ export interface RevokedToken {
   type: string;
   client_id: string;
   sub: string;
+  /** The token's audiences. */
+  audience: string[];
   depth: number;
 }
 
@@ -25,8 +27,8 @@ export interface SecuritySignals {
   agentRevoked(trx: Knex, agentId: string, reason: string): Promise<void>;
   /** A credential of a subject (an agent's keys or secret, or the server's own signing keys) changed. */
   credentialChanged(trx: Knex, uri: string, change: CredentialChange, reason: string): Promise<void>;
-  /** The scopes or audiences tokens of an agent may carry changed. */
-  claimsChanged(trx: Knex, agentId: string, claims: { scope: string; aud: string[] }): Promise<void>;
+  /** The scopes or audiences tokens of an agent may carry changed (`before`: the audiences it had). */
+  claimsChanged(trx: Knex, agentId: string, claims: { scope: string; aud: string[] }, before: { aud: string[] }): Promise<void>;
 }
 
 export const noSignals: SecuritySignals = {

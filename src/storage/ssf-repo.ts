@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import { hasNul, storableText } from './text.js';
+import type { SsfReceiverPolicy } from './agents-repo.js';
 
 export type StreamStatus = 'enabled' | 'paused' | 'disabled';
 
@@ -41,13 +42,39 @@ export interface OutboxRow extends OutboxEvent {
   last_error: string | null;
 }
 
-/** An event to fan out to every stream that wants it. `subjects` are the subject keys it concerns (for exclusions). */
+/**
+ * Which receivers have a stake in an event: every receiver (`everyone`), the agents it is about (and the
+ * receivers following them), and the receivers whose id is one of `audiences` or that serve one of them.
+ */
+export interface Stake {
+  everyone?: boolean;
+  agents: string[];
+  audiences: string[];
+}
+
+/**
+ * An event to fan out to every stream that wants it. `subjects` are the subject keys it concerns (for
+ * exclusions); `stake` says whose streams may carry it.
+ */
 export interface FanOutEvent {
   event_type: string;
   sub_id: Record<string, string>;
   event: Record<string, unknown>;
   iat: number;
   subjects: string[];
+  stake: Stake;
+}
+
+/** A stream with its owner's receiver policy, as fan-out sees it. */
+export type FanOutStream = StreamRecord & { owner_ssf: SsfReceiverPolicy };
+
+/** Whether a stream's owner has a stake in an event (see `SsfReceiverPolicy`). */
+export function hasStake(stream: FanOutStream, stake: Stake): boolean {
+  const owner = stream.client_id;
+  const policy = stream.owner_ssf ?? {};
+  if (stake.everyone || policy.all_subjects === true) return true;
+  if (stake.agents.includes(owner) || stake.agents.some((a) => policy.follows?.includes(a))) return true;
+  return stake.audiences.some((a) => a === owner || !!policy.resources?.includes(a));
 }
 
 function streamFromRow(row: Record<string, unknown>): StreamRecord {
@@ -119,19 +146,21 @@ export class SsfRepo {
   }
 
   /**
-   * Writes an event to the outbox of every stream not disabled, of an active client, whose receiver asked
-   * for its type and has not removed one of its subjects. Runs in the caller's transaction. Returns how many rows were written.
+   * Writes an event to the outbox of every stream not disabled, of an active client with a stake in it
+   * (`hasStake`), whose receiver asked for its type and has not removed one of its subjects. Runs in the
+   * caller's transaction. Returns how many rows were written.
    */
   async fanOut(trx: Knex, events: FanOutEvent[], jti: () => string, wanted: (stream: StreamRecord, eventType: string) => boolean): Promise<number> {
     if (!events.length) return 0;
     // Streams of receivers whose agent is disabled get no new events.
-    const streams = (await trx('ssf_streams').whereNot({ status: 'disabled' })
-      .whereExists((q) => q.select(trx.raw('1')).from('agents').whereRaw('agents.id = ssf_streams.client_id').andWhere('agents.status', 'active'))
-      .orderBy('stream_id')).map(streamFromRow);
+    const streams = (await trx('ssf_streams').join('agents', 'agents.id', 'ssf_streams.client_id')
+      .whereNot('ssf_streams.status', 'disabled').andWhere('agents.status', 'active')
+      .select('ssf_streams.*', 'agents.ssf as owner_ssf')
+      .orderBy('ssf_streams.stream_id')).map((row: Record<string, unknown>) => ({ ...streamFromRow(row), owner_ssf: (row.owner_ssf ?? {}) as SsfReceiverPolicy }));
     const rows: Record<string, unknown>[] = [];
     for (const e of events) {
       for (const s of streams) {
-        if (!wanted(s, e.event_type) || e.subjects.some((k) => s.excluded_subjects.includes(k))) continue;
+        if (!wanted(s, e.event_type) || !hasStake(s, e.stake) || e.subjects.some((k) => s.excluded_subjects.includes(k))) continue;
         rows.push({ stream_id: s.stream_id, jti: jti(), event_type: e.event_type, sub_id: JSON.stringify(e.sub_id), event: JSON.stringify(e.event), iat: e.iat });
       }
     }

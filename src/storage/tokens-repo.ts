@@ -334,7 +334,7 @@ export class TokensRepo {
          ), firsts as (select jti, min(depth) as depth from tree group by jti)
          update issued_tokens i set revoked_at = now(), revoked_reason = ?
          from firsts where i.jti = firsts.jti and i.revoked_at is null
-         returning i.jti, i.type, i.client_id, i.sub, firsts.depth`, [...bindings as Knex.ValueDict[], reason]);
+         returning i.jti, i.type, i.client_id, i.sub, i.audience, firsts.depth`, [...bindings as Knex.ValueDict[], reason]);
       const rows = result.rows.map((r: RevokedToken) => ({ ...r, depth: Number(r.depth) })) as RevokedToken[];
       rows.sort((a, b) => a.depth - b.depth);
       if (rows.length) await this.signals.tokensRevoked(t, rows, { initiating_entity: by, reason });

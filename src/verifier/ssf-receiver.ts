@@ -21,7 +21,11 @@ export interface StreamConfiguration {
 export interface SsfReceiverOptions {
   /** The verifier that acts on the events: it refuses what they revoke. */
   verifier: Verifier;
-  /** An access token for the issuer's stream management (scope `ssf.manage`), or a function giving a fresh one. */
+  /**
+   * An access token for the issuer's stream management (scope `ssf.manage`), or a function giving a fresh one.
+   * Its client must be registered with `"ssf": {"resources": [<this verifier's audience>]}` for its stream to
+   * carry the events about tokens for this resource.
+   */
   accessToken: string | (() => Promise<string>);
   /**
    * Poll (RFC 8936): the receiver asks the transmitter for events in a long-poll loop.

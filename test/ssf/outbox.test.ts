@@ -5,7 +5,8 @@ import { parsePrometheus, sampleValue } from '../support/prometheus.js';
 import { parseSet, poll, POLL, PUSH, PushReceiver, SESSION_REVOKED, ssfClient, STREAM_UPDATED, until, verifySet, type ReceivedSet, type SsfClient } from './support.js';
 
 const API = 'https://api.example/orders';
-const FAST_RETRIES = { SSF_PUSH_RETRY_MIN_MS: '50', SSF_PUSH_RETRY_MAX_MS: '200' };
+// The push receivers listen on loopback, refused unless allowed.
+const FAST_RETRIES = { SSF_PUSH_RETRY_MIN_MS: '50', SSF_PUSH_RETRY_MAX_MS: '200', SSF_PUSH_ALLOW_ADDRESSES: '127.0.0.1' };
 
 const jtiOf = (t: string) => JSON.parse(Buffer.from(t.split('.')[1]!, 'base64url').toString()).jti as string;
 

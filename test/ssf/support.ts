@@ -23,8 +23,12 @@ export interface SsfClient {
   call(method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; body: any; headers: Headers }>;
 }
 
-export async function ssfClient(ts: TestServer, name: string): Promise<SsfClient> {
-  const agent = await registerSecretAgent(ts, { id: agentId(name), scopes: ['ssf.manage', 'other'], audiences: [ts.issuer, 'https://elsewhere.example'] });
+/**
+ * Registers a receiver. `ssf` is the admin's grant of what its streams may carry: by default every subject
+ * (an operator's receiver); `{}` for an agent that gets only the events it has a stake in.
+ */
+export async function ssfClient(ts: TestServer, name: string, ssf: Record<string, unknown> = { all_subjects: true }): Promise<SsfClient> {
+  const agent = await registerSecretAgent(ts, { id: agentId(name), scopes: ['ssf.manage', 'other'], audiences: [ts.issuer, 'https://elsewhere.example'], ssf });
   const res = await agent.token({ grant_type: 'client_credentials', resource: ts.issuer, scope: 'ssf.manage' });
   expect(res.status, JSON.stringify(res.body)).toBe(200);
   const token = res.body.access_token as string;
@@ -67,10 +71,12 @@ export class PushReceiver {
   readonly received: ReceivedSet[] = [];
   private server: Server | undefined;
   port = 0;
+  host = '127.0.0.1';
   /** Answer with this status instead of 202 (503 to fail, 400 to refuse). */
   failWith: number | undefined;
 
-  async start(port = 0): Promise<this> {
+  async start(port = 0, host = this.host): Promise<this> {
+    this.host = host;
     this.server = createServer((req: IncomingMessage, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
@@ -87,13 +93,13 @@ export class PushReceiver {
         res.end();
       });
     });
-    await new Promise<void>((resolve) => this.server!.listen(port, '127.0.0.1', () => resolve()));
+    await new Promise<void>((resolve) => this.server!.listen(port, host, () => resolve()));
     this.port = (this.server.address() as AddressInfo).port;
     return this;
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.port}/events`;
+    return `http://${this.host}:${this.port}/events`;
   }
 
   async stop(): Promise<void> {

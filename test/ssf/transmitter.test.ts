@@ -24,7 +24,8 @@ describe('Shared Signals transmitter', () => {
 
   beforeAll(async () => {
     // Push authorization headers are encrypted at rest with the key encryption key.
-    ts = await startTestServer({ AGENT_STS_KEY_ENCRYPTION_KEY: '11'.repeat(32) });
+    // The push receiver listens on loopback, refused unless allowed.
+    ts = await startTestServer({ AGENT_STS_KEY_ENCRYPTION_KEY: '11'.repeat(32), SSF_PUSH_ALLOW_ADDRESSES: '127.0.0.1' });
     receiver = await new PushReceiver().start();
     pusher = await ssfClient(ts, 'push-receiver');
     poller = await ssfClient(ts, 'poll-receiver');

@@ -41,8 +41,10 @@ describe('verifiers subscribed to the Shared Signals stream', () => {
   };
 
   beforeAll(async () => {
-    ts = await startTestServer();
-    rs = await registerSecretAgent(ts, { id: agentId('resource-server'), scopes: ['ssf.manage'], audiences: [ts.issuer] });
+    // The push receiver listens on loopback, refused unless allowed.
+    ts = await startTestServer({ SSF_PUSH_ALLOW_ADDRESSES: '127.0.0.1' });
+    // The admin grants the resource server the events about tokens for API and the agents allowed API.
+    rs = await registerSecretAgent(ts, { id: agentId('resource-server'), scopes: ['ssf.manage'], audiences: [ts.issuer], ssf: { resources: [API] } });
     caller = await registerSecretAgent(ts, { id: agentId('caller'), scopes: ['read', 'write'], audiences: [API], grant_types: ['client_credentials', TOKEN_EXCHANGE] });
     orchestrator = await registerSecretAgent(ts, { id: agentId('orchestrator'), scopes: ['read', 'write'], audiences: [API], grant_types: ['client_credentials', TOKEN_EXCHANGE], token_exchange: { may_act_for_others: true } });
     const accessToken = clientCredentialsTokens({ issuer: ts.issuer, clientId: rs.id, clientSecret: rs.secret, scope: 'ssf.manage', resource: ts.issuer });

@@ -8,6 +8,7 @@ import pg from 'pg';
 import { loadConfig, type Config } from '../../src/config/config.js';
 import { createLogger } from '../../src/log/logger.js';
 import { startServer, type RunningServer } from '../../src/http/server.js';
+import type { Lookup } from '../../src/events/push-target.js';
 import { readResponse } from './http.js';
 
 export const TRUST_DOMAIN = 'agent-sts.test';
@@ -93,7 +94,7 @@ export interface TestServer {
   admin(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Headers }>;
 }
 
-export async function startTestServer(env: Record<string, string> = {}, db = new TestDatabase(), opts: { keyRefreshMs?: number } = {}): Promise<TestServer> {
+export async function startTestServer(env: Record<string, string> = {}, db = new TestDatabase(), opts: { keyRefreshMs?: number; pushLookup?: Lookup } = {}): Promise<TestServer> {
   await db.create();
   const port = await freePort();
   const issuer = `http://127.0.0.1:${port}`;
@@ -118,7 +119,7 @@ export async function startTestServer(env: Record<string, string> = {}, db = new
   });
   let config = configFor({});
   const clock = new TestClock();
-  let server = await startServer(config, { logger: createLogger(config.logLevel, sink), keyRefreshMs: opts.keyRefreshMs ?? 0, now: clock.now });
+  let server = await startServer(config, { logger: createLogger(config.logLevel, sink), keyRefreshMs: opts.keyRefreshMs ?? 0, now: clock.now, pushLookup: opts.pushLookup });
   let running = true;
 
   const ts: TestServer = {
@@ -140,7 +141,7 @@ export async function startTestServer(env: Record<string, string> = {}, db = new
     async restart(extra = {}) {
       await ts.stop();
       config = configFor(extra);
-      server = await startServer(config, { logger: createLogger(config.logLevel, sink), keyRefreshMs: opts.keyRefreshMs ?? 0, now: clock.now });
+      server = await startServer(config, { logger: createLogger(config.logLevel, sink), keyRefreshMs: opts.keyRefreshMs ?? 0, now: clock.now, pushLookup: opts.pushLookup });
       running = true;
     },
     async close() {
