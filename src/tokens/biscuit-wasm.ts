@@ -122,16 +122,23 @@ export class BiscuitLibraryError extends Error {
   }
 }
 
-/** A thrown value in words: an Error's message, a string as it is, other values as JSON. */
+/** Messages of the library's values are cut here: they end up in logs and on the command line. */
+const MAX_DESCRIPTION = 300;
+
+/** A thrown value in words: an Error's message, a string as it is, other values as JSON (at most 300 characters). */
 export function describeValue(value: unknown): string {
-  if (value instanceof Error) return value.message || value.name;
-  if (typeof value === 'string') return value || 'an empty string';
-  if (value === undefined) return 'no value (undefined was thrown)';
-  try {
-    return JSON.stringify(value) ?? String(value);
-  } catch {
-    return String(value);
+  let text: string;
+  if (value instanceof Error) text = value.message || value.name;
+  else if (typeof value === 'string') text = value || 'an empty string';
+  else if (value === undefined) text = 'no value (undefined was thrown)';
+  else {
+    try {
+      text = JSON.stringify(value) ?? String(value);
+    } catch {
+      text = String(value);
+    }
   }
+  return text.length > MAX_DESCRIPTION ? `${text.slice(0, MAX_DESCRIPTION)}…` : text;
 }
 
 /** The same call, with a non-Error the library throws wrapped in a {@link BiscuitLibraryError}. */

@@ -72,7 +72,11 @@ describe('Biscuits on a machine too busy for the Datalog time limit', { timeout:
     busyDatalog(true);
     const busy = await exchange(orchestrator, form);
     const introspected = await postForm(`${ts.url}/token/introspection`, { token: biscuit }, orchestrator.auth);
+    const revoked = await postForm(`${ts.url}/token/revocation`, { token: biscuit }, orchestrator.auth);
     busyDatalog(false);
+    // Revocation does not answer 200 without having revoked anything.
+    expect(revoked.status).toBe(503);
+    expect(revoked.headers.get('retry-after')).toBe('1');
     expect(busy.status, JSON.stringify(busy.body)).toBe(503);
     expect(busy.body).toMatchObject({ error: 'temporarily_unavailable' });
     expect(busy.headers.get('retry-after')).toBe('1');
