@@ -84,7 +84,7 @@ async function main(argv: string[]): Promise<void> {
   const [first = 'serve', ...args] = argv;
   const command = first === '--help' || first === '-h' ? 'help' : first === '--version' || first === '-V' ? 'version' : first;
   if (!isCommand(command)) {
-    throw new CliError(`${command.startsWith('-') ? `unknown option ${JSON.stringify(command)}` : `unknown command ${JSON.stringify(command)}`}; see agent-sts --help`, 2);
+    throw new CliError(`${command.startsWith('-') ? `unknown option ${JSON.stringify(command)}` : `unknown command ${JSON.stringify(command)}`}\n${programUsage()}`, 2);
   }
   await RUN[command](args);
 }

@@ -55,8 +55,6 @@ describe('agent-sts --help and --version', { timeout: 600_000 }, () => {
       ['agents add --bogus', /^agent-sts: agents add: unknown option '--bogus'; see agent-sts agents add --help$/],
       ['guard --bogus', /^agent-sts: guard: unknown option '--bogus'; see agent-sts guard --help$/],
       ['serve --bogus', /^agent-sts: serve: unknown option '--bogus'; see agent-sts serve --help$/],
-      ['--bogus', /^agent-sts: unknown option "--bogus"; see agent-sts --help$/],
-      ['frobnicate', /^agent-sts: unknown command "frobnicate"; see agent-sts --help$/],
       ['keys spin', /^agent-sts: keys: unknown subcommand "spin": list or rotate; see agent-sts keys --help$/],
     ];
     for (const [line, message] of refusals) {
@@ -64,6 +62,14 @@ describe('agent-sts --help and --version', { timeout: 600_000 }, () => {
       expect(run.status, `agent-sts ${line}: ${run.stderr}`).toBe(2);
       expect(errLines(run)).toHaveLength(1);
       expect(errLines(run)[0]).toMatch(message);
+      expect(run.stdout).toBe('');
+    }
+    // Not a command at all: the line, then the list of commands (on stderr).
+    for (const [line, message] of [['--bogus', 'agent-sts: unknown option "--bogus"'], ['frobnicate', 'agent-sts: unknown command "frobnicate"']] as const) {
+      const run = runs.get(line)!;
+      expect(run.status, `agent-sts ${line}: ${run.stderr}`).toBe(2);
+      expect(errLines(run)[0]).toBe(message);
+      expect(errLines(run)[1]).toBe('usage: agent-sts <command> [options]');
       expect(run.stdout).toBe('');
     }
   });
