@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
-import { CliError } from './cli-error.js';
+import { CliError, describeThrown } from './cli-error.js';
+import { COMMANDS, usageOf, type CommandHelp } from './commands.js';
+import { parseCommand } from './parse.js';
 import { decodeBiscuit, isBiscuit, verifyBiscuitToken } from './biscuit-commands.js';
 import { clientSecretBasic } from '../verifier/client-credentials.js';
 
@@ -34,7 +35,7 @@ async function call(t: Target, method: string, path: string, body?: unknown): Pr
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
   } catch (err) {
-    throw new CliError(`cannot reach ${t.url}: ${(err as Error).message}`, 1);
+    throw new CliError(`cannot reach ${t.url}: ${describeThrown(err)}`, 1);
   }
   const parsed = await res.json().catch(() => undefined) as { error?: string; error_description?: string } | undefined;
   if (!res.ok) throw new CliError(`${res.status} ${parsed?.error ?? ''}: ${parsed?.error_description ?? res.statusText}`, 1);
@@ -43,23 +44,25 @@ async function call(t: Target, method: string, path: string, body?: unknown): Pr
 
 const COMMON = { url: { type: 'string' }, 'admin-token': { type: 'string' } } as const;
 
-function parse<T extends Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>>(args: string[], options: T) {
-  try {
-    return parseArgs({ args, options: { ...COMMON, ...options }, allowPositionals: true, strict: true });
-  } catch (err) {
-    throw new CliError((err as Error).message, 2);
-  }
+/**
+ * The command's options (with --url and --admin-token) by node's parseArgs: `--help` throws the usage of the
+ * command, or of the subcommand the first positional names; an unknown option exits 2.
+ */
+function parse<T extends Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>>(command: 'agents' | 'keys' | 'token' | 'decode' | 'verify', args: string[], options: T) {
+  const subcommands: Record<string, string> | undefined = (COMMANDS[command] as CommandHelp).subcommands;
+  const sub = args.find((a) => !a.startsWith('-'));
+  const label = sub !== undefined && subcommands && Object.hasOwn(subcommands, sub) ? `${command} ${sub}` : command;
+  return parseCommand(label, args, { ...COMMON, ...options }, (positionals) => usageOf(command, positionals[0]));
 }
 
 /** `agents add|list|show|disable` */
 export async function agentsCommand(args: string[], env: NodeJS.ProcessEnv): Promise<unknown> {
-  const [sub, ...rest] = args;
-  const { values, positionals } = parse(rest, {
+  const { values, positionals: [sub, ...rest] } = parse('agents', args, {
     id: { type: 'string' }, scope: { type: 'string', multiple: true }, audience: { type: 'string', multiple: true },
     'auth-method': { type: 'string' }, json: { type: 'string' }, status: { type: 'string' },
   });
   const t = target(values, env);
-  const id = values.id ?? positionals[0];
+  const id = values.id ?? rest[0];
   switch (sub) {
     case 'add': {
       let extra: Record<string, unknown> = {};
@@ -83,18 +86,17 @@ export async function agentsCommand(args: string[], env: NodeJS.ProcessEnv): Pro
       if (!id) throw new CliError(`agents ${sub} needs the agent id`, 2);
       return call(t, sub === 'show' ? 'GET' : 'DELETE', `/admin/agents/${encodeURIComponent(id)}`);
     default:
-      throw new CliError('usage: agent-sts agents add|list|show|disable ...', 2);
+      throw new CliError(`${sub === undefined ? 'agents needs a subcommand' : `agents: unknown subcommand ${JSON.stringify(sub)}`}: add, list, show or disable; see agent-sts agents --help`, 2);
   }
 }
 
 /** `keys list|rotate` */
 export async function keysCommand(args: string[], env: NodeJS.ProcessEnv): Promise<unknown> {
-  const [sub, ...rest] = args;
-  const { values } = parse(rest, {});
+  const { values, positionals: [sub] } = parse('keys', args, {});
   const t = target(values, env);
   if (sub === 'list') return call(t, 'GET', '/admin/keys');
   if (sub === 'rotate') return call(t, 'POST', '/admin/keys/rotate');
-  throw new CliError('usage: agent-sts keys list|rotate', 2);
+  throw new CliError(`${sub === undefined ? 'keys needs a subcommand' : `keys: unknown subcommand ${JSON.stringify(sub)}`}: list or rotate; see agent-sts keys --help`, 2);
 }
 
 /**
@@ -102,7 +104,7 @@ export async function keysCommand(args: string[], env: NodeJS.ProcessEnv): Promi
  * come from AGENT_STS_CLIENT_SECRET instead; a generated secret can start with `-`, which only `--secret=` takes.
  */
 export async function tokenCommand(args: string[], env: NodeJS.ProcessEnv): Promise<unknown> {
-  const { values } = parse(args, { id: { type: 'string' }, secret: { type: 'string' }, scope: { type: 'string' }, resource: { type: 'string' } });
+  const { values } = parse('token', args, { id: { type: 'string' }, secret: { type: 'string' }, scope: { type: 'string' }, resource: { type: 'string' } });
   const secret = values.secret ?? env.AGENT_STS_CLIENT_SECRET;
   if (!values.id || !secret) throw new CliError('usage: agent-sts token --id ID --secret=SECRET [--scope S] [--resource R] (or the secret in AGENT_STS_CLIENT_SECRET)', 2);
   const { url } = target(values, env);
@@ -115,7 +117,7 @@ export async function tokenCommand(args: string[], env: NodeJS.ProcessEnv): Prom
       body: form.toString(),
     });
   } catch (err) {
-    throw new CliError(`cannot reach ${url}: ${(err as Error).message}`, 1);
+    throw new CliError(`cannot reach ${url}: ${describeThrown(err)}`, 1);
   }
   const body = await res.json().catch(() => undefined) as { error?: string; error_description?: string } | undefined;
   if (!res.ok) throw new CliError(`${res.status} ${body?.error ?? ''}: ${body?.error_description ?? res.statusText}`, 1);
@@ -129,7 +131,7 @@ const DECODE_USAGE = 'usage: agent-sts decode <JWT> | <Biscuit> [--issuer URL]  
  * and chain, read with its issuer's root key (--issuer, AGENT_STS_URL or ISSUER).
  */
 export async function decodeCommand(args: string[], env: NodeJS.ProcessEnv): Promise<unknown> {
-  const { values, positionals } = parse(args, { issuer: { type: 'string' } });
+  const { values, positionals } = parse('decode', args, { issuer: { type: 'string' } });
   const token = positionals[0];
   if (!token) throw new CliError(DECODE_USAGE, 2);
   if (isBiscuit(token)) {
@@ -164,7 +166,7 @@ function spendOf(value: string | undefined): number | undefined {
  * token as a resource server would. A Biscuit is checked for the tools and spend; JWTs take neither.
  */
 export async function verifyCommand(args: string[], env: NodeJS.ProcessEnv): Promise<unknown> {
-  const { values, positionals } = parse(args, {
+  const { values, positionals } = parse('verify', args, {
     audience: { type: 'string' }, issuer: { type: 'string' }, 'trust-domain': { type: 'string' }, tool: { type: 'string', multiple: true }, spend: { type: 'string' },
   });
   const token = positionals[0];
@@ -199,6 +201,6 @@ async function verifyJwt(token: string, opts: { issuer: string; audience: string
     return { valid: true, ...result };
   } catch (err) {
     if (err instanceof VerificationError) throw new CliError(`invalid: ${err.message}`, 1);
-    throw new CliError(`cannot verify: ${(err as Error).message}`, 1);
+    throw new CliError(`cannot verify: ${describeThrown(err)}`, 1);
   }
 }

@@ -1,5 +1,5 @@
 import type { JWK } from 'jose';
-import { CliError } from './cli-error.js';
+import { CliError, describeThrown } from './cli-error.js';
 import { rootKeyIdOfToken } from '../tokens/biscuit-keys.js';
 import type { BiscuitChain, BiscuitHop } from '../tokens/biscuit-chain.js';
 import type { VerifiedToken } from '../verifier/verifier.js';
@@ -17,7 +17,7 @@ async function fetchJwks(issuer: string): Promise<{ keys: JWK[] }> {
   try {
     res = await fetch(`${issuer}/jwks`);
   } catch (err) {
-    throw new CliError(`cannot reach ${issuer}: ${(err as Error).message}`, 1);
+    throw new CliError(`cannot reach ${issuer}: ${describeThrown(err)}`, 1);
   }
   const body = await res.json().catch(() => undefined) as { keys?: unknown } | undefined;
   if (!res.ok || !Array.isArray(body?.keys)) throw new CliError(`${issuer}/jwks: no JWK set (HTTP ${res.status})`, 1);
@@ -114,6 +114,6 @@ export async function verifyBiscuitToken(token: string, check: BiscuitCheck): Pr
     return verifiedView(verified, check);
   } catch (err) {
     if (err instanceof VerificationError) throw new CliError(`invalid: ${err.message}`, 1);
-    throw new CliError(`cannot verify: ${(err as Error).message}`, 1);
+    throw new CliError(`cannot verify: ${describeThrown(err)}`, 1);
   }
 }

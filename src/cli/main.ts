@@ -1,37 +1,14 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig, type Config } from '../config/config.js';
+import { CliError, CliHelp, describeThrown } from './cli-error.js';
+import { isCommand, programUsage, usageOf, type CommandName } from './commands.js';
+import { parseCommand } from './parse.js';
 
 // The server and the database are imported only after the configuration is valid, so a bad
 // setting is reported on one line before any dependency prints its own start-up notices.
-
-const USAGE = `usage: agent-sts <command>
-
-commands:
-  serve     run the server (configuration from environment variables; see README)
-  migrate   apply database migrations and exit
-  guard     run the guard proxy in front of an HTTP or MCP server:
-            agent-sts guard --upstream URL --port N --issuer URL --resource URI
-                            [--policy FILE] [--trust-domain DOMAIN] [--host ADDRESS]
-                            [--ssf --client-id ID]   (subscribe to the issuer's Shared Signals stream by poll, so
-                                      revoked tokens are refused at once; the client's secret from AGENT_STS_CLIENT_SECRET;
-                                      the client needs scope ssf.manage, the issuer as audience and the
-                                      resource granted in its registration: "ssf": {"resources": [URI]})
-  agents    add --id ID [--scope S]... [--audience A]... [--auth-method M] [--json '{...}'] | list [--status S]
-            | show ID | disable ID
-  keys      list | rotate
-  token     --id ID --secret=SECRET [--scope S] [--resource R]   (client credentials, for trying things; the secret
-                                      may come from AGENT_STS_CLIENT_SECRET instead)
-  decode    JWT   (header and claims, not verified)
-            BISCUIT [--issuer URL]   (root key id, revocation ids, each block's Datalog and the chain; needs the
-                                      issuer's root key, from --issuer or AGENT_STS_URL; revocation not checked)
-  verify    TOKEN --audience A [--issuer URL] [--trust-domain D]   (as a resource server would; DPoP-bound tokens need a proof and are refused)
-            BISCUIT --audience A [--issuer URL] [--tool T]... [--spend CENTS]   (the whole chain for these tools, this
-                                      resource and this spend, and the issuer's revocation list)
-
-agents, keys and token talk to a running server: --url or AGENT_STS_URL (default http://localhost:8080),
-and the admin token from --admin-token, AGENT_STS_ADMIN_TOKEN or DATA_DIR/admin-token. Output is JSON.
-Exit codes: 0 done, 1 refused or unreachable, 2 usage or configuration error.
-`;
 
 function fail(message: string, code = 1): never {
   process.stderr.write(`agent-sts: ${message}\n`);
@@ -47,45 +24,84 @@ function config(): Config {
   }
 }
 
-async function main(argv: string[]): Promise<void> {
-  const [command = 'serve'] = argv;
-  if (command === '--help' || command === '-h' || command === 'help') {
-    process.stdout.write(USAGE);
-    return;
-  }
-  if (command === 'migrate') {
-    const cfg = config();
-    const { openDatabase } = await import('../storage/database.js');
-    const db = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, poolMax: 2 });
+/** The version in agent-sts's package.json (found upwards from this file, in src/ or dist/src/). */
+function packageVersion(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
     try {
-      const applied = await db.migrate();
-      process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'database is up to date\n');
-    } finally {
-      await db.close();
-    }
-    return;
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'agent-sts' && pkg.version) return pkg.version;
+    } catch { /* none here */ }
+    const parent = dirname(dir);
+    if (parent === dir) return 'unknown';
+    dir = parent;
   }
-  if (command === 'guard') {
-    await guard(argv.slice(1));
-    return;
-  }
-  if (['agents', 'keys', 'token', 'decode', 'verify'].includes(command)) {
-    const cmds = await import('./admin-commands.js');
-    try {
-      const out = command === 'agents' ? await cmds.agentsCommand(argv.slice(1), process.env)
-        : command === 'keys' ? await cmds.keysCommand(argv.slice(1), process.env)
-          : command === 'token' ? await cmds.tokenCommand(argv.slice(1), process.env)
-            : command === 'verify' ? await cmds.verifyCommand(argv.slice(1), process.env)
-              : await cmds.decodeCommand(argv.slice(1), process.env);
-      process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
-    } catch (err) {
-      if (err instanceof cmds.CliError) fail(err.message, err.code);
-      throw err;
-    }
-    return;
-  }
-  if (command !== 'serve') fail(`unknown command ${JSON.stringify(command)}\n${USAGE}`, 2);
+}
 
+/** A command with no options but -h/--help and no arguments. */
+const noArguments = (command: CommandName, args: string[]) => parseCommand(command, args, {}, () => usageOf(command), false);
+
+/** `agents`, `keys`, `token`, `decode` and `verify`: print what they return as JSON. */
+async function adminCommand(command: 'agents' | 'keys' | 'token' | 'decode' | 'verify', args: string[]): Promise<void> {
+  const cmds = await import('./admin-commands.js');
+  const run = { agents: cmds.agentsCommand, keys: cmds.keysCommand, token: cmds.tokenCommand, decode: cmds.decodeCommand, verify: cmds.verifyCommand }[command];
+  const out = await run(args, process.env);
+  process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+}
+
+/** One runner per command of the table in commands.ts. */
+const RUN: Record<CommandName, (args: string[]) => Promise<void>> = {
+  serve: async (args) => {
+    noArguments('serve', args);
+    await serve();
+  },
+  migrate: async (args) => {
+    noArguments('migrate', args);
+    await migrate();
+  },
+  guard: (args) => guard(args),
+  agents: (args) => adminCommand('agents', args),
+  keys: (args) => adminCommand('keys', args),
+  token: (args) => adminCommand('token', args),
+  decode: (args) => adminCommand('decode', args),
+  verify: (args) => adminCommand('verify', args),
+  version: async (args) => {
+    noArguments('version', args);
+    process.stdout.write(`agent-sts ${packageVersion()}\n`);
+  },
+  help: async (args) => {
+    const { positionals: [command, sub] } = parseCommand('help', args, {}, () => usageOf('help'));
+    if (command === undefined) {
+      process.stdout.write(programUsage());
+      return;
+    }
+    if (!isCommand(command)) throw new CliError(`help: unknown command ${JSON.stringify(command)}; see agent-sts --help`, 2);
+    process.stdout.write(usageOf(command, sub));
+  },
+};
+
+async function main(argv: string[]): Promise<void> {
+  const [first = 'serve', ...args] = argv;
+  const command = first === '--help' || first === '-h' ? 'help' : first === '--version' || first === '-V' ? 'version' : first;
+  if (!isCommand(command)) {
+    throw new CliError(`${command.startsWith('-') ? `unknown option ${JSON.stringify(command)}` : `unknown command ${JSON.stringify(command)}`}\n${programUsage()}`, 2);
+  }
+  await RUN[command](args);
+}
+
+async function migrate(): Promise<void> {
+  const cfg = config();
+  const { openDatabase } = await import('../storage/database.js');
+  const db = await openDatabase({ databaseUrl: cfg.databaseUrl, dataDir: cfg.dataDir, poolMax: 2 });
+  try {
+    const applied = await db.migrate();
+    process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'database is up to date\n');
+  } finally {
+    await db.close();
+  }
+}
+
+async function serve(): Promise<void> {
   const cfg = config();
   const [{ createLogger }, { startServer }] = await Promise.all([import('../log/logger.js'), import('../http/server.js')]);
   const logger = createLogger(cfg.logLevel);
@@ -95,8 +111,8 @@ async function main(argv: string[]): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'shutting down');
-    server.close().then(() => process.exit(0), (err: Error) => {
-      logger.error({ err: { message: err.message } }, 'shutdown failed');
+    server.close().then(() => process.exit(0), (err: unknown) => {
+      logger.error({ err: { message: describeThrown(err) } }, 'shutdown failed');
       process.exit(1);
     });
   };
@@ -104,26 +120,23 @@ async function main(argv: string[]): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
 }
 
-main(process.argv.slice(2)).catch((err: Error) => fail(err.message));
+main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof CliHelp) {
+    process.stdout.write(err.text);
+    return;
+  }
+  if (err instanceof CliError) fail(err.message, err.code);
+  fail(describeThrown(err));
+});
 
 async function guard(args: string[]): Promise<void> {
-  const { parseArgs } = await import('node:util');
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        upstream: { type: 'string' }, port: { type: 'string' }, issuer: { type: 'string' }, resource: { type: 'string' },
-        policy: { type: 'string' }, 'trust-domain': { type: 'string' }, host: { type: 'string', default: '127.0.0.1' },
-        ssf: { type: 'boolean', default: false }, 'client-id': { type: 'string' },
-      },
-      strict: true,
-    }));
-  } catch (err) {
-    fail(`${(err as Error).message}\n${USAGE}`, 2);
-  }
+  const { values } = parseCommand('guard', args, {
+    upstream: { type: 'string' }, port: { type: 'string' }, issuer: { type: 'string' }, resource: { type: 'string' },
+    policy: { type: 'string' }, 'trust-domain': { type: 'string' }, host: { type: 'string', default: '127.0.0.1' },
+    ssf: { type: 'boolean', default: false }, 'client-id': { type: 'string' },
+  }, () => usageOf('guard'), false);
   for (const required of ['upstream', 'port', 'issuer', 'resource'] as const) {
-    if (!values[required]) fail(`guard: --${required} is required\n${USAGE}`, 2);
+    if (!values[required]) fail(`guard: --${required} is required\n${usageOf('guard')}`, 2);
   }
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) fail('guard: --port must be 0-65535', 2);
@@ -132,15 +145,15 @@ async function guard(args: string[]): Promise<void> {
   }
   const clientSecret = process.env.AGENT_STS_CLIENT_SECRET;
   if (values.ssf && (!values['client-id'] || !clientSecret)) fail('guard: --ssf needs --client-id and the client\'s secret in AGENT_STS_CLIENT_SECRET', 2);
-  const [{ readFileSync }, { createLogger }, { Verifier, SsfReceiver, clientCredentialsTokens }, { createGuardProxy, listenGuard }, { DEFAULT_POLICY, parsePolicy }] = await Promise.all([
-    import('node:fs'), import('../log/logger.js'), import('../verifier/index.js'), import('../guard/guard-proxy.js'), import('../guard/scope-policy.js'),
+  const [{ createLogger }, { Verifier, SsfReceiver, clientCredentialsTokens }, { createGuardProxy, listenGuard }, { DEFAULT_POLICY, parsePolicy }] = await Promise.all([
+    import('../log/logger.js'), import('../verifier/index.js'), import('../guard/guard-proxy.js'), import('../guard/scope-policy.js'),
   ]);
   let policy = DEFAULT_POLICY;
   if (values.policy) {
     try {
       policy = parsePolicy(readFileSync(values.policy, 'utf8'));
     } catch (err) {
-      fail(`guard: --policy ${values.policy}: ${(err as Error).message}`, 2);
+      fail(`guard: --policy ${values.policy}: ${describeThrown(err)}`, 2);
     }
   }
   const logger = createLogger(process.env.LOG_LEVEL ?? 'info');
@@ -152,13 +165,13 @@ async function guard(args: string[]): Promise<void> {
     receiver = new SsfReceiver({
       verifier, accessToken, delivery: { method: 'poll' }, description: `agent-sts guard for ${values.resource}`,
       onEvent: (e) => logger.info({ event: e.type, subject: e.subject }, 'security event'),
-      onError: (err) => logger.warn({ err: (err as Error).message }, 'security event stream'),
+      onError: (err) => logger.warn({ err: describeThrown(err) }, 'security event stream'),
     });
     try {
       const stream = await receiver.start();
       logger.info({ stream_id: stream.stream_id }, 'subscribed to the issuer\'s Shared Signals stream');
     } catch (err) {
-      fail(`guard: --ssf: ${(err as Error).message}`);
+      fail(`guard: --ssf: ${describeThrown(err)}`);
     }
   }
   const server = createGuardProxy({ upstream: values.upstream!, verifier, resource: values.resource!, issuer, policy, logger });

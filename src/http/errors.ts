@@ -2,6 +2,7 @@ import type { Context, Next } from 'koa';
 import type { Logger } from '../log/logger.js';
 import { RegistrationError } from '../identity/agent-registration.js';
 import { isDatabaseUnavailable } from '../storage/database-errors.js';
+import { BiscuitTimeoutError } from '../tokens/biscuit-errors.js';
 
 /** An error with its HTTP status and RFC 6749-style code, shown to the caller as JSON. */
 export class ApiError extends Error {
@@ -15,7 +16,7 @@ export const notFound = (what: string) => new ApiError(404, 'not_found', `${what
 
 /**
  * Maps every error thrown by our routes to `{error, error_description}`; never a stack trace, never a 500 for bad
- * input, and `503 temporarily_unavailable` when the database can't be reached.
+ * input, and `503 temporarily_unavailable` when the database can't be reached or a Biscuit's evaluation ran out of time.
  */
 export function errorMapper(logger: Logger) {
   return async function mapErrors(ctx: Context, next: Next): Promise<void> {
@@ -44,6 +45,13 @@ export function errorMapper(logger: Logger) {
         description = 'the database is unreachable; try again';
         ctx.set('Retry-After', '1');
         logger.warn({ err: { name: e.name, message: e.message }, path: ctx.path }, 'database unreachable; answered 503');
+      } else if (err instanceof BiscuitTimeoutError) {
+        // A Biscuit's Datalog ran past its time limit on a busy machine: not the token's fault, a retry can succeed.
+        status = 503;
+        code = 'temporarily_unavailable';
+        description = 'the server is too busy to evaluate the Biscuit now; try again';
+        ctx.set('Retry-After', '1');
+        logger.warn({ err: { name: e.name, message: e.message }, path: ctx.path }, 'Biscuit evaluation ran past its time limit; answered 503');
       } else {
         logger.error({ err: { name: e.name, message: e.message, stack: e.stack }, path: ctx.path }, 'unhandled error');
       }

@@ -12,7 +12,7 @@ import { OidcPayloadsRepo } from '../storage/oidc-payloads-repo.js';
 import { ReplayRepo } from '../storage/replay-repo.js';
 import { SettingsRepo } from '../storage/settings-repo.js';
 import { KeyManager } from '../keys/key-manager.js';
-import { loadBiscuit } from '../tokens/biscuit-wasm.js';
+import { biscuitWarmUpFailure, loadBiscuit } from '../tokens/biscuit-wasm.js';
 import { AgentRegistry } from '../identity/agent-registry.js';
 import { ClientSecretVerifier } from '../identity/client-secret.js';
 import { OAuthCore } from '../oauth/oauth-core.js';
@@ -115,8 +115,11 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const tokens = new TokensRepo(knex, metrics, signals);
     const events = new EventsRepo(knex, metrics);
     anonymous = new AnonymousRefusals(events, { ...config.anonymousRefusals, trustProxy: config.trustProxy }, logger, metrics);
-    // Biscuit's wasm module is compiled and warmed up now, not at the first Biscuit request.
+    // Biscuit's wasm module is compiled and warmed up now, not at the first Biscuit request. A warm-up that
+    // failed (its time limit can run out on a busy machine) stops nothing: the module works regardless.
     await loadBiscuit();
+    const warmUpFailure = biscuitWarmUpFailure();
+    if (warmUpFailure) logger.warn({ err: { name: warmUpFailure.name, message: warmUpFailure.message } }, 'Biscuit warm-up failed; serving without it');
 
     const adminHash = await resolveAdminTokenHash({ configured: config.adminToken, dataDir: config.dataDir, settings: new SettingsRepo(knex), logger });
 

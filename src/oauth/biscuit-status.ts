@@ -3,6 +3,7 @@ import type { AgentsRepo } from '../storage/agents-repo.js';
 import type { EventsRepo } from '../storage/events-repo.js';
 import type { TokensRepo } from '../storage/tokens-repo.js';
 import type { BiscuitChain } from '../tokens/biscuit-chain.js';
+import { BiscuitTimeoutError } from '../tokens/biscuit-errors.js';
 import { inspectOurBiscuit, recordedAncestor } from './grants/biscuit-exchange.js';
 
 /** What introspection and revocation read and write: keys, token records, agents, decision events, the clock. */
@@ -20,10 +21,12 @@ const B64URL = /^[A-Za-z0-9_-]{16,}={0,2}$/;
 /** A token that may be a Biscuit (JWTs have dots; Biscuits are one base64url string). */
 export const mayBeBiscuit = (token: string) => B64URL.test(token);
 
+/** The token's chain, or undefined when it is none of ours; a busy machine's Datalog timeout is thrown (answered 503). */
 async function chainOf(deps: Deps, token: string): Promise<BiscuitChain | undefined> {
   try {
     return await inspectOurBiscuit(deps, token);
-  } catch {
+  } catch (err) {
+    if (err instanceof BiscuitTimeoutError) throw err;
     return undefined;
   }
 }

@@ -162,6 +162,10 @@ export function buildProvider(deps: ProviderDeps): Provider {
       deps.logger.warn({ err: { name: err.name, message: err.message }, route: ctx.oidc?.route }, 'database unreachable; answered 503');
       return;
     }
+    if (cause === 'datalog_timeout') {
+      deps.logger.warn({ err: { name: err.name, message: err.message }, route: ctx.oidc?.route }, 'Biscuit evaluation ran past its time limit; answered 503');
+      return;
+    }
     if (cause === 'assertion_nested_too_deeply') {
       deps.logger.warn({ route: ctx.oidc?.route, client_id: ctx.oidc?.client?.clientId }, 'client assertion nested too deeply; answered invalid_client');
       return;

@@ -1,5 +1,5 @@
 import { TokenVerificationError } from './token-errors.js';
-import { retireBiscuitAfterTrap } from './biscuit-wasm.js';
+import { BiscuitLibraryError, retireBiscuitAfterTrap } from './biscuit-wasm.js';
 
 /** Which check refused a Biscuit. */
 export type BiscuitFailure =
@@ -18,13 +18,31 @@ export class BiscuitError extends TokenVerificationError {
   }
 }
 
+/**
+ * Datalog evaluation ran past its time limit. The facts and iterations limits bound what a token can make a
+ * verifier do, deterministically; the time limit is only a backstop, which a busy machine (the process waiting
+ * for a core, a garbage collection, wasm code compiled at its first use) can exhaust with an honest token. So
+ * this is no refusal of the token: it is transient, and the same request may be retried (`retryable`).
+ */
+export class BiscuitTimeoutError extends Error {
+  readonly retryable = true;
+  constructor(during: string) {
+    super(`Datalog evaluation ran past its time limit (${during}); the token was not refused, try again`);
+    this.name = 'BiscuitTimeoutError';
+  }
+}
+
 interface FailedCheck { Block?: { block_id: number; rule: string }; Authorizer?: { rule: string } }
 
-/** Turns what the wasm library throws (plain objects, not `Error`s) into a {@link BiscuitError}. */
-export function fromLibraryError(err: unknown, during: string): BiscuitError {
-  if (err instanceof BiscuitError) return err;
+/**
+ * Turns what the wasm library throws (plain objects, which the loader wraps in a {@link BiscuitLibraryError})
+ * into a {@link BiscuitError}, or a {@link BiscuitTimeoutError} when only the time limit ran out.
+ */
+export function fromLibraryError(err: unknown, during: string): BiscuitError | BiscuitTimeoutError {
+  if (err instanceof BiscuitError || err instanceof BiscuitTimeoutError) return err;
   retireBiscuitAfterTrap(err);
-  const e = (err ?? {}) as Record<string, any>;
+  const e = ((err instanceof BiscuitLibraryError ? err.value : err) ?? {}) as Record<string, any>;
+  if (e.RunLimit === 'Timeout') return new BiscuitTimeoutError(during);
   if (e.Format) {
     const format = e.Format as Record<string, unknown>;
     if (format.Signature || format.InvalidSignatureSize) return new BiscuitError('signature', `the token's signatures do not verify (${during})`);

@@ -30,7 +30,7 @@ type Glue = BiscuitApi & { __wbg_set_wasm(exports: Record<string, unknown>): voi
  */
 export const BISCUIT_INSTANCE_MAX_BYTES = 32 * 1024 * 1024;
 
-interface Generation { b: Glue; memory: WasmMemory; number: number }
+interface Generation { b: Glue; memory: WasmMemory; number: number; warmUpFailure?: Error }
 let compiled: Promise<{ module: WasmModule; glue: () => Glue }> | undefined;
 let current: Generation | undefined;
 /** Instances made so far: the next one's number is one more. */
@@ -100,8 +100,83 @@ function instantiate(c: { module: WasmModule; glue: () => Glue }): Generation {
   } finally {
     console.log = log;
   }
-  warmUp(glue);
-  return { b: glue, memory: instance.exports.memory as WasmMemory, number: ++made };
+  wrapThrows(glue);
+  let warmUpFailure: Error | undefined;
+  try {
+    warmUp(glue);
+  } catch (err) {
+    warmUpFailure = err instanceof Error ? err : new BiscuitLibraryError(err);
+  }
+  return { b: glue, memory: instance.exports.memory as WasmMemory, number: ++made, ...(warmUpFailure ? { warmUpFailure } : {}) };
+}
+
+/**
+ * What the wasm library threw, as an `Error`: the library throws plain values (`{RunLimit: "Timeout"}`,
+ * `{Format: {...}}`, strings), which have no `message` and no stack; `value` keeps the value for
+ * `fromLibraryError` to read, and the message states it.
+ */
+export class BiscuitLibraryError extends Error {
+  constructor(readonly value: unknown) {
+    super(`biscuit-wasm: ${describeValue(value)}`);
+    this.name = 'BiscuitLibraryError';
+  }
+}
+
+/** Messages of the library's values are cut here: they end up in logs and on the command line. */
+const MAX_DESCRIPTION = 300;
+
+/** A thrown value in words: an Error's message, a string as it is, other values as JSON (at most 300 characters). */
+export function describeValue(value: unknown): string {
+  let text: string;
+  if (value instanceof Error) text = value.message || value.name;
+  else if (typeof value === 'string') text = value || 'an empty string';
+  else if (value === undefined) text = 'no value (undefined was thrown)';
+  else {
+    try {
+      text = JSON.stringify(value) ?? String(value);
+    } catch {
+      text = String(value);
+    }
+  }
+  return text.length > MAX_DESCRIPTION ? `${text.slice(0, MAX_DESCRIPTION)}…` : text;
+}
+
+/** The same call, with a non-Error the library throws wrapped in a {@link BiscuitLibraryError}. */
+function rethrowingErrors<F extends (...args: any[]) => any>(fn: F): F {
+  return function (this: unknown, ...args: unknown[]) {
+    try {
+      return fn.apply(this, args);
+    } catch (err) {
+      throw err instanceof Error ? err : new BiscuitLibraryError(err);
+    }
+  } as F;
+}
+
+/**
+ * Makes every method and static function of the glue's classes throw Errors only (construction included),
+ * so that no caller, log line or command line ever sees a bare `{RunLimit: "Timeout"}` or `undefined` message.
+ * The classes belong to this instance's copy of the glue alone.
+ */
+function wrapThrows(glue: Glue): void {
+  const exports = glue as unknown as Record<string, unknown>;
+  for (const [name, value] of Object.entries(exports)) {
+    if (typeof value !== 'function' || !/^[A-Z]/.test(name) || !value.prototype) continue;
+    for (const target of [value, value.prototype as object]) {
+      for (const [key, desc] of Object.entries(Object.getOwnPropertyDescriptors(target))) {
+        if (key === 'constructor' || key === 'prototype' || typeof desc.value !== 'function') continue;
+        Object.defineProperty(target, key, { ...desc, value: rethrowingErrors(desc.value as (...args: unknown[]) => unknown) });
+      }
+    }
+    exports[name] = new Proxy(value, {
+      construct(cls, args, newTarget) {
+        try {
+          return Reflect.construct(cls, args, newTarget) as object;
+        } catch (err) {
+          throw err instanceof Error ? err : new BiscuitLibraryError(err);
+        }
+      },
+    });
+  }
 }
 
 /** When a replacement failed, the next attempt waits this long; the current instance serves meanwhile. */
@@ -112,7 +187,9 @@ let replacementFailedAt = -Infinity;
  * Loads `@biscuit-auth/biscuit-wasm` without a bundler or a command-line flag: the package imports its
  * `.wasm` file the bundler way, which plain Node refuses, so the module is compiled here (once per process)
  * and its imports wired by hand, built from the module's own import list rather than hard-coded snippet
- * names. Each instance runs one authorization with a date check first, so the first real one is not slow.
+ * names. Each instance runs one authorization and one query with a date check first, so the first real
+ * ones are not slow (the wasm code is compiled at its first use); if that warm-up fails (its time limit can
+ * run out on a busy machine), the instance serves all the same and {@link biscuitWarmUpFailure} says why.
  *
  * Returns the current instance, or a fresh one when the current one's memory has passed
  * {@link BISCUIT_INSTANCE_MAX_BYTES} (if making it fails, the current one serves on and the next attempt
@@ -142,6 +219,11 @@ export function retireBiscuitAfterTrap(err: unknown): void {
   if (err instanceof wasm.RuntimeError) current = undefined;
 }
 
+/** Why the current instance's warm-up failed, if it did (the instance works regardless). */
+export function biscuitWarmUpFailure(): Error | undefined {
+  return current?.warmUpFailure;
+}
+
 /** The current instance's number (1 for the first) and linear memory size (for /metrics). */
 export function biscuitInstance(): { number: number; memoryBytes: number } | undefined {
   return current && { number: current.number, memoryBytes: current.memory.buffer.byteLength };
@@ -169,6 +251,12 @@ export function datalogParams(params: Record<string, unknown>): Record<string, u
   return Object.fromEntries(Object.entries(params).map(([k, v]) => [k, datalogTerm(v)]));
 }
 
+/**
+ * The warm-up's limits: a few facts and iterations are all it needs; the time limit is wide, since the first
+ * evaluation compiles the wasm code it runs (about 50 ms on an idle 2-core machine, 3 s at load 12).
+ */
+const WARM_UP_LIMITS = { max_facts: 100, max_iterations: 10, max_time_micro: 10_000_000 };
+
 function warmUp(b: BiscuitApi): void {
   const root = new b.KeyPair(b.SignatureAlgorithm.Ed25519);
   const builder = new b.BiscuitBuilder();
@@ -177,7 +265,14 @@ function warmUp(b: BiscuitApi): void {
   const authorizer = new b.AuthorizerBuilder();
   authorizer.addCodeWithParameters('time({now}); allow if true', datalogParams({ now: new Date() }), {});
   const auth = authorizer.buildAuthenticated(token);
-  auth.authorizeWithLimits({ max_time_micro: 1_000_000 });
-  auth.free();
-  token.free();
+  const rule = b.Rule.fromString('t($t) <- time($t)');
+  try {
+    auth.authorizeWithLimits(WARM_UP_LIMITS);
+    auth.queryWithLimits(rule, WARM_UP_LIMITS);
+  } finally {
+    rule.free();
+    auth.free();
+    token.free();
+    root.free();
+  }
 }

@@ -8,7 +8,7 @@ export { DEFAULT_RUN_LIMITS, MAX_BISCUIT_BLOCKS, MAX_BISCUIT_CHARS, verifyBiscui
 export type { BiscuitChain, BiscuitHop, RunLimits, VerifyBiscuitOptions } from './biscuit-chain.js';
 export { delegate, readBiscuitChain } from './biscuit-delegation.js';
 export type { DelegationRequest } from './biscuit-token.js';
-export { BiscuitError } from './biscuit-errors.js';
+export { BiscuitError, BiscuitTimeoutError } from './biscuit-errors.js';
 export type { BiscuitFailure } from './biscuit-errors.js';
 export { biscuitKeyText, biscuitRootKeys } from './biscuit-keys.js';
 export { loadBiscuit } from './biscuit-wasm.js';

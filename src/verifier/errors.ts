@@ -45,6 +45,21 @@ export class VerificationError extends Error {
   }
 }
 
+/**
+ * A request that could not be verified for now, through no fault of its token: a Biscuit's Datalog ran past
+ * its time limit on a busy machine. Not a refusal: answer `503` with `Retry-After: retryAfter` (as
+ * `guardRequest` does) and the same request may be retried.
+ */
+export class VerificationUnavailableError extends Error {
+  readonly status = 503;
+  readonly retryable = true;
+
+  constructor(description: string, readonly retryAfter = 1) {
+    super(description);
+    this.name = 'VerificationUnavailableError';
+  }
+}
+
 /** RFC 8935 §2.3 error codes for a refused Security Event Token. */
 export type SecurityEventErrorCode = 'invalid_request' | 'invalid_key' | 'invalid_issuer' | 'invalid_audience' | 'authentication_failed' | 'access_denied';
 

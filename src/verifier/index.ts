@@ -4,7 +4,7 @@
  */
 export { Verifier, targetUri } from './verifier.js';
 export type { Act, HttpRequestLike, VerifiedRequest, VerifiedToken, VerifierOptions } from './verifier.js';
-export { SecurityEventError, VerificationError } from './errors.js';
+export { SecurityEventError, VerificationError, VerificationUnavailableError } from './errors.js';
 export type { SecurityEventErrorCode, VerificationErrorCode } from './errors.js';
 export { clientCredentialsTokens, clientSecretBasic } from './client-credentials.js';
 export type { ClientCredentialsOptions } from './client-credentials.js';

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { VerificationError } from './errors.js';
+import { VerificationError, VerificationUnavailableError } from './errors.js';
 import type { HttpRequestLike, VerifiedRequest, Verifier } from './verifier.js';
 
 export const PROTECTED_RESOURCE_METADATA_PATH = '/.well-known/oauth-protected-resource';
@@ -82,6 +82,12 @@ export async function guardRequest(verifier: Verifier, req: HttpRequestLike, opt
     const verified = await verifier.verifyRequest(req, { requiredScopes });
     return { ok: true, status: 200, headers: {}, verified };
   } catch (err) {
+    if (err instanceof VerificationUnavailableError) {
+      return {
+        ok: false, status: 503, headers: { 'retry-after': String(err.retryAfter), 'cache-control': 'no-store' },
+        body: { error: 'temporarily_unavailable', error_description: err.message },
+      };
+    }
     if (!(err instanceof VerificationError)) throw err;
     if (err.code === 'temporarily_unavailable') {
       return {

@@ -5,14 +5,14 @@ import { calculateJwkThumbprint, type JWK } from 'jose';
 import { tokenHash } from '../tokens/token-hash.js';
 import { verifyWpt } from '../tokens/wpt.js';
 import { TokenVerificationError } from '../tokens/token-errors.js';
-import { SecurityEventError, VerificationError } from './errors.js';
+import { SecurityEventError, VerificationError, VerificationUnavailableError } from './errors.js';
 import { SecuritySignals, type SecurityEvent, type SubjectId, type TokenFacts } from './security-signals.js';
 import { KeyCache } from './key-cache.js';
 import { clientSecretBasic } from './client-credentials.js';
 import { MemoryReplayCache, ReplayCacheFullError, type ReplayCache } from './replay-cache.js';
 import { RevocationList } from './revocation-list.js';
 import { verifyBiscuit as verifyBiscuitChain, type BiscuitChain, type RunLimits } from '../tokens/biscuit-chain.js';
-import { BiscuitError } from '../tokens/biscuit-errors.js';
+import { BiscuitError, BiscuitTimeoutError } from '../tokens/biscuit-errors.js';
 import { BISCUIT_KID_PREFIX, rootKeyIdOfToken } from '../tokens/biscuit-keys.js';
 
 /** How the verifier words a claim problem in its `invalid_token` description. */
@@ -305,6 +305,7 @@ export class Verifier {
         ...(revoked ? { revoked } : {}), ...(this.options.biscuit?.policy ? { policy: this.options.biscuit.policy } : {}), ...(this.options.biscuit?.limits ? { limits: this.options.biscuit.limits } : {}),
       });
     } catch (err) {
+      if (err instanceof BiscuitTimeoutError) throw new VerificationUnavailableError(`Biscuit: ${err.message}`);
       if (!(err instanceof BiscuitError)) throw err;
       if (err.failure === 'request' && err.rule === 'tool') {
         throw new VerificationError('insufficient_scope', `Biscuit: ${err.message}`, 'Bearer', tools);

@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { datalogParams, datalogTerm, loadBiscuit } from '../../src/tokens/biscuit-wasm.js';
+import { BiscuitLibraryError, datalogParams, datalogTerm, loadBiscuit } from '../../src/tokens/biscuit-wasm.js';
+import { fromLibraryError } from '../../src/tokens/biscuit-errors.js';
 
 describe('loading @biscuit-auth/biscuit-wasm on Node 20 without flags', () => {
   it('loads once per process and authorizes with parameters and run limits', async () => {
@@ -29,6 +30,29 @@ describe('loading @biscuit-auth/biscuit-wasm on Node 20 without flags', () => {
     expect(() => authorize('search"); allow if true; //')).toThrow();
     expect(() => datalogTerm(1.5)).toThrow(TypeError);
     expect(() => datalogTerm({})).toThrow(TypeError);
+  });
+
+  it('turns every value the library throws into an Error that states it, which fromLibraryError still reads', async () => {
+    const b = await loadBiscuit();
+    const thrown: unknown[] = [];
+    for (const attempt of [
+      () => new b.AuthorizerBuilder().addCode('this is not Datalog'),
+      () => b.Biscuit.fromBase64('AAAA', new b.KeyPair(b.SignatureAlgorithm.Ed25519).getPublicKey()),
+      () => b.Rule.fromString('not a rule'),
+    ]) {
+      try {
+        attempt();
+      } catch (err) {
+        thrown.push(err);
+      }
+    }
+    expect(thrown).toHaveLength(3);
+    for (const err of thrown) {
+      expect(err).toBeInstanceOf(BiscuitLibraryError);
+      expect((err as Error).message).toMatch(/^biscuit-wasm: \S/);
+      expect((err as Error).message).not.toMatch(/undefined|\[object Object\]/);
+    }
+    expect(fromLibraryError(thrown[1], 'parsing')).toMatchObject({ failure: 'malformed' });
   });
 
   it('keeps stdout clean in a plain Node process', () => {
