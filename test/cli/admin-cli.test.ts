@@ -49,6 +49,12 @@ describe('agent-sts agents | keys | token | decode', () => {
     expect(refused.stderr).toMatch(/401 invalid_client/);
   });
 
+  it('finds the server as the server finds its issuer: without AGENT_STS_URL and ISSUER, at http://localhost:<PORT>', async () => {
+    const listed = await cli(['agents', 'list'], { PORT: new URL(ts.url).port, AGENT_STS_ADMIN_TOKEN: ADMIN_TOKEN, AGENT_STS_URL: '', ISSUER: '' });
+    expect(listed.status, listed.stderr).toBe(0);
+    expect(JSON.parse(listed.stdout)).toHaveProperty('agents');
+  }, 30_000);
+
   it('verify --issuer with a URL that is not the server\'s issuer names both issuers', async () => {
     // The server answers at localhost too, but its issuer is the 127.0.0.1 URL.
     const elsewhere = ts.issuer.replace('127.0.0.1', 'localhost');
