@@ -15,7 +15,8 @@ interface Target {
 
 /** Where the server is and the admin token: --url / AGENT_STS_URL, --admin-token / AGENT_STS_ADMIN_TOKEN / DATA_DIR/admin-token. */
 function target(values: { url?: string; 'admin-token'?: string }, env: NodeJS.ProcessEnv): Target {
-  const url = (values.url ?? env.AGENT_STS_URL ?? env.ISSUER ?? 'http://localhost:8080').replace(/\/$/, '');
+  // As the server finds its issuer: ISSUER, else http://localhost:<PORT> (an empty value is an unset one).
+  const url = (values.url || env.AGENT_STS_URL || env.ISSUER || `http://localhost:${env.PORT || 8080}`).replace(/\/$/, '');
   let adminToken = values['admin-token'] ?? env.AGENT_STS_ADMIN_TOKEN;
   if (!adminToken) {
     try {

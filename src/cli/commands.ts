@@ -12,7 +12,7 @@ export interface CommandHelp {
 }
 
 const SERVER = `
-They talk to a running server: --url URL (or AGENT_STS_URL; default http://localhost:8080), with the admin
+They talk to a running server: --url URL (or AGENT_STS_URL; default ISSUER, else http://localhost:PORT), with the admin
 token from --admin-token TOKEN, AGENT_STS_ADMIN_TOKEN or DATA_DIR/admin-token. Output is JSON.`;
 
 const HELP = '  -h, --help   print this help and exit';

@@ -105,6 +105,9 @@ async function serve(): Promise<void> {
   const cfg = config();
   const [{ createLogger }, { startServer }] = await Promise.all([import('../log/logger.js'), import('../http/server.js')]);
   const logger = createLogger(cfg.logLevel);
+  if (cfg.issuerDefaulted && !isLoopback(cfg.host)) {
+    logger.warn({ issuer: cfg.issuer, host: cfg.host }, `ISSUER is not set: tokens name ${cfg.issuer} as their issuer, which only this machine reaches; set ISSUER to the URL clients use`);
+  }
   const server = await startServer(cfg, { logger });
   let stopping = false;
   const stop = (signal: string) => {
@@ -118,6 +121,11 @@ async function serve(): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+/** A listening address only this machine reaches. */
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^(::ffff:)?127\./.test(host);
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {

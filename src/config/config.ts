@@ -25,6 +25,8 @@ export interface PartnerDomain {
 
 export interface Config {
   issuer: string;
+  /** True when ISSUER was not set and the issuer is the default, `http://localhost:<PORT>`. */
+  issuerDefaulted?: boolean;
   port: number;
   host: string;
   trustDomain: string;
@@ -95,7 +97,19 @@ export class ConfigError extends Error {
 
 const DNS_LABELS = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
-const positiveInt = (max: number) => z.coerce.number().int('must be a whole number').min(1, 'must be at least 1').max(max, `must be at most ${max}`);
+/**
+ * A whole number in decimal digits from min to max. Anything else (`abc`, `80.5`, `1e3`, `0x10`, spaces) is refused
+ * in the project's words, naming the range, instead of coerced (zod's coercion reads `abc` as NaN and ` ` as 0).
+ * `outOfRange` replaces the at-least/at-most wording where one phrase reads better (PORT: `must be 0-65535`).
+ */
+const integer = (min: number, max: number, outOfRange?: string) => z.string()
+  .refine((v) => /^[+-]?\d+$/.test(v), `must be a whole number ${min}-${max}`)
+  .transform((v) => Number(v))
+  .pipe(z.number()
+    .min(min, outOfRange ?? (min === 0 ? 'must be 0 or more' : `must be at least ${min}`))
+    .max(max, outOfRange ?? `must be at most ${max}`));
+
+const positiveInt = (max: number) => integer(1, max);
 
 const httpsOrLocalUrl = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
 const trustedIssuers = z.array(z.object({
@@ -115,6 +129,31 @@ const partnerDomains = z.array(z.object({
 }).strict().refine((i) => !!i.jwks_uri !== !!i.jwks, 'give exactly one of jwks_uri and jwks'))
   .refine((a) => new Set(a.map((i) => i.issuer)).size === a.length, 'issuers must be unique');
 
+/** Where in a JSON value an issue is, as `[0].jwks_uri`. */
+function jsonPath(path: readonly PropertyKey[]): string {
+  return path.map((k) => (typeof k === 'number' ? `[${k}]` : `.${String(k)}`)).join('').replace(/^\./, '');
+}
+
+/** One issue of a JSON-valued variable in the project's words (zod's own read "Invalid input: expected ..."). */
+function describeJsonIssue(issue: z.core.$ZodIssue, value: unknown): string {
+  const at = jsonPath(issue.path);
+  const where = at ? `${at}: ` : '';
+  const found = issue.path.reduce<unknown>((v, k) => (v !== null && typeof v === 'object' ? (v as Record<PropertyKey, unknown>)[k] : undefined), value);
+  if ((issue.code === 'invalid_type' || issue.code === 'invalid_union') && found === undefined) return `${at || 'value'}: is required`;
+  switch (issue.code) {
+    case 'invalid_type':
+      return `${where}must be ${issue.expected === 'array' || issue.expected === 'object' ? 'an' : 'a'} ${issue.expected}`;
+    case 'unrecognized_keys':
+      return `${where}unknown member${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`;
+    case 'too_small':
+      return `${where}must not be empty`;
+    case 'invalid_union':
+      return `${where}must be a string or an array of strings`;
+    default:
+      return `${where}${issue.message}`;
+  }
+}
+
 /** A JSON-valued variable parsed with a schema. */
 function jsonVariable<T>(schema: z.ZodType<T>, shape: string) {
   return z.string().default('[]').transform((v, ctx): T => {
@@ -125,10 +164,13 @@ function jsonVariable<T>(schema: z.ZodType<T>, shape: string) {
       ctx.addIssue({ code: 'custom', message: `must be a JSON array of ${shape}` });
       return z.NEVER;
     }
+    if (!Array.isArray(parsed)) {
+      ctx.addIssue({ code: 'custom', message: `must be a JSON array of ${shape}` });
+      return z.NEVER;
+    }
     const result = schema.safeParse(parsed);
     if (!result.success) {
-      const issue = result.error.issues[0]!;
-      ctx.addIssue({ code: 'custom', message: `${issue.path.join('.') || 'value'}: ${issue.message}` });
+      ctx.addIssue({ code: 'custom', message: describeJsonIssue(result.error.issues[0]!, parsed) });
       return z.NEVER;
     }
     return result.data;
@@ -136,12 +178,13 @@ function jsonVariable<T>(schema: z.ZodType<T>, shape: string) {
 }
 
 const schema = z.object({
+  // Unset: http://localhost:<PORT> (see loadConfig).
   ISSUER: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
-    .default('http://localhost:8080')
     .refine((v) => { const u = URL.parse(v); return !u || (!u.search && !u.hash); }, 'must not have a query or fragment')
     .refine((v) => { const u = URL.parse(v); return !u || u.pathname === '/'; }, 'must not have a path: serve agent-sts at the root of its origin')
-    .transform((v) => v.replace(/\/$/, '')),
-  PORT: z.coerce.number().int('must be a whole number').min(0, 'must be 0-65535').max(65535, 'must be 0-65535').default(8080),
+    .transform((v) => v.replace(/\/$/, ''))
+    .optional(),
+  PORT: integer(0, 65535, 'must be 0-65535').default(8080),
   HOST: z.string().min(1).default('0.0.0.0'),
   TRUST_DOMAIN: z.string().regex(DNS_LABELS, 'must be a lower-case DNS name such as example.org').default('agent-sts.local'),
   DATABASE_URL: z.string().optional()
@@ -155,23 +198,23 @@ const schema = z.object({
     .transform((v) => (v === '' ? undefined : v))
     .refine((v) => v === undefined || decodeKey(v) !== undefined, 'must be 32 bytes, as 64 hex characters or base64/base64url'),
   ACCESS_TOKEN_TTL: positiveInt(86_400).default(300),
-  KEY_ACTIVATION_DELAY: z.coerce.number().int('must be a whole number').min(0, 'must be 0 or more').max(86_400, 'must be at most 86400').default(0),
+  KEY_ACTIVATION_DELAY: integer(0, 86_400).default(0),
   SIGNING_ALG: z.enum(['EdDSA', 'ES256'], { error: 'must be EdDSA or ES256' }).default('EdDSA'),
   MAX_DELEGATION_DEPTH: positiveInt(32).default(5),
-  WIT_TTL: z.coerce.number().int('must be a whole number').min(60, 'must be at least 60').max(86_400, 'must be at most 86400').default(3600),
-  TXN_TOKEN_TTL: z.coerce.number().int('must be a whole number').min(1, 'must be at least 1').max(3600, 'must be at most 3600').default(300),
-  BISCUIT_TTL: z.coerce.number().int('must be a whole number').min(1, 'must be at least 1').max(86400, 'must be at most 86400').default(300),
+  WIT_TTL: integer(60, 86_400).default(3600),
+  TXN_TOKEN_TTL: integer(1, 3600).default(300),
+  BISCUIT_TTL: integer(1, 86400).default(300),
   MAX_TXN_TOKENS_PER_TXN: positiveInt(1000).default(20),
-  JOIN_TOKEN_TTL: z.coerce.number().int('must be a whole number').min(10, 'must be at least 10').max(86_400, 'must be at most 86400').default(600),
-  APPROVAL_TTL: z.coerce.number().int('must be a whole number').min(10, 'must be at least 10').max(86_400, 'must be at most 86400').default(600),
-  APPROVAL_POLL_INTERVAL: z.coerce.number().int('must be a whole number').min(1, 'must be at least 1').max(60, 'must be at most 60').default(5),
+  JOIN_TOKEN_TTL: integer(10, 86_400).default(600),
+  APPROVAL_TTL: integer(10, 86_400).default(600),
+  APPROVAL_POLL_INTERVAL: integer(1, 60).default(5),
   TRUSTED_ISSUERS: jsonVariable(trustedIssuers, '{issuer, jwks_uri | jwks, audience}'),
   PARTNER_DOMAINS: jsonVariable(partnerDomains, '{issuer, jwks_uri | jwks, subject_map, subject_prefixes}'),
   DATABASE_POOL_MAX: positiveInt(200).default(10),
   // Applied by `npm start` and the image as node's --heap-growing-percent (before any of this runs; empty means
   // the default there too); checked here so a value V8 would take but no one means (0, negative) stops the server.
   HEAP_GROWING_PERCENT: z.preprocess((v) => (v === '' ? undefined : v), positiveInt(1000).optional()),
-  AGENT_CACHE_TTL_MS: z.coerce.number().int('must be a whole number').min(0, 'must be 0 or more').max(60_000, 'must be at most 60000').default(1000),
+  AGENT_CACHE_TTL_MS: integer(0, 60_000).default(1000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'must be one of fatal, error, warn, info, debug, trace, silent' }).default('info'),
   TRUST_PROXY: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),
   SIGN_ON_THREAD_POOL: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),
@@ -180,14 +223,14 @@ const schema = z.object({
     .transform((v) => (v === '' ? undefined : v))
     .refine((v) => v === undefined || v.length >= 32, 'must be at least 32 characters')
     .refine((v) => v === undefined || /^[\x21-\x7E]+$/.test(v), 'must be printable ASCII without spaces'),
-  ANONYMOUS_REFUSAL_BURST: z.coerce.number().int('must be a whole number').min(0, 'must be 0 or more').max(1_000_000, 'must be at most 1000000').default(300),
+  ANONYMOUS_REFUSAL_BURST: integer(0, 1_000_000).default(300),
   ANONYMOUS_REFUSAL_RATE: positiveInt(1_000_000).default(120),
   ANONYMOUS_REFUSAL_INTERVAL: positiveInt(3600).default(60),
-  ANONYMOUS_REFUSALS_RECORDED: z.coerce.number().int('must be a whole number').min(0, 'must be 0 or more').max(100_000, 'must be at most 100000').default(20),
-  SSF_PUSH_RETRY_MIN_MS: z.coerce.number().int('must be a whole number').min(10, 'must be at least 10').max(600_000, 'must be at most 600000').default(1000),
-  SSF_PUSH_RETRY_MAX_MS: z.coerce.number().int('must be a whole number').min(10, 'must be at least 10').max(86_400_000, 'must be at most 86400000').default(300_000),
+  ANONYMOUS_REFUSALS_RECORDED: integer(0, 100_000).default(20),
+  SSF_PUSH_RETRY_MIN_MS: integer(10, 600_000).default(1000),
+  SSF_PUSH_RETRY_MAX_MS: integer(10, 86_400_000).default(300_000),
   SSF_PUSH_PAUSE_AFTER: positiveInt(30 * 86_400).default(86_400),
-  SSF_PUSH_TIMEOUT_MS: z.coerce.number().int('must be a whole number').min(100, 'must be at least 100').max(60_000, 'must be at most 60000').default(10_000),
+  SSF_PUSH_TIMEOUT_MS: integer(100, 60_000).default(10_000),
   SSF_PUSH_ALLOW_HTTP: z.enum(['localhost', 'true', 'false'], { error: 'must be localhost, true or false' }).default('localhost'),
   SSF_PUSH_ALLOW_ADDRESSES: z.string().default('')
     .transform((v) => v.split(',').map((e) => e.trim()).filter((e) => e !== ''))
@@ -197,7 +240,7 @@ const schema = z.object({
         if (problem) ctx.addIssue({ code: 'custom', message: `${problem} (give IP addresses and CIDR ranges separated by commas)` });
       }
     }),
-  SSF_POLL_MAX_WAIT_MS: z.coerce.number().int('must be a whole number').min(0, 'must be 0 or more').max(25_000, 'must be at most 25000').default(20_000),
+  SSF_POLL_MAX_WAIT_MS: integer(0, 25_000).default(20_000),
   SSF_MAX_STREAMS_PER_CLIENT: positiveInt(1000).default(10),
 });
 
@@ -209,14 +252,17 @@ function decodeKey(value: string): Buffer | undefined {
 
 /** Reads and validates the configuration; throws a {@link ConfigError} naming the first bad variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
-  const parsed = schema.safeParse(env);
+  // An empty value is the same as an unset one (`PORT=` in a compose file or a shell script means "the default").
+  const set = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value !== ''));
+  const parsed = schema.safeParse(set);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     throw new ConfigError(String(issue.path[0] ?? 'environment'), issue.message);
   }
   const v = parsed.data;
   return {
-    issuer: v.ISSUER,
+    issuer: v.ISSUER ?? `http://localhost:${v.PORT}`,
+    issuerDefaulted: v.ISSUER === undefined,
     port: v.PORT,
     host: v.HOST,
     trustDomain: v.TRUST_DOMAIN,

@@ -29,6 +29,14 @@ export interface DatabaseOptions {
 // BIGINT columns (epoch seconds, counters) come back as numbers, not strings.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => Number.parseInt(v, 10));
 
+/** Why a first connection failed, in a form a person can act on. */
+function connectionProblem(err: Error & { code?: string }): string {
+  // PostgreSQL's invalid_catalog_name: agent-sts does not create databases (that needs a privilege it should not hold).
+  if (err.code === '3D000') return `${err.message}; create it first (createdb, or CREATE DATABASE)`;
+  if (err.name === 'KnexTimeoutError') return 'no connection within 10 s (is the host reachable and PostgreSQL listening?)';
+  return err.message;
+}
+
 export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
   let knex: Knex;
   let release = () => {};
@@ -41,6 +49,9 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
       connection: opts.databaseUrl,
       pool: { min: 0, max: opts.poolMax },
       acquireConnectionTimeout: 10_000,
+      // knex prints every failed connection attempt with its stack; the error reaches the caller anyway (at start:
+      // one line naming DATABASE_URL), so those lines are dropped and other warnings kept.
+      log: { warn: (message: string) => { if (!String(message).startsWith('Acquire connection error')) console.warn(message); } },
     });
   } else {
     kind = 'embedded';
@@ -64,7 +75,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
   } catch (err) {
     await knex.destroy().catch(() => {});
     release();
-    throw new Error(`cannot reach the ${kind === 'postgres' ? 'database at DATABASE_URL' : 'embedded database'}: ${(err as Error).message}`);
+    throw new Error(`cannot reach the ${kind === 'postgres' ? 'database at DATABASE_URL' : 'embedded database'}: ${connectionProblem(err as Error & { code?: string })}`);
   }
   return {
     knex,

@@ -33,7 +33,8 @@ export function clientCredentialsTokens(opts: ClientCredentialsOptions): () => P
       const res = await fetchFn(`${opts.issuer}/.well-known/oauth-authorization-server`, { headers: { accept: 'application/json' } });
       if (!res.ok) throw new Error(`authorization server metadata: HTTP ${res.status}`);
       const meta = (await res.json()) as { issuer?: string; token_endpoint?: string };
-      if (meta.issuer !== opts.issuer || !meta.token_endpoint) throw new Error('authorization server metadata names another issuer or no token endpoint');
+      if (meta.issuer !== opts.issuer) throw new Error(`authorization server metadata names another issuer: ${JSON.stringify(meta.issuer)}, expected ${JSON.stringify(opts.issuer)}`);
+      if (!meta.token_endpoint) throw new Error('authorization server metadata has no token_endpoint');
       tokenEndpoint = meta.token_endpoint;
     }
     const form = new URLSearchParams({ grant_type: 'client_credentials', ...(opts.scope ? { scope: opts.scope } : {}), ...(opts.resource ? { resource: opts.resource } : {}) });

@@ -108,7 +108,7 @@ export class SsfReceiver {
     const metaRes = await this.fetchFn(ssfConfigurationUrl(issuer), { headers: { accept: 'application/json' } });
     if (!metaRes.ok) throw new Error(`SSF configuration: HTTP ${metaRes.status}`);
     const meta = (await metaRes.json()) as { issuer?: string; configuration_endpoint?: string; delivery_methods_supported?: string[] };
-    if (meta.issuer !== issuer) throw new Error('SSF configuration names another issuer');
+    if (meta.issuer !== issuer) throw new Error(`SSF configuration names another issuer: ${JSON.stringify(meta.issuer)}, expected ${JSON.stringify(issuer)}`);
     if (!meta.configuration_endpoint) throw new Error('SSF configuration has no configuration_endpoint');
     const method = this.opts.delivery.method === 'poll' ? POLL_DELIVERY : PUSH_DELIVERY;
     if (meta.delivery_methods_supported && !meta.delivery_methods_supported.includes(method)) throw new Error(`the transmitter does not deliver by ${method}`);

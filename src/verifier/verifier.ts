@@ -187,7 +187,7 @@ export class Verifier {
       const res = await this.fetchFn(`${this.options.issuer}/.well-known/oauth-authorization-server`);
       if (!res.ok) throw new Error(`authorization server metadata: HTTP ${res.status}`);
       const meta = (await res.json()) as { issuer?: string; jwks_uri?: string; introspection_endpoint?: string; biscuit_revocation_list_uri?: string };
-      if (meta.issuer !== this.options.issuer) throw new Error('authorization server metadata names another issuer');
+      if (meta.issuer !== this.options.issuer) throw new Error(`authorization server metadata names another issuer: ${JSON.stringify(meta.issuer)}, expected ${JSON.stringify(this.options.issuer)}`);
       if (!meta.jwks_uri) throw new Error('authorization server metadata has no jwks_uri');
       this.introspectionEndpoint = meta.introspection_endpoint;
       if (meta.biscuit_revocation_list_uri && this.options.biscuit?.revocationList !== false) {

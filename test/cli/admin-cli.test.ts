@@ -49,6 +49,22 @@ describe('agent-sts agents | keys | token | decode', () => {
     expect(refused.stderr).toMatch(/401 invalid_client/);
   });
 
+  it('finds the server as the server finds its issuer: without AGENT_STS_URL and ISSUER, at http://localhost:<PORT>', async () => {
+    const listed = await cli(['agents', 'list'], { PORT: new URL(ts.url).port, AGENT_STS_ADMIN_TOKEN: ADMIN_TOKEN, AGENT_STS_URL: '', ISSUER: '' });
+    expect(listed.status, listed.stderr).toBe(0);
+    expect(JSON.parse(listed.stdout)).toHaveProperty('agents');
+  }, 30_000);
+
+  it('verify --issuer with a URL that is not the server\'s issuer names both issuers', async () => {
+    // The server answers at localhost too, but its issuer is the 127.0.0.1 URL.
+    const elsewhere = ts.issuer.replace('127.0.0.1', 'localhost');
+    const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+    const token = `${b64({ typ: 'at+jwt', alg: 'EdDSA', kid: 'k' })}.${b64({ iss: elsewhere, aud: 'https://api.example.com', exp: 4102444800 })}.AA`;
+    const wrongIssuer = await cli(['verify', token, '--audience', 'https://api.example.com', '--issuer', elsewhere], env);
+    expect(wrongIssuer.status).toBe(1);
+    expect(wrongIssuer.stderr).toContain(`authorization server metadata names another issuer: "${ts.issuer}", expected "${elsewhere}"`);
+  }, 30_000);
+
   it('exits 2 on usage errors and 1 on refusals, with one clear line', async () => {
     expect((await cli(['agents', 'frobnicate'], env)).status).toBe(2);
     expect((await cli(['agents', 'add'], env)).status).toBe(2);

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/config.js';
+const POSTGRES_URL = process.env.DATABASE_URL || undefined;
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -92,6 +93,17 @@ describe('loadConfig', () => {
     expect(loadConfig({ AGENT_STS_KEY_ENCRYPTION_KEY: b64.toString('base64url') }).keyEncryptionKey).toEqual(b64);
   });
 
+  it('takes the default issuer from PORT, and says when the issuer was not set', () => {
+    expect(loadConfig({ PORT: '18100' })).toMatchObject({ issuer: 'http://localhost:18100', port: 18100, issuerDefaulted: true });
+    expect(loadConfig({})).toMatchObject({ issuer: 'http://localhost:8080', issuerDefaulted: true });
+    expect(loadConfig({ PORT: '18100', ISSUER: 'https://sts.example.com' })).toMatchObject({ issuer: 'https://sts.example.com', issuerDefaulted: false });
+  });
+
+  it('treats an empty value of any variable as unset', () => {
+    const c = loadConfig({ PORT: '', HOST: '', ISSUER: '', LOG_LEVEL: '', ACCESS_TOKEN_TTL: '', DATA_DIR: '', SIGNING_ALG: '', TRUSTED_ISSUERS: '' });
+    expect(c).toMatchObject({ port: 8080, host: '0.0.0.0', issuer: 'http://localhost:8080', logLevel: 'info', accessTokenTtl: 300, dataDir: './data', signingAlg: 'EdDSA', trustedIssuers: [] });
+  });
+
   it('treats empty optional values as unset', () => {
     const c = loadConfig({ DATABASE_URL: '', AGENT_STS_ADMIN_TOKEN: '', AGENT_STS_KEY_ENCRYPTION_KEY: '', HEAP_GROWING_PERCENT: '' });
     expect(c.databaseUrl).toBeUndefined();
@@ -100,6 +112,18 @@ describe('loadConfig', () => {
   });
 
   const bad: [string, string, RegExp?][] = [
+    ['PORT', 'abc', /^PORT: must be a whole number 0-65535$/],
+    ['PORT', ' ', /whole number 0-65535/],
+    ['PORT', '1e3', /whole number 0-65535/],
+    ['PORT', '0x50', /whole number 0-65535/],
+    ['ACCESS_TOKEN_TTL', '5m', /^ACCESS_TOKEN_TTL: must be a whole number 1-86400$/],
+    ['SSF_POLL_MAX_WAIT_MS', '1.5', /whole number 0-25000/],
+    ['TRUSTED_ISSUERS', '{"issuer": "https://ci.example"}', /^TRUSTED_ISSUERS: must be a JSON array of /],
+    ['TRUSTED_ISSUERS', '[{"jwks_uri": "https://ci.example/jwks", "audience": "sts"}]', /^TRUSTED_ISSUERS: \[0\]\.issuer: is required$/],
+    ['TRUSTED_ISSUERS', '[{"issuer": "https://ci.example", "jwks_uri": "https://ci.example/jwks"}]', /^TRUSTED_ISSUERS: \[0\]\.audience: is required$/],
+    ['TRUSTED_ISSUERS', '[{"issuer": 5, "jwks_uri": "https://ci.example/jwks", "audience": "sts"}]', /^TRUSTED_ISSUERS: \[0\]\.issuer: must be a string$/],
+    ['TRUSTED_ISSUERS', '[{"issuer": "https://ci.example", "jwks_uri": "https://ci.example/jwks", "audience": "sts", "aud": "x"}]', /^TRUSTED_ISSUERS: \[0\]: unknown member "aud"$/],
+    ['PARTNER_DOMAINS', '[{"issuer": "https://as.partner.example", "jwks": {"keys": []}}]', /^PARTNER_DOMAINS: \[0\]\.jwks\.keys: must not be empty$/],
     ['PORT', 'abc'],
     ['PORT', '70000', /65535/],
     ['PORT', '-1'],
@@ -150,6 +174,35 @@ describe('loadConfig', () => {
     });
   }
 
+  it('words every refusal itself, naming the variable, never in the schema library\'s words', () => {
+    const names = ['ISSUER', 'PORT', 'HOST', 'TRUST_DOMAIN', 'DATABASE_URL', 'DATA_DIR', 'AGENT_STS_ADMIN_TOKEN', 'AGENT_STS_KEY_ENCRYPTION_KEY',
+      'ACCESS_TOKEN_TTL', 'KEY_ACTIVATION_DELAY', 'SIGNING_ALG', 'MAX_DELEGATION_DEPTH', 'WIT_TTL', 'TXN_TOKEN_TTL', 'BISCUIT_TTL',
+      'MAX_TXN_TOKENS_PER_TXN', 'JOIN_TOKEN_TTL', 'APPROVAL_TTL', 'APPROVAL_POLL_INTERVAL', 'TRUSTED_ISSUERS', 'PARTNER_DOMAINS',
+      'DATABASE_POOL_MAX', 'HEAP_GROWING_PERCENT', 'AGENT_CACHE_TTL_MS', 'LOG_LEVEL', 'TRUST_PROXY', 'SIGN_ON_THREAD_POOL', 'METRICS_ENABLED',
+      'METRICS_TOKEN', 'SSF_PUSH_RETRY_MIN_MS', 'SSF_PUSH_RETRY_MAX_MS', 'SSF_PUSH_PAUSE_AFTER', 'SSF_PUSH_TIMEOUT_MS', 'SSF_PUSH_ALLOW_HTTP',
+      'SSF_POLL_MAX_WAIT_MS', 'SSF_MAX_STREAMS_PER_CLIENT'];
+    const values = ['abc', ' ', '-1', '1e3', '99999999999', '[{}]', '[1]', '{"a":1}', '[{"issuer":"x","jwks":{"keys":[{}]},"audience":"a","extra":1}]',
+      '[{"issuer":"x","jwks_uri":"ftp://a","audience":"a"}]', '[{"issuer":"x","jwks_uri":"https://a","audience":[]}]'];
+    let refused = 0;
+    for (const name of names) {
+      for (const value of values) {
+        let err: unknown;
+        try {
+          loadConfig({ [name]: value });
+        } catch (e) {
+          err = e;
+        }
+        if (err === undefined) continue;
+        refused++;
+        expect(err).toBeInstanceOf(ConfigError);
+        const message = (err as ConfigError).message;
+        expect(message.startsWith(`${name}: `), message).toBe(true);
+        expect(message, `${name}=${value}`).not.toMatch(/Invalid input|expected \w+, received|Too (small|big)|NaN|Unrecognized/);
+      }
+    }
+    expect(refused).toBeGreaterThan(names.length * 4);
+  });
+
   it('names the first bad variable when several are bad', () => {
     const err = configError({ PORT: 'abc', LOG_LEVEL: 'loud' });
     expect(['PORT', 'LOG_LEVEL']).toContain(err.variable);
@@ -185,7 +238,31 @@ describe('agent-sts CLI', () => {
     expect(lines, stderr).toHaveLength(1);
     expect(lines[0]).toContain('PORT');
     expect(lines[0]).toMatch(/PORT: .*(number|whole)/i);
+    expect(lines[0]).toBe('agent-sts: invalid configuration: PORT: must be a whole number 0-65535');
     expect(res.stdout).toBe('');
+  }, 35_000);
+
+  /** stderr without the runtime notice oidc-provider prints on Node 20 when it is loaded. */
+  const ownLines = (stderr: string) => stderr.trimEnd().split('\n').filter((l) => l && !l.startsWith('oidc-provider WARNING'));
+
+  it('a DATABASE_URL nothing listens at: one line naming DATABASE_URL, no stack, exit 1', () => {
+    const res = run(['serve'], { PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'error', DATABASE_URL: 'postgres://postgres@127.0.0.1:1/agent_sts' });
+    expect(res.status, res.stderr).toBe(1);
+    expect(ownLines(res.stderr), res.stderr).toEqual([expect.stringMatching(/^agent-sts: cannot reach the database at DATABASE_URL: .*ECONNREFUSED/)]);
+    const output = res.stdout + res.stderr;
+    expect(output).not.toMatch(/^\s+at /m);
+    expect(output).not.toContain('Acquire connection error');
+  }, 35_000);
+
+  it.skipIf(!POSTGRES_URL)('a DATABASE_URL naming a database that does not exist: one line saying so, no stack, exit 1', () => {
+    const url = new URL(POSTGRES_URL!);
+    url.pathname = `/agent_sts_missing_${process.pid}`;
+    const res = run(['serve'], { PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'error', DATABASE_URL: url.href });
+    expect(res.status, res.stderr).toBe(1);
+    expect(ownLines(res.stderr), res.stderr).toEqual([
+      `agent-sts: cannot reach the database at DATABASE_URL: database "agent_sts_missing_${process.pid}" does not exist; create it first (createdb, or CREATE DATABASE)`,
+    ]);
+    expect(res.stdout + res.stderr).not.toMatch(/^\s+at /m);
   }, 35_000);
 
   it('an unknown command exits 2 with the usage', () => {
