@@ -52,7 +52,7 @@ async function checkAgentKey(jwk: Record<string, unknown>): Promise<JWK> {
   return jwk as JWK;
 }
 
-/** Issues Workload Identity Tokens after attestation (spec section 2). */
+/** Issues Workload Identity Tokens after attestation (docs/wire-formats.md §2). */
 export class WitIssuer {
   constructor(private readonly deps: {
     issuer: string; ttl: number; signingAlg: SigningAlg; keys: KeyManager; agents: AgentsRepo; tokens: TokensRepo;

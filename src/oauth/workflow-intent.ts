@@ -47,7 +47,7 @@ export function workflowTags(ctx: KoaContextWithOIDC): { workflow_id?: string; w
 }
 
 /**
- * Resolves the workflow step a token request names (spec section 8), before anything is minted: the
+ * Resolves the workflow step a token request names (docs/wire-formats.md §9), before anything is minted: the
  * workflow version exists, the step exists and needs no approval, the requester is its agent, and, as a
  * first check, its dependencies have run in the transaction and it has not (unless repeatable). The token
  * record's insert repeats that last check atomically ({@link stepRunGuard}).

@@ -22,7 +22,7 @@ export interface AccessTokenClaims {
   intent?: Intent;
 }
 
-/** The `intent` claim of a token issued for a workflow step (spec section 8). */
+/** The `intent` claim of a token issued for a workflow step (docs/wire-formats.md §9). */
 export interface Intent {
   workflow_id: string;
   workflow_version: number;
@@ -99,7 +99,7 @@ export interface ActClaim {
 }
 
 /**
- * Mints an RFC 9068 access token from a token exchange (spec section 4): `sub` of the subject,
+ * Mints an RFC 9068 access token from a token exchange (docs/wire-formats.md §4, §5): `sub` of the subject,
  * `client_id` of the requester, `act` the actor chain. Client-credentials tokens come from
  * oidc-provider with the same claims; {@link accessTokenRecord} records both.
  */

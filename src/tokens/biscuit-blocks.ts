@@ -16,7 +16,7 @@
  * Request facts (the verifier's): time(now), tool(name)*, resource(uri), spend(cents)?
  */
 
-/** Token type URN (spec section 7) used in token exchange. */
+/** Token type URN (docs/wire-formats.md §7) used in token exchange. */
 export const BISCUIT_TOKEN_TYPE = 'urn:agent-sts:params:oauth:token-type:biscuit';
 
 /** What a block allows: every request must stay inside every block's limits. */
