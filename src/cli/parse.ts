@@ -16,12 +16,15 @@ function parseError(label: string, err: unknown): CliError {
   return new CliError(`${label}: ${what}; see agent-sts ${label} --help`, 2);
 }
 
+/** What {@link parseCommand} returns: parseArgs's result for the command's options and `--help`. */
+export type ParsedCommand<T extends Options> = ReturnType<typeof parseArgs<{ args: string[]; options: T & typeof HELP_OPTION; allowPositionals: boolean; strict: true }>>;
+
 /**
  * node's parseArgs, strict, with `-h`/`--help` added: help throws {@link CliHelp} with the usage that
  * `usage(positionals)` gives (a subcommand's when the first positional names one); an unknown option or a bad
  * value is a {@link CliError} with exit code 2.
  */
-export function parseCommand<T extends Options>(label: string, args: string[], options: T, usage: (positionals: string[]) => string, allowPositionals = true) {
+export function parseCommand<T extends Options>(label: string, args: string[], options: T, usage: (positionals: string[]) => string, allowPositionals = true): ParsedCommand<T> {
   let parsed;
   try {
     parsed = parseArgs({ args, options: { ...options, ...HELP_OPTION }, allowPositionals, strict: true });
