@@ -26,6 +26,7 @@ interface CompiledQuery {
 }
 
 interface PgClientBase {
+  acquireRawConnection(): Promise<PgConnection>;
   _query(connection: PgConnection, obj: CompiledQuery): Promise<CompiledQuery>;
   destroyRawConnection(connection: PgConnection): Promise<void>;
 }
@@ -75,6 +76,17 @@ export function boundedPgClient(timeoutMs: number): typeof Knex.Client {
   class BoundedClientPG extends ClientPG implements BoundedPgClient {
     get queryTimeoutMs() {
       return timeoutMs;
+    }
+
+    /** A new connection, or a {@link DatabaseTimeoutError} when the server did not complete the handshake in time. */
+    override async acquireRawConnection(): Promise<PgConnection> {
+      try {
+        return await super.acquireRawConnection();
+      } catch (err) {
+        // node-postgres's connectionTimeoutMillis closes the socket with this error.
+        if ((err as Error | undefined)?.message === 'timeout expired') throw new DatabaseTimeoutError(`no connection to the database within ${timeoutMs} ms`, { cause: err });
+        throw err;
+      }
     }
 
     override _query(connection: PgConnection, obj: CompiledQuery): Promise<CompiledQuery> {
