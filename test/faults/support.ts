@@ -94,22 +94,32 @@ export class PgCluster {
     await this.pg('pg_ctl', ['-D', this.data, '-m', 'immediate', '-w', '-t', '60', 'stop']);
   }
 
-  /** The postmaster's pid and those of its children (backends and helper processes). */
-  pids(): number[] {
-    const postmaster = Number.parseInt(readFileSync(join(this.data, 'postmaster.pid'), 'utf8'), 10);
-    const children = spawnSync('ps', ['-o', 'pid=', '--ppid', String(postmaster)], { encoding: 'utf8' }).stdout
-      .split('\n').map((l) => Number.parseInt(l.trim(), 10)).filter((n) => n > 0);
-    return [postmaster, ...children];
+  private postmasterPid(): number {
+    return Number.parseInt(readFileSync(join(this.data, 'postmaster.pid'), 'utf8'), 10);
   }
 
-  /** SIGSTOP on the postmaster and every backend: the server hangs, its sockets stay open (like a partition). */
-  freeze(): void {
-    for (const pid of this.pids()) process.kill(pid, 'SIGSTOP');
+  /** The pids of the postmaster's children (backends and helper processes), read without blocking the event loop. */
+  private async children(postmaster: number): Promise<number[]> {
+    const { stdout } = await new Promise<{ stdout: string }>((resolve) => {
+      execFile('ps', ['-o', 'pid=', '--ppid', String(postmaster)], { encoding: 'utf8' }, (_err, out) => resolve({ stdout: out ?? '' }));
+    });
+    return stdout.split('\n').map((l) => Number.parseInt(l.trim(), 10)).filter((n) => n > 0);
+  }
+
+  /**
+   * SIGSTOP on the postmaster (first, so it forks nothing new) and then every backend: the server hangs, its
+   * sockets stay open and the kernel still accepts connections (like a partition).
+   */
+  async freeze(): Promise<void> {
+    const postmaster = this.postmasterPid();
+    process.kill(postmaster, 'SIGSTOP');
+    for (const pid of await this.children(postmaster)) process.kill(pid, 'SIGSTOP');
   }
 
   /** SIGCONT on them again. */
-  thaw(): void {
-    for (const pid of this.pids()) {
+  async thaw(): Promise<void> {
+    const postmaster = this.postmasterPid();
+    for (const pid of [...await this.children(postmaster), postmaster]) {
       try {
         process.kill(pid, 'SIGCONT');
       } catch { /* exited meanwhile */ }
@@ -126,9 +136,7 @@ export class PgCluster {
 
   async destroy(): Promise<void> {
     if (existsSync(join(this.data, 'postmaster.pid'))) {
-      try {
-        this.thaw();
-      } catch { /* not running */ }
+      await this.thaw().catch(() => { /* not running */ });
       await this.stopImmediate().catch(() => {
         // pg_ctl failed: kill the postmaster by its pid file.
         try {
