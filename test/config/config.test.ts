@@ -38,6 +38,7 @@ describe('loadConfig', () => {
       signOnThreadPool: false,
       metricsEnabled: true,
       metricsToken: undefined,
+      databaseTimeoutMs: 3000,
     });
   });
 
@@ -128,6 +129,10 @@ describe('loadConfig', () => {
     ['HEAP_GROWING_PERCENT', '0', /at least 1/],
     ['HEAP_GROWING_PERCENT', '-5'],
     ['HEAP_GROWING_PERCENT', '1001', /1000/],
+    ['DATABASE_TIMEOUT_MS', '99', /at least 100/],
+    ['DATABASE_TIMEOUT_MS', '60001', /60000/],
+    ['DATABASE_TIMEOUT_MS', '1.5s'],
+    ['DATABASE_TIMEOUT_MS', '1500.5', /whole number/],
   ];
 
   for (const [variable, value, problem] of bad) {
