@@ -57,13 +57,19 @@ export function queryWithin<R = { rows: unknown[] }>(connection: PgConnection, c
       discardConnection(connection, `no answer within ${ms} ms`);
       reject(new DatabaseTimeoutError(`the database did not answer within ${ms} ms`));
     }, ms);
-    connection.query(config, (err, result) => {
-      if (done) return;
+    try {
+      connection.query(config, (err, result) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        if (err) reject(err);
+        else resolve(result as R);
+      });
+    } catch (err) {
       done = true;
       clearTimeout(timer);
-      if (err) reject(err);
-      else resolve(result as R);
-    });
+      reject(err);
+    }
   });
 }
 
