@@ -102,7 +102,8 @@ describe('PostgreSQL hanging under load', () => {
     const agent = await srv.registerAgent('hang');
     load = new Load(srv.url, agent.authorization, 8, 20_000);
     expect(await load.waitFor((o) => o.status === 200, 0, 10_000), 'tokens are issued before the hang').toBeDefined();
-    await sleep(500);
+    // Past the first requests' warm-up (the secret's first verification, first compilations), which can take seconds here.
+    await sleep(2000);
     const token = load.outcomes.find((o) => o.status === 200)!.body!.access_token!;
 
     /** Hangs the database with `hang`, checks what is answered meanwhile, ends it with `end`; returns the window. */
