@@ -78,7 +78,12 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   if (!config.keyEncryptionKey) {
     logger.warn('AGENT_STS_KEY_ENCRYPTION_KEY is not set: signing keys are stored UNENCRYPTED in the database. Set a 32-byte key for production.');
   }
-  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.databasePoolMax, timeoutMs: config.databaseTimeoutMs });
+  const db = await openDatabase({
+    databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.databasePoolMax, timeoutMs: config.databaseTimeoutMs,
+    // knex's messages as JSON log lines at warn (each is about one query or connection, the request says the rest),
+    // first line only (the rest is a stack trace).
+    log: (level, message) => logger.warn({ database: message.split('\n')[0]!.slice(0, 500), knex_level: level }, 'database client'),
+  });
   let server: Server | undefined;
   let timer: NodeJS.Timeout | undefined;
   let transmitter: Transmitter | undefined;

@@ -37,6 +37,8 @@ export interface DatabaseOptions {
    * Migrations are not bounded.
    */
   timeoutMs?: number;
+  /** Where knex's own warnings go (a connection lost, a wait for a connection given up); default the console. */
+  log?: (level: 'warn' | 'error' | 'deprecate', message: string) => void;
 }
 
 export const DEFAULT_DATABASE_TIMEOUT_MS = 3000;
@@ -82,6 +84,15 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
   let kind: Database['kind'];
   let embedded: EmbeddedDatabase | undefined;
   const timeoutMs = opts.timeoutMs ?? DEFAULT_DATABASE_TIMEOUT_MS;
+  const sink = opts.log;
+  const log = sink ? {
+    log: {
+      warn: (m: unknown) => sink('warn', String(m)),
+      error: (m: unknown) => sink('error', String(m)),
+      deprecate: (m: unknown) => sink('deprecate', String(m)),
+      debug: () => {},
+    },
+  } : {};
   if (opts.databaseUrl) {
     kind = 'postgres';
     knex = knexFactory({
@@ -97,6 +108,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
       } as Knex.PgConnectionConfig,
       pool: { min: 0, max: opts.poolMax },
       acquireConnectionTimeout: timeoutMs,
+      ...log,
     });
   } else {
     kind = 'embedded';
@@ -115,6 +127,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
       // The one connection: a query waits for it at most timeoutMs. A statement running in PGlite can't be cut
       // short (it runs on this thread, and PGlite ignores statement_timeout): see the README.
       acquireConnectionTimeout: timeoutMs,
+      ...log,
     });
   }
   try {
