@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
+import { exportJWK, generateKeyPair } from 'jose';
 import { ADMIN_TOKEN as FAULTS_ADMIN_TOKEN, findPgBin, freePort, Load, PgCluster, ServerProcess, sleep, summarize, TcpProxy, type Outcome } from './support.js';
 import { ADMIN_TOKEN as TEST_ADMIN_TOKEN, agentId, startTestServer, type TestDatabase, type TestServer } from '../support/test-server.js';
 import { registerSecretAgent } from '../support/agents.js';
@@ -40,13 +41,19 @@ async function timed(what: string, url: string, init: RequestInit = {}): Promise
 const UNAVAILABLE = { error: 'temporarily_unavailable', error_description: expect.any(String) };
 
 /** Asks, all at once, what a client, an operator and a probe ask; returns every answer. */
-async function probe(url: string, authorization: string, token: string, adminToken = FAULTS_ADMIN_TOKEN): Promise<Answer[]> {
+async function probe(url: string, agent: { id: string; authorization: string }, token: string, adminToken = FAULTS_ADMIN_TOKEN): Promise<Answer[]> {
   const form = (body: Record<string, string>) => ({
-    method: 'POST', headers: { authorization, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(body).toString(),
+    method: 'POST', headers: { authorization: agent.authorization, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(body).toString(),
   });
+  const jwk = { ...(await exportJWK((await generateKeyPair('EdDSA', { extractable: true })).publicKey)), alg: 'EdDSA' };
   return Promise.all([
     timed('POST /token', `${url}/token`, form({ grant_type: 'client_credentials' })),
     timed('POST /token/introspection', `${url}/token/introspection`, form({ token })),
+    timed('POST /token/revocation', `${url}/token/revocation`, form({ token })),
+    timed('POST /wit', `${url}/wit`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ agent_id: agent.id, jwk, attestation: { type: 'join_token', token: 'x'.repeat(43) } }),
+    }),
     timed('GET /admin/agents', `${url}/admin/agents`, { headers: { authorization: `Bearer ${adminToken}` } }),
     timed('GET /readyz', `${url}/readyz`),
     timed('GET /metrics', `${url}/metrics`),
@@ -113,7 +120,7 @@ describe('PostgreSQL hanging under load', () => {
       const hungAt = l.now();
       const hungAtPerf = performance.now();
       await sleep(200);
-      expectHungAnswers(await probe(srv.url, agent.authorization, token), phase);
+      expectHungAnswers(await probe(srv.url, agent, token), phase);
       expect(await l.waitFor((o) => o.status === 503 && o.start >= hungAt, hungAt, BOUND_MS + 2000), `${phase}: a 503 from the load`).toBeDefined();
       await sleep(Math.max(0, HANG_MS - (l.now() - hungAt)));
       // No connection is left waiting on the hung database longer than the bound: each was closed, not kept.
@@ -218,7 +225,7 @@ describe('embedded database held by a long operation', () => {
       await release;
     });
     await holding;
-    const answers = await probe(server.url, agent.auth.authorization, first.body.access_token as string, TEST_ADMIN_TOKEN);
+    const answers = await probe(server.url, { id: agent.id, authorization: agent.auth.authorization }, first.body.access_token as string, TEST_ADMIN_TOKEN);
     expectHungAnswers(answers, 'embedded');
     for (const a of answers) if (a.what !== 'GET /metrics' && a.what !== 'GET /readyz') expect.soft(a.ms, a.what).toBeLessThan(2 * D + 1000);
     await hold;
