@@ -7,6 +7,9 @@ import { exportJWK, generateKeyPair } from 'jose';
 import { ADMIN_TOKEN as FAULTS_ADMIN_TOKEN, findPgBin, freePort, Load, PgCluster, ServerProcess, sleep, summarize, TcpProxy, type Outcome } from './support.js';
 import { ADMIN_TOKEN as TEST_ADMIN_TOKEN, agentId, startTestServer, type TestDatabase, type TestServer } from '../support/test-server.js';
 import { registerSecretAgent } from '../support/agents.js';
+import { openDatabase, type Database } from '../../src/storage/database.js';
+import { RecordWriter } from '../../src/storage/record-writer.js';
+import type { NewTokenRecord } from '../../src/storage/tokens-repo.js';
 
 // A database that hangs (SIGSTOP on PostgreSQL, or a network path that stops forwarding) rather than one that is
 // stopped: nothing is refused, nothing answers. The test runs its own cluster and a TCP proxy in front of it.
@@ -191,6 +194,62 @@ describe('PostgreSQL hanging under load', () => {
     expect(code, srv.output.slice(-2000)).toBe(0);
     expect(stopMs).toBeLessThan(2 * TIMEOUT_MS + 3000);
   }, 90_000);
+});
+
+describe('group commit on a database that stopped answering', () => {
+  let cluster: PgCluster | undefined;
+  let proxy: TcpProxy | undefined;
+  let db: Database | undefined;
+  const dataDir = mkdtempSync(join(tmpdir(), 'agent-sts-hang-writer-'));
+
+  beforeAll(async () => {
+    if (!PG_BIN) throw new Error('PostgreSQL server programs (initdb, pg_ctl) not found: install them (Debian: postgresql) or set PG_BIN');
+    cluster = await PgCluster.create(PG_BIN);
+    proxy = await TcpProxy.start(cluster.port);
+    db = await openDatabase({ databaseUrl: `postgres://postgres@127.0.0.1:${proxy.port}/postgres`, dataDir, poolMax: 4, timeoutMs: 500 });
+    await db.migrate();
+  }, 60_000);
+  afterAll(async () => {
+    await db?.close().catch(() => {});
+    await proxy?.close().catch(() => {});
+    await cluster?.destroy();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('fails every waiting record within the deadline, not one deadline per record, and writes again once the path is back', async () => {
+    const record = (jti: string): NewTokenRecord => ({
+      jti, type: 'access_token', sub: 's', client_id: 'c', actor: null, parent_jti: null, txn: null, scope: null, audience: ['a'],
+      kid: 'k', iat: 1, exp: 2, token_hash: 'h', cnf_jkt: null,
+    });
+    const issued = { action: 'token:test', client_id: 'c' };
+    const writer = new RecordWriter(db!.knex, undefined, undefined, 500);
+    expect(await writer.write(record('before'), issued)).toBe('written');
+
+    proxy!.partition();
+    const t0 = performance.now();
+    // The first is sent alone and sticks; the other 19 wait behind it as the next batch.
+    const results = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => writer.write(record(`cut-${i}`), issued)));
+    const ms = performance.now() - t0;
+    expect(results.map((r) => (r.status === 'rejected' ? (r.reason as Error).name : r.value))).toEqual(Array(20).fill('DatabaseTimeoutError'));
+    expect(ms).toBeLessThan(2 * 500 + 1000);
+
+    proxy!.heal();
+    let after: string | undefined;
+    for (let i = 0; i < 20 && after !== 'written'; i++) {
+      after = await writer.write(record(`after-${i}`), issued).catch(() => undefined);
+      if (after !== 'written') await sleep(250);
+    }
+    expect(after).toBe('written');
+    const client = new pg.Client({ connectionString: cluster!.url() });
+    await client.connect();
+    try {
+      // Records queued behind the stuck batch and timed out there were never sent.
+      const { rows } = await client.query<{ jti: string }>("select jti from issued_tokens where jti like 'cut-%'");
+      expect(rows.map((r) => r.jti).filter((j) => j !== 'cut-0')).toEqual([]);
+    } finally {
+      await client.end();
+    }
+  }, 60_000);
 });
 
 describe('embedded database held by a long operation', () => {
