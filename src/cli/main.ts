@@ -114,6 +114,11 @@ async function serve(): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'shutting down');
+    // Closing is bounded by the database deadline (queries in flight end within it); this is the last resort.
+    setTimeout(() => {
+      logger.error('shutdown did not finish in time; exiting');
+      process.exit(1);
+    }, 3 * cfg.databaseTimeoutMs + 5000).unref();
     server.close().then(() => process.exit(0), (err: unknown) => {
       logger.error({ err: { message: describeThrown(err) } }, 'shutdown failed');
       process.exit(1);

@@ -51,6 +51,11 @@ export interface Config {
   trustedIssuers: TrustedIssuer[];
   partnerDomains: PartnerDomain[];
   databasePoolMax: number;
+  /**
+   * The longest a request waits on the database: for a connection, for each query's answer, for its token's record
+   * to commit. Past it the request is answered 503 temporarily_unavailable.
+   */
+  databaseTimeoutMs: number;
   agentCacheTtlMs: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   trustProxy: boolean;
@@ -211,6 +216,7 @@ const schema = z.object({
   TRUSTED_ISSUERS: jsonVariable(trustedIssuers, '{issuer, jwks_uri | jwks, audience}'),
   PARTNER_DOMAINS: jsonVariable(partnerDomains, '{issuer, jwks_uri | jwks, subject_map, subject_prefixes}'),
   DATABASE_POOL_MAX: positiveInt(200).default(10),
+  DATABASE_TIMEOUT_MS: integer(100, 60_000).default(3000),
   // Applied by `npm start` and the image as node's --heap-growing-percent (before any of this runs; empty means
   // the default there too); checked here so a value V8 would take but no one means (0, negative) stops the server.
   HEAP_GROWING_PERCENT: z.preprocess((v) => (v === '' ? undefined : v), positiveInt(1000).optional()),
@@ -284,6 +290,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     trustedIssuers: v.TRUSTED_ISSUERS,
     partnerDomains: v.PARTNER_DOMAINS,
     databasePoolMax: v.DATABASE_POOL_MAX,
+    databaseTimeoutMs: v.DATABASE_TIMEOUT_MS,
     agentCacheTtlMs: v.AGENT_CACHE_TTL_MS,
     logLevel: v.LOG_LEVEL,
     trustProxy: v.TRUST_PROXY === 'true',

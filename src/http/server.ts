@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net';
 import { createServer, type Server } from 'node:http';
 import type { Config } from '../config/config.js';
 import { createLogger, type Logger } from '../log/logger.js';
-import { openDatabase, type Database } from '../storage/database.js';
+import { openDatabase, promptly, type Database } from '../storage/database.js';
 import { AgentsRepo } from '../storage/agents-repo.js';
 import { AgentsCache } from '../storage/agents-cache.js';
 import { RecordWriter } from '../storage/record-writer.js';
@@ -82,7 +82,12 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   if (!config.keyEncryptionKey) {
     logger.warn('AGENT_STS_KEY_ENCRYPTION_KEY is not set: signing keys are stored UNENCRYPTED in the database. Set a 32-byte key for production.');
   }
-  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.databasePoolMax });
+  const db = await openDatabase({
+    databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.databasePoolMax, timeoutMs: config.databaseTimeoutMs,
+    // knex's messages as JSON log lines at warn (each is about one query or connection, the request says the rest),
+    // first line only (the rest is a stack trace).
+    log: (level, message) => logger.warn({ database: message.split('\n')[0]!.slice(0, 500), knex_level: level }, 'database client'),
+  });
   let server: Server | undefined;
   let timer: NodeJS.Timeout | undefined;
   let transmitter: Transmitter | undefined;
@@ -95,7 +100,11 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     const agents = new AgentsRepo(knex);
     const ssf = new SsfRepo(knex);
     const metrics = config.metricsEnabled
-      ? new ServerMetrics({ db, grantTypes: ['client_credentials', TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT, CIBA_GRANT, 'unknown'], outboxBacklog: () => ssf.backlog() })
+      ? new ServerMetrics({
+        db, grantTypes: ['client_credentials', TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT, CIBA_GRANT, 'unknown'],
+        // A scrape answers promptly while the database hangs (the gauge then keeps its last value).
+        outboxBacklog: promptly(() => ssf.backlog(), Math.min(config.databaseTimeoutMs, 500)),
+      })
       : undefined;
     const keys = new KeyManager(knex, config.keyEncryptionKey, now, config.signOnThreadPool);
     await keys.init();
@@ -165,7 +174,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       ciba: { approvers, approvals, events, now, approvalTtl: config.approvalTtl, pollInterval: config.approvalPollInterval },
       middleware: [
         backchannelMiddleware({ events, anonymous, logger, pollInterval: config.approvalPollInterval }),
-        tokenRecordsMiddleware({ tokens, records: new RecordWriter(knex, undefined, tokens), events, anonymous, logger, issuedTokens }),
+        tokenRecordsMiddleware({ tokens, records: new RecordWriter(knex, undefined, tokens, config.databaseTimeoutMs), events, anonymous, logger, issuedTokens }),
         errorDetailMiddleware(),
         tokenStatusMiddleware({ keys, tokens, agents, events, anonymous, logger, now }),
         discoveryMiddleware(() => ({

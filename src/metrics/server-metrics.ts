@@ -54,7 +54,7 @@ export class ServerMetrics implements RecordObserver {
   private readonly action: ActionLabel;
   private readonly route = new BoundedLabel({ max: 128, pattern: /^(\/[\x21-\x7E]{0,200}|unmatched)$/ });
 
-  constructor(opts: { db: Database; grantTypes: readonly string[]; outboxBacklog?: () => Promise<number> }) {
+  constructor(opts: { db: Database; grantTypes: readonly string[]; outboxBacklog?: () => Promise<number | undefined> }) {
     const registers = [this.registry];
     this.action = new ActionLabel(new Set(opts.grantTypes));
     this.tokensIssued = new Counter({
@@ -99,10 +99,11 @@ export class ServerMetrics implements RecordObserver {
       help: 'Security events (Shared Signals SETs) in the outbox not yet delivered to or acknowledged by their stream\'s receiver, over all streams.',
       registers,
       async collect() {
-        // While the database can't be reached the last value stays.
+        // While the database can't be reached, or does not answer at once, the last value stays.
         if (!backlog) return;
         try {
-          this.set(await backlog());
+          const n = await backlog();
+          if (n !== undefined) this.set(n);
         } catch { /* unchanged */ }
       },
     });

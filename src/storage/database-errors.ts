@@ -1,6 +1,6 @@
 /**
  * Errors meaning the database can't be reached right now (stopped, restarting, connection lost, pool
- * exhausted), as opposed to a query that is wrong. A request failing this way can succeed if retried later,
+ * exhausted, not answering within the deadline), as opposed to a query that is wrong. A request failing this way can succeed if retried later,
  * so it is answered `503 temporarily_unavailable`, not `500`.
  */
 
@@ -19,8 +19,8 @@ const LOST_CONNECTION = /^(Connection terminated( unexpectedly)?|Client has enco
 export function isDatabaseUnavailable(err: unknown): boolean {
   for (let e = err, depth = 0; e && typeof e === 'object' && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
     const { name, code, message } = e as { name?: unknown; code?: unknown; message?: unknown };
-    // No connection became free in time (knex's acquireConnectionTimeout).
-    if (name === 'KnexTimeoutError') return true;
+    // No connection became free in time (knex's acquireConnectionTimeout), or no answer came within the deadline.
+    if (name === 'KnexTimeoutError' || name === 'DatabaseTimeoutError') return true;
     if (typeof code === 'string' && (NETWORK_CODES.has(code) || SQLSTATES.test(code))) return true;
     // knex prefixes a failed query's message with the query: "select ... - Connection terminated unexpectedly".
     if (typeof message === 'string' && LOST_CONNECTION.test(message.replace(/^[\s\S]* - /, ''))) return true;

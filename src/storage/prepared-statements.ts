@@ -1,13 +1,12 @@
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
+import { queryTimeoutOf, queryWithin, type PgConnection } from './bounded-pg-client.js';
 
-interface PgConnection {
-  query(config: { name: string; text: string; values: unknown[] }): Promise<{ rows: unknown[] }>;
-}
+type Statement = { name: string; text: string; values: unknown[] };
 
 interface PoolClient {
   config: { client?: unknown };
-  acquireConnection(): Promise<PgConnection>;
+  acquireConnection(): Promise<PgConnection & { query(config: Statement): Promise<{ rows: unknown[] }> }>;
   releaseConnection(connection: PgConnection): Promise<void>;
 }
 
@@ -24,11 +23,12 @@ const names = new Map<string, { name: string; text: string }>();
  * once per connection and, after a few executions, run on a cached plan: the parsing and planning it
  * saves were about half of what PostgreSQL spent on each batch. The text must come from a small set of
  * shapes (one name each, kept per connection for its life). Elsewhere (the embedded database) it runs
- * through knex as any other query.
+ * through knex as any other query. It is bounded by the database's query deadline, like every other query.
  */
 export async function runPrepared(db: Knex, sql: string, bindings: Knex.RawBinding[]): Promise<unknown[]> {
   const client = db.client as unknown as PoolClient;
-  if (client.config.client !== 'pg') return ((await db.raw(sql, bindings)) as { rows: unknown[] }).rows;
+  const timeoutMs = queryTimeoutOf(db);
+  if (timeoutMs === undefined && client.config.client !== 'pg') return ((await db.raw(sql, bindings)) as { rows: unknown[] }).rows;
   let statement = names.get(sql);
   if (!statement) {
     statement = { name: `sts_${createHash('sha256').update(sql).digest('hex').slice(0, 24)}`, text: positional(sql) };
@@ -36,7 +36,8 @@ export async function runPrepared(db: Knex, sql: string, bindings: Knex.RawBindi
   }
   const connection = await client.acquireConnection();
   try {
-    return (await connection.query({ ...statement, values: bindings })).rows;
+    const query = { ...statement, values: bindings };
+    return (timeoutMs === undefined ? await connection.query(query) : await queryWithin(connection, query, timeoutMs)).rows;
   } finally {
     await client.releaseConnection(connection);
   }

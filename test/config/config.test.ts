@@ -40,6 +40,7 @@ describe('loadConfig', () => {
       metricsEnabled: true,
       metricsToken: undefined,
       anonymousRefusals: { burst: 300, perMinute: 120, intervalMs: 60_000, recordedPerInterval: 20 },
+      databaseTimeoutMs: 3000,
     });
     expect(loadConfig({ ANONYMOUS_REFUSAL_BURST: '0', ANONYMOUS_REFUSAL_RATE: '6', ANONYMOUS_REFUSAL_INTERVAL: '5', ANONYMOUS_REFUSALS_RECORDED: '0' }).anonymousRefusals)
       .toEqual({ burst: 0, perMinute: 6, intervalMs: 5000, recordedPerInterval: 0 });
@@ -159,6 +160,10 @@ describe('loadConfig', () => {
     ['ANONYMOUS_REFUSAL_RATE', '0', /at least 1/],
     ['ANONYMOUS_REFUSAL_INTERVAL', '3601', /3600/],
     ['ANONYMOUS_REFUSALS_RECORDED', 'many'],
+    ['DATABASE_TIMEOUT_MS', '99', /at least 100/],
+    ['DATABASE_TIMEOUT_MS', '60001', /60000/],
+    ['DATABASE_TIMEOUT_MS', '1.5s'],
+    ['DATABASE_TIMEOUT_MS', '1500.5', /whole number/],
   ];
 
   for (const [variable, value, problem] of bad) {

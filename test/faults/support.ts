@@ -1,5 +1,6 @@
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { connect as netConnect, createServer as netServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -93,6 +94,38 @@ export class PgCluster {
     await this.pg('pg_ctl', ['-D', this.data, '-m', 'immediate', '-w', '-t', '60', 'stop']);
   }
 
+  private postmasterPid(): number {
+    return Number.parseInt(readFileSync(join(this.data, 'postmaster.pid'), 'utf8'), 10);
+  }
+
+  /** The pids of the postmaster's children (backends and helper processes), read without blocking the event loop. */
+  private async children(postmaster: number): Promise<number[]> {
+    const { stdout } = await new Promise<{ stdout: string }>((resolve) => {
+      execFile('ps', ['-o', 'pid=', '--ppid', String(postmaster)], { encoding: 'utf8' }, (_err, out) => resolve({ stdout: out ?? '' }));
+    });
+    return stdout.split('\n').map((l) => Number.parseInt(l.trim(), 10)).filter((n) => n > 0);
+  }
+
+  /**
+   * SIGSTOP on the postmaster (first, so it forks nothing new) and then every backend: the server hangs, its
+   * sockets stay open and the kernel still accepts connections (like a partition).
+   */
+  async freeze(): Promise<void> {
+    const postmaster = this.postmasterPid();
+    process.kill(postmaster, 'SIGSTOP');
+    for (const pid of await this.children(postmaster)) process.kill(pid, 'SIGSTOP');
+  }
+
+  /** SIGCONT on them again. */
+  async thaw(): Promise<void> {
+    const postmaster = this.postmasterPid();
+    for (const pid of [...await this.children(postmaster), postmaster]) {
+      try {
+        process.kill(pid, 'SIGCONT');
+      } catch { /* exited meanwhile */ }
+    }
+  }
+
   log(): string {
     try {
       return readFileSync(join(this.dir, 'postgres.log'), 'utf8');
@@ -103,6 +136,7 @@ export class PgCluster {
 
   async destroy(): Promise<void> {
     if (existsSync(join(this.data, 'postmaster.pid'))) {
+      await this.thaw().catch(() => { /* not running */ });
       await this.stopImmediate().catch(() => {
         // pg_ctl failed: kill the postmaster by its pid file.
         try {
@@ -297,4 +331,84 @@ export function summarize(outcomes: Outcome[]): Record<string, number> {
     counts[key] = (counts[key] ?? 0) + 1;
   }
   return counts;
+}
+
+/** One connection through a {@link TcpProxy}, as the proxy saw it. */
+export interface ProxiedConnection {
+  /** When the client sent bytes the server has not answered yet (ms, performance.now()); undefined when none. */
+  waitingSince: number | undefined;
+  /** The longest the client waited with unanswered bytes before it closed the connection, if it closed it so. */
+  closedAfterWaiting: number | undefined;
+  closedAt: number | undefined;
+  /** Cut off by a partition: nothing passes either way any more. */
+  cut: boolean;
+}
+
+/**
+ * A TCP proxy (node net) between agent-sts and PostgreSQL. `partition()` makes every connection open at that time,
+ * and every one opened during it, stop forwarding for good (bytes are dropped, sockets stay open): a network path
+ * that died. `heal()` lets new connections through again; the cut ones stay dead until a side closes them.
+ */
+export class TcpProxy {
+  readonly connections: ProxiedConnection[] = [];
+  private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+  private partitioned = false;
+  private readonly live = new Set<ProxiedConnection>();
+
+  private constructor(private readonly targetPort: number) {
+    this.server = netServer((client) => {
+      const conn: ProxiedConnection = { waitingSince: undefined, closedAfterWaiting: undefined, closedAt: undefined, cut: this.partitioned };
+      this.connections.push(conn);
+      this.live.add(conn);
+      const upstream = netConnect(this.targetPort, '127.0.0.1');
+      this.sockets.add(client);
+      this.sockets.add(upstream);
+      client.on('data', (chunk) => {
+        conn.waitingSince ??= performance.now();
+        if (!conn.cut) upstream.write(chunk);
+      });
+      upstream.on('data', (chunk) => {
+        if (conn.cut) return;
+        conn.waitingSince = undefined;
+        client.write(chunk);
+      });
+      const close = (byClient: boolean) => {
+        if (conn.closedAt !== undefined) return;
+        conn.closedAt = performance.now();
+        if (byClient && conn.waitingSince !== undefined) conn.closedAfterWaiting = conn.closedAt - conn.waitingSince;
+        this.live.delete(conn);
+        client.destroy();
+        upstream.destroy();
+      };
+      client.on('close', () => close(true));
+      client.on('error', () => close(true));
+      upstream.on('close', () => close(false));
+      upstream.on('error', () => close(false));
+    });
+  }
+
+  static async start(targetPort: number): Promise<TcpProxy> {
+    const proxy = new TcpProxy(targetPort);
+    await new Promise<void>((resolve) => proxy.server.listen(0, '127.0.0.1', resolve));
+    return proxy;
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  partition(): void {
+    this.partitioned = true;
+    for (const c of this.live) c.cut = true;
+  }
+
+  heal(): void {
+    this.partitioned = false;
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
 }

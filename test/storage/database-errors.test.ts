@@ -18,6 +18,7 @@ describe('isDatabaseUnavailable', () => {
       new Error('select * from "agents" where "id" = $1 - Connection terminated unexpectedly'),
       new Error('Client has encountered a connection error and is not queryable'),
       Object.assign(new Error('Knex: Timeout acquiring a connection. The pool is probably full.'), { name: 'KnexTimeoutError' }),
+      Object.assign(new Error('the database did not answer within 3000 ms'), { name: 'DatabaseTimeoutError' }),
       new Error('request failed', { cause: withCode('connect ECONNREFUSED 127.0.0.1:5432', 'ECONNREFUSED') }),
     ]) {
       expect(isDatabaseUnavailable(err), err.message).toBe(true);
