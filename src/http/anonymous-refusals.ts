@@ -25,7 +25,7 @@ const MAX_SOURCES_PER_INTERVAL = 10_000;
 const MAX_RECORDED_PER_INTERVAL = 1_000;
 /** Counters held per interval (a source's refusals, by action and reason). */
 const MAX_COUNTERS_PER_INTERVAL = 20_000;
-/** Token buckets held; beyond it the least recently refused source's is dropped (full ones go at each interval's end). */
+/** Token buckets held; beyond it the least recently used one is dropped (full ones go when a request gives its token back and at each interval's end). */
 const MAX_BUCKETS = 100_000;
 
 /** The actions a counter is kept for; any other is counted as `token:other`, `client_auth:other` or `other`. */
