@@ -4,6 +4,7 @@ import type { Context, Next } from 'koa';
 import type { Logger } from '../log/logger.js';
 import type { DecisionEvent, EventsRepo } from '../storage/events-repo.js';
 import { ignoreRecords, type RecordObserver } from '../storage/record-observer.js';
+import { GRANT_TYPES } from '../identity/agent-registration.js';
 
 export interface AnonymousRefusalSettings {
   /** Refusals a source may earn at once before it is throttled (0: never throttled). */
@@ -24,8 +25,37 @@ const MAX_SOURCES_PER_INTERVAL = 10_000;
 const MAX_RECORDED_PER_INTERVAL = 1_000;
 /** Counters held per interval (a source's refusals, by action and reason). */
 const MAX_COUNTERS_PER_INTERVAL = 20_000;
-/** Token buckets held; beyond it the least recently refused source's is dropped (full ones go at each interval's end). */
+/** Token buckets held; beyond it the least recently used one is dropped (full ones go when a request gives its token back and at each interval's end). */
 const MAX_BUCKETS = 100_000;
+
+/** The actions a counter is kept for; any other is counted as `token:other`, `client_auth:other` or `other`. */
+const COUNTED_ACTIONS: ReadonlySet<string> = new Set([
+  ...[...GRANT_TYPES, 'unknown'].map((g) => `token:${g}`),
+  ...['/token', '/token/introspection', '/token/revocation', '/backchannel'].map((p) => `client_auth:${p}`),
+  'introspection', 'revocation', 'backchannel_authentication', 'ssf', 'wit', 'approvals', 'approve.login', 'rate_limit',
+]);
+/** The reasons a counter is kept for (the error codes the server answers with); any other is counted as `other`. */
+const COUNTED_REASONS: ReadonlySet<string> = new Set([
+  'invalid_request', 'invalid_client', 'invalid_grant', 'unauthorized_client', 'unsupported_grant_type', 'invalid_scope',
+  'invalid_target', 'invalid_token', 'insufficient_scope', 'access_denied', 'invalid_dpop_proof', 'use_dpop_nonce',
+  'temporarily_unavailable', 'rate_limited', 'server_error', 'unsupported_token_type', 'invalid_authorization_details',
+  'invalid_binding_message', 'unknown_user_id', 'expired_token', 'authorization_pending', 'slow_down', 'expired_login_hint_token',
+  'login_required', 'invalid_request_object',
+]);
+
+/** The action of a counter: the event's when the server names it, else the family it belongs to. */
+export function countedAction(action: string): string {
+  if (COUNTED_ACTIONS.has(action)) return action;
+  if (action.startsWith('token:')) return 'token:other';
+  if (action.startsWith('client_auth:')) return 'client_auth:other';
+  return 'other';
+}
+
+/** The reason of a counter: a known error code, else `other`. */
+export function countedReason(reason: string | null | undefined): string | null {
+  if (reason === null || reason === undefined) return null;
+  return COUNTED_REASONS.has(reason) ? reason : 'other';
+}
 
 /** The address a request came from: IPv4 as is, IPv6 by its /64 (one host's usual allocation). */
 export function sourceAddress(address: string | undefined): string {
@@ -83,6 +113,8 @@ interface Interval {
  */
 export class AnonymousRefusals {
   private readonly buckets = new Map<string, { tokens: number; atMs: number }>();
+  /** Requests past the guard holding a token of their source's bucket (until refused or answered). */
+  private readonly reserved = new WeakMap<IncomingMessage, string>();
   private interval: Interval;
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> = Promise.resolve();
@@ -103,14 +135,25 @@ export class AnonymousRefusals {
 
   /**
    * Answers 429 (`temporarily_unavailable`, with `Retry-After`) to a source whose refusals used up its
-   * bucket, before the request reaches anything that authenticates it. The throttled request is counted
-   * (action `rate_limit`) but does not delay the bucket's refill.
+   * bucket, before the request reaches anything that authenticates it. A request let through holds one of the
+   * bucket's tokens while it is answered: a refusal spends it, any other answer gives it back. So requests sent
+   * at once get no more than the bucket holds past the guard. The throttled request is counted (action
+   * `rate_limit`) but does not delay the bucket's refill.
    */
   guard() {
     return async (ctx: Context, next: Next): Promise<void> => {
       const source = this.source(ctx);
-      const wait = this.waitSeconds(source);
-      if (wait === 0) return next();
+      const wait = this.reserve(source);
+      if (wait === 0) {
+        if (this.settings.burst === 0) return next();
+        this.reserved.set(ctx.req, source);
+        try {
+          return await next();
+        } finally {
+          // Not refused (or refused by something that records no anonymous refusal): the token goes back.
+          if (this.reserved.delete(ctx.req)) this.refund(source);
+        }
+      }
       ctx.status = 429;
       ctx.set('Retry-After', String(wait));
       ctx.set('Cache-Control', 'no-store');
@@ -122,7 +165,8 @@ export class AnonymousRefusals {
   /** Records the refusal of an unauthenticated request: one by one up to the source's share, counted after. */
   async refused(ctx: Pick<Context, 'req'>, event: DecisionEvent): Promise<void> {
     const source = this.source(ctx);
-    this.take(source);
+    // The token the guard reserved for the request is spent; a request that passed no guard takes one now.
+    if (!this.reserved.delete(ctx.req)) this.take(source);
     if (this.count(source, event, false)) return;
     await this.events.record(event);
   }
@@ -180,37 +224,57 @@ export class AnonymousRefusals {
       return false;
     }
     this.observer.decisionRecorded(event);
-    let action = event.action.slice(0, 200);
-    let reason = event.reason?.slice(0, 200) ?? null;
+    // Actions and reasons can carry request text (a grant type): counters are kept for known ones only.
+    let action = countedAction(event.action);
+    let reason = countedReason(event.reason);
     let id = `${key}\u0000${action}\u0000${reason ?? ''}`;
     if (!counted.has(id) && counted.size >= MAX_COUNTERS_PER_INTERVAL) {
-      // Actions and reasons can carry request text (a grant type): past the bound, one counter per source.
       [action, reason] = ['other', null];
       id = `${key}\u0000other\u0000`;
     }
     const c = counted.get(id);
     if (c) c.count++;
     else {
+      const named = [action === event.action ? '' : `action=${event.action.slice(0, 200)}`, reason === (event.reason ?? null) ? '' : `reason=${event.reason?.slice(0, 100)}`]
+        .filter(Boolean).join(' ');
       counted.set(id, {
         source: key, action, reason, count: 1,
-        first: { client_id: event.client_id?.slice(0, 200) ?? null, detail: event.detail?.slice(0, 200) ?? null },
+        first: { client_id: event.client_id?.slice(0, 200) ?? null, detail: `${named ? `${named} ` : ''}${event.detail?.slice(0, 200) ?? ''}` || null },
       });
     }
     return true;
   }
 
-  /** Seconds until `source` may be answered again; 0 when it may now. */
-  private waitSeconds(source: string): number {
+  /**
+   * Takes a token of `source`'s bucket for a request about to be answered: 0 when there was one, else the
+   * seconds until there will be.
+   */
+  private reserve(source: string): number {
     if (this.settings.burst === 0) return 0;
+    const b = this.refill(source) ?? { tokens: this.settings.burst, atMs: this.clock() };
+    if (b.tokens < 1) return Math.max(1, Math.ceil(((1 - b.tokens) * 60) / this.settings.perMinute));
+    b.tokens -= 1;
+    this.keep(source, b);
+    return 0;
+  }
+
+  /** Gives back the token a request reserved that was not refused. */
+  private refund(source: string): void {
     const b = this.refill(source);
-    if (!b || b.tokens >= 1) return 0;
-    return Math.max(1, Math.ceil(((1 - b.tokens) * 60) / this.settings.perMinute));
+    if (!b) return;
+    b.tokens = Math.min(this.settings.burst, b.tokens + 1);
+    if (b.tokens >= this.settings.burst) this.buckets.delete(source);
   }
 
   private take(source: string): void {
     if (this.settings.burst === 0) return;
     const b = this.refill(source) ?? { tokens: this.settings.burst, atMs: this.clock() };
     b.tokens = Math.max(0, b.tokens - 1);
+    this.keep(source, b);
+  }
+
+  /** Holds `source`'s bucket as the most recently used one (dropping the least recently used one past the bound). */
+  private keep(source: string, b: { tokens: number; atMs: number }): void {
     this.buckets.delete(source);
     this.buckets.set(source, b);
     if (this.buckets.size > MAX_BUCKETS) this.buckets.delete(this.buckets.keys().next().value!);

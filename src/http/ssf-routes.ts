@@ -22,10 +22,14 @@ const quoted = (v: string) => v.replace(/[\\"]/g, '');
 export function ssfBearer(verifier: IssuedTokenVerifier, audience: string, events: EventsRepo, anonymous: Pick<AnonymousRefusals, 'refused'>) {
   const refused = (clientId: string | null, reason: string, detail: string) =>
     events.record({ decision: 'refused', action: 'ssf', client_id: clientId, reason, detail }).catch(() => {});
-  /** `clientId`: the client of a good access token; without one the caller did not authenticate. */
+  /**
+   * A refusal before the caller was let in. `clientId`: the client of a token that verified. Such a token for
+   * another audience, sender-constrained (its proof is not checked here) or without the scope shows only that
+   * the caller has seen it (a resource server it was sent to, a leak), not that it is the client: like a bad
+   * token, its refusals go with those of unauthenticated callers (throttled and counted per source).
+   */
   const challenge = async (ctx: Context, status: 401 | 403, error: string | undefined, description: string, clientId: string | null = null): Promise<ApiError> => {
-    if (clientId === null) await anonymous.refused(ctx, { decision: 'refused', action: 'ssf', client_id: null, reason: error ?? 'invalid_token', detail: description }).catch(() => {});
-    else await refused(clientId, error ?? 'invalid_token', description);
+    await anonymous.refused(ctx, { decision: 'refused', action: 'ssf', client_id: clientId, reason: error ?? 'invalid_token', detail: description }).catch(() => {});
     ctx.set('WWW-Authenticate', `Bearer realm="${quoted(audience)}", scope="${SSF_SCOPE}"${error ? `, error="${error}", error_description="${quoted(description)}"` : ''}`);
     return new ApiError(status, error ?? 'invalid_request', description);
   };

@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_TOKEN, agentId, startTestServer, type TestServer } from '../support/test-server.js';
 import { basic, postForm } from '../support/oauth-client.js';
 import { registerSecretAgent, type SecretAgent } from '../support/agents.js';
-import { newAgentKey, postJson } from '../support/workload.js';
+import { decodeJwt } from 'jose';
+import { newAgentKey, postJson, tokenWithWit, witByJoinToken } from '../support/workload.js';
 import { registerApprover } from '../support/approvals.js';
 import { parsePrometheus, sampleValue, type Sample } from '../support/prometheus.js';
 import { eventually } from '../support/eventually.js';
@@ -88,6 +89,29 @@ describe('refusals of unauthenticated requests', () => {
       expect(lines.some((l) => l.decision === 'refused' && /^count=\d+ source=127\.0\.0\.1 /.test(l.detail ?? ''))).toBe(true);
     });
 
+    it('grant types the server does not offer are counted together, named in the first one\'s detail', async () => {
+      const before = await lastEventId(ts);
+      const started = Date.now();
+      const N = 40;
+      for (let i = 0; i < N; i++) {
+        expect((await postForm(`${ts.url}/token`, { grant_type: `urn:y:${i}` }, { authorization: basic(`junk-${i}`, 'nope') })).status).toBe(401);
+      }
+      const intervals = Math.ceil((Date.now() - started) / 3000) + 1;
+      let events: Event[] = [];
+      await eventually(async () => {
+        events = await refusalsSince(ts, before);
+        expect(events.reduce((n, e) => n + standsFor(e), 0)).toBe(N);
+      }, 8000);
+      // Three one by one per interval, then one counter: not one per grant type.
+      expect(events.length).toBeLessThanOrEqual(intervals * 4);
+      const counted = events.filter((e) => /^count=/.test(e.detail ?? ''));
+      expect(counted.length).toBeGreaterThan(0);
+      for (const c of counted) {
+        expect(c).toMatchObject({ action: 'token:other', reason: 'invalid_client', client_id: null });
+        expect(c.detail).toMatch(/; first: client_id=\S+ action=token:urn:y:\d+ /);
+      }
+    });
+
     it('expired approver page sessions are deleted as new ones start', async () => {
       const alice = await registerApprover(ts, 'alice@example.com');
       const signIn = () => fetch(`${ts.url}/approve/login`, {
@@ -161,6 +185,96 @@ describe('refusals of unauthenticated requests', () => {
         expect(limited.length).toBeGreaterThan(0);
         expect(limited.every((e) => e.reason === 'rate_limited' && /^count=\d+ source=127\.0\.0\.1 /.test(e.detail ?? ''))).toBe(true);
       }, 5000);
+    });
+  });
+
+  describe('sent at once', () => {
+    let ts: TestServer;
+    const BURST = 5;
+    const N = 150;
+    beforeAll(async () => {
+      ts = await startTestServer({ ANONYMOUS_REFUSAL_BURST: String(BURST), ANONYMOUS_REFUSAL_RATE: '1', ANONYMOUS_REFUSALS_RECORDED: '1', ANONYMOUS_REFUSAL_INTERVAL: '2' });
+      await registerSecretAgent(ts, { id: agentId('at-once'), scopes: ['read'], audiences: [API] });
+    });
+    afterAll(async () => {
+      await ts?.close();
+    });
+
+    it('requests sent at once get no more than the burst past the guard, and a grant type of their own each writes no row of its own', async () => {
+      const before = await lastEventId(ts);
+      const hashes = sampleValue(await metrics(ts), 'agent_sts_client_secret_hashes_total') ?? 0;
+      // A wrong secret each (no hash shared) and a grant type each (a counter each, were it kept).
+      const results = await Promise.all(Array.from({ length: N }, (_, i) =>
+        postForm(`${ts.url}/token`, { grant_type: `urn:x:${i}` }, { authorization: basic(agentId('at-once'), `wrong-${i}`) })));
+      const byStatus: Record<number, number> = {};
+      for (const r of results) byStatus[r.status] = (byStatus[r.status] ?? 0) + 1;
+      expect(N - (byStatus[429] ?? 0), JSON.stringify(byStatus)).toBeLessThanOrEqual(BURST);
+      expect(Object.keys(byStatus).every((s) => ['400', '401', '429'].includes(s)), JSON.stringify(byStatus)).toBe(true);
+      expect((sampleValue(await metrics(ts), 'agent_sts_client_secret_hashes_total') ?? 0) - hashes).toBeLessThanOrEqual(BURST);
+
+      // Every request accounted for, in a handful of rows: counters are kept for the grant types the server offers only.
+      let events: Event[] = [];
+      await eventually(async () => {
+        events = await refusalsSince(ts, before);
+        expect(events.reduce((n, e) => n + standsFor(e), 0)).toBe(N);
+      }, 8000);
+      expect(events.length).toBeLessThanOrEqual(8);
+      const counted = events.filter((e) => /^count=/.test(e.detail ?? '') && e.action !== 'rate_limit');
+      for (const c of counted) {
+        expect(c.action).toBe('token:other');
+        expect(c.detail).toMatch(/; first: client_id=\S+ action=token:urn:x:\d+ /);
+      }
+    });
+  });
+
+  describe('with a token the caller has not proven to hold', () => {
+    let ts: TestServer;
+    const N = 30;
+    beforeAll(async () => {
+      ts = await startTestServer({ TRUST_PROXY: 'true', ANONYMOUS_REFUSAL_BURST: '5', ANONYMOUS_REFUSAL_RATE: '1', ANONYMOUS_REFUSALS_RECORDED: '1' });
+    });
+    afterAll(async () => {
+      await ts?.close();
+    });
+
+    const send = async (token: string, source: string) => {
+      const before = await lastEventId(ts);
+      const statuses: Record<number, number> = {};
+      for (let i = 0; i < N; i++) {
+        const res = await fetch(`${ts.url}/ssf/streams`, { headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': source } });
+        statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+      }
+      return { statuses, rows: await refusalsSince(ts, before) };
+    };
+
+    it('a leaked WIT-bound access token at the SSF API is throttled and counted like a bad one', async () => {
+      const id = agentId('victim-bound');
+      expect((await ts.admin('POST', '/admin/agents', { id, token_endpoint_auth_method: 'wit', audiences: [API], attestors: [{ type: 'join_token' }] })).status).toBe(201);
+      const key = await newAgentKey();
+      const tok = await tokenWithWit(ts, id, await witByJoinToken(ts, id, key), key, { resource: API });
+      expect(tok.status, JSON.stringify(tok.body)).toBe(200);
+      const leaked = tok.body.access_token as string;
+      expect(decodeJwt(leaked).cnf).toBeDefined();
+
+      const { statuses, rows } = await send(leaked, '203.0.113.21');
+      expect(statuses[401]).toBe(5);
+      expect(statuses[429]).toBe(N - 5);
+      // One row as it happened; the rest wait to be counted at the interval's end.
+      expect(rows.length).toBe(1);
+      expect(rows[0]).toMatchObject({ action: 'ssf', client_id: id, reason: 'invalid_token' });
+    });
+
+    it('a bearer access token for another audience at the SSF API is throttled and counted like a bad one', async () => {
+      const agent = await registerSecretAgent(ts, { id: agentId('victim-aud'), scopes: ['read'], audiences: [API] });
+      const tok = await agent.token({ grant_type: 'client_credentials', resource: API });
+      expect(tok.status, JSON.stringify(tok.body)).toBe(200);
+
+      const { statuses, rows } = await send(tok.body.access_token as string, '203.0.113.22');
+      expect(statuses[401]).toBe(5);
+      expect(statuses[429]).toBe(N - 5);
+      expect(rows.length).toBe(1);
+      // The owner's own requests from its own address are not throttled.
+      expect((await agent.token({ grant_type: 'client_credentials', resource: API })).status).toBe(200);
     });
   });
 
