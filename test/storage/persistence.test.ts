@@ -137,5 +137,6 @@ describe('npm run migrate', () => {
     } finally {
       await db.drop();
     }
-  });
+    // Two processes of up to 60 s each (tsx compiles the CLI at each start).
+  }, 150_000);
 });
