@@ -149,9 +149,9 @@ export async function hostsFileAddresses(host: string, file = HOSTS_FILE): Promi
 const NO_ADDRESS = new Set(['ENODATA', 'ENOTFOUND']);
 
 /**
- * The server's resolver for push endpoints, every address: `localhost` and names under it are loopback (RFC 6761
- * §6.3, never asked of DNS); then the hosts file; then DNS (A and AAAA, c-ares, the servers of resolv.conf), a
- * query cancelled when `signal` aborts. getaddrinfo is not used: it cannot be cancelled, so a name whose DNS
+ * The server's resolver for push endpoints, every address: the hosts file; else `localhost` and names under it
+ * are loopback (RFC 6761 §6.3, never asked of DNS); else DNS (A then AAAA, c-ares, the servers and options of
+ * resolv.conf), the queries cancelled when `signal` aborts. getaddrinfo is not used: it cannot be cancelled, so a name whose DNS
  * server never answers would hold a thread of libuv's small pool (shared with file and crypto work) for as long as
  * the system's resolver retries. Other sources the system may be configured with (mDNS, NIS) are not consulted.
  */
@@ -160,9 +160,9 @@ export function systemLookup(host: string, signal: AbortSignal, servers?: string
 }
 
 async function resolveHost(host: string, signal: AbortSignal, servers?: string[]): Promise<LookupAddress[]> {
-  if (/(^|\.)localhost\.?$/i.test(host)) return [{ address: '127.0.0.1', family: 4 }, { address: '::1', family: 6 }];
   const listed = await hostsFileAddresses(host);
   if (listed.length) return listed;
+  if (/(^|\.)localhost\.?$/i.test(host)) return [{ address: '127.0.0.1', family: 4 }, { address: '::1', family: 6 }];
   signal.throwIfAborted();
   const resolver = new Resolver({ timeout: 1000, tries: 2 });
   if (servers) resolver.setServers(servers);
