@@ -73,7 +73,9 @@ describe('Shared Signals push endpoint lookups cannot be starved', () => {
     }
     // One lookup per client at a time: the others were refused at once.
     expect(answers.filter((a) => a.status === 429).length).toBeGreaterThanOrEqual(6 * 18);
-    expect(answers.find((a) => a.status === 429)!.body.error).toBe('temporarily_unavailable');
+    const busy = answers.find((a) => a.status === 429)!;
+    expect(busy.body.error).toBe('temporarily_unavailable');
+    expect(busy.headers.get('retry-after')).toBe('1');
     expect(answers.filter((a) => a.status === 400).every((a) => /public addresses/.test(a.body.error_description))).toBe(true);
     // No attacker stream became a push stream.
     for (const [i, a] of attackers.entries()) expect((await a.call('GET', `/ssf/streams?stream_id=${streams[i]}`)).body.delivery.method).toBe(POLL);
