@@ -54,7 +54,8 @@ export class PushWorker {
     /** The stream's authorization header in clear. */
     authorization: (stream: StreamRecord) => string | null;
   }) {
-    this.leaseMs = 2 * deps.opts.timeoutMs + 10_000;
+    // One event: waiting for a lookup turn, the lookup and the request, each bounded by the push timeout.
+    this.leaseMs = 3 * deps.opts.timeoutMs + 10_000;
   }
 
   /** Looks for due events now (called once a transaction writing events has committed). */
