@@ -40,7 +40,7 @@ describe('Shared Signals push endpoint lookups cannot be starved', () => {
           const now = (inFlight.get(who) ?? 0) + 1;
           inFlight.set(who, now);
           mostAtOnce = Math.max(mostAtOnce, now);
-          signal.addEventListener('abort', () => inFlight.set(who, inFlight.get(who)! - 1), { once: true });
+          signal?.addEventListener('abort', () => inFlight.set(who, inFlight.get(who)! - 1), { once: true });
           return new Promise(() => {});
         }
         return Promise.reject(Object.assign(new Error('not found'), { code: 'ENOTFOUND' }));
