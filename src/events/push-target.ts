@@ -150,10 +150,11 @@ const NO_ADDRESS = new Set(['ENODATA', 'ENOTFOUND']);
 
 /**
  * The server's resolver for push endpoints, every address: the hosts file; else `localhost` and names under it
- * are loopback (RFC 6761 §6.3, never asked of DNS); else DNS (A then AAAA, c-ares, the servers and options of
- * resolv.conf), the queries cancelled when `signal` aborts. getaddrinfo is not used: it cannot be cancelled, so a name whose DNS
- * server never answers would hold a thread of libuv's small pool (shared with file and crypto work) for as long as
- * the system's resolver retries. Other sources the system may be configured with (mDNS, NIS) are not consulted.
+ * are loopback (RFC 6761 §6.3, never asked of DNS); else DNS (A then AAAA, c-ares, the servers of resolv.conf,
+ * the name as written: no search domains), the queries cancelled when `signal` aborts. `servers` replaces the
+ * servers (tests). getaddrinfo is not used: it cannot be cancelled, so a name whose DNS server never answers would
+ * hold a thread of libuv's small pool (shared with file and crypto work) for as long as the system's resolver
+ * retries. Other sources the system may be configured with (mDNS, NIS) are not consulted.
  */
 export function systemLookup(host: string, signal: AbortSignal, servers?: string[]): Promise<LookupAddress[]> {
   return resolveHost(host, signal, servers);
