@@ -1,4 +1,6 @@
-import { promises as dns, type LookupAddress } from 'node:dns';
+import type { LookupAddress } from 'node:dns';
+import { Resolver } from 'node:dns/promises';
+import { open } from 'node:fs/promises';
 import { BlockList, isIP } from 'node:net';
 
 /**
@@ -107,49 +109,160 @@ export function addressAllowed(ip: string, allow: BlockList): boolean {
   return !blocked.check(c.address, c.family);
 }
 
-export type Lookup = (host: string) => Promise<LookupAddress[]>;
+/**
+ * Resolves a host to its addresses. `signal` aborts when the caller gives up: a lookup should then stop (the
+ * gate frees its turn at that moment either way).
+ */
+export type Lookup = (host: string, signal: AbortSignal) => Promise<LookupAddress[]>;
+
+const HOSTS_FILE = process.platform === 'win32' ? `${process.env.SystemRoot ?? 'C:\\Windows'}\\System32\\drivers\\etc\\hosts` : '/etc/hosts';
+/** The most of the hosts file read. */
+const MAX_HOSTS_FILE = 1 << 20;
+
+/** The addresses the hosts file gives a name (none when it does not list it or cannot be read). */
+export async function hostsFileAddresses(host: string, file = HOSTS_FILE): Promise<LookupAddress[]> {
+  let text: string;
+  try {
+    const handle = await open(file, 'r');
+    try {
+      const buf = Buffer.alloc(Math.min(MAX_HOSTS_FILE, (await handle.stat()).size));
+      const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
+      text = buf.subarray(0, bytesRead).toString('latin1');
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    return [];
+  }
+  const name = host.toLowerCase().replace(/\.$/, '');
+  const found: LookupAddress[] = [];
+  for (const line of text.split('\n')) {
+    const [address, ...names] = line.replace(/#.*/, '').trim().split(/\s+/);
+    const family = address ? isIP(address) : 0;
+    if (!family || !names.some((n) => n.toLowerCase().replace(/\.$/, '') === name)) continue;
+    if (!found.some((f) => f.address === address)) found.push({ address: address!, family });
+  }
+  return found;
+}
+
+/** DNS answers that mean "no such address", not a failure to find out. */
+const NO_ADDRESS = new Set(['ENODATA', 'ENOTFOUND']);
 
 /**
- * getaddrinfo runs on libuv's small thread pool (shared with file and crypto work) and cannot be cancelled: at
- * most this many push-endpoint lookups run at once, so slow names a client picks cannot take every thread.
+ * The server's resolver for push endpoints, every address: the hosts file; else `localhost` and names under it
+ * are loopback (RFC 6761 §6.3, never asked of DNS); else DNS (A then AAAA, c-ares, the servers of resolv.conf,
+ * the name as written: no search domains), the queries cancelled when `signal` aborts. `servers` replaces the
+ * servers (tests). getaddrinfo is not used: it cannot be cancelled, so a name whose DNS server never answers would
+ * hold a thread of libuv's small pool (shared with file and crypto work) for as long as the system's resolver
+ * retries. Other sources the system may be configured with (mDNS, NIS) are not consulted.
  */
-const MAX_LOOKUPS = 2;
-/** Lookups waiting for a turn, at most; a lookup waiting longer than the longest push timeout is given up. */
-const MAX_WAITING = 100;
-const MAX_WAIT_MS = 60_000;
-let lookupsRunning = 0;
-const lookupQueue: (() => void)[] = [];
-
-/** Takes a turn to look up; a turn ending is handed to the next waiting lookup, if any. */
-async function turn(): Promise<void> {
-  if (lookupsRunning < MAX_LOOKUPS) {
-    lookupsRunning++;
-    return;
-  }
-  if (lookupQueue.length >= MAX_WAITING) throw Object.assign(new Error('too many lookups waiting'), { code: 'EBUSY' });
-  const since = Date.now();
-  await new Promise<void>((resolve) => lookupQueue.push(resolve));
-  if (Date.now() - since > MAX_WAIT_MS) {
-    endTurn();
-    throw Object.assign(new Error('waited too long for a lookup'), { code: 'ETIMEOUT' });
-  }
+export function systemLookup(host: string, signal: AbortSignal, servers?: string[]): Promise<LookupAddress[]> {
+  return resolveHost(host, signal, servers);
 }
 
-function endTurn(): void {
-  const next = lookupQueue.shift();
-  if (next) next();
-  else lookupsRunning--;
-}
-
-/** The system resolver (getaddrinfo: the hosts file, then DNS), every address; at most `MAX_LOOKUPS` at once. */
-export const systemLookup: Lookup = async (host) => {
-  await turn();
+async function resolveHost(host: string, signal: AbortSignal, servers?: string[]): Promise<LookupAddress[]> {
+  const listed = await hostsFileAddresses(host);
+  if (listed.length) return listed;
+  if (/(^|\.)localhost\.?$/i.test(host)) return [{ address: '127.0.0.1', family: 4 }, { address: '::1', family: 6 }];
+  signal.throwIfAborted();
+  const resolver = new Resolver({ timeout: 1000, tries: 2 });
+  if (servers) resolver.setServers(servers);
+  const cancel = () => resolver.cancel();
+  signal.addEventListener('abort', cancel, { once: true });
   try {
-    return await dns.lookup(host, { all: true, verbatim: true });
+    const answers = await Promise.allSettled([resolver.resolve4(host), resolver.resolve6(host)]);
+    const failed = answers.find((a): a is PromiseRejectedResult => a.status === 'rejected' && !NO_ADDRESS.has((a.reason as { code?: string }).code ?? ''));
+    if (failed) throw failed.reason;
+    return answers.flatMap((a, i) => a.status === 'fulfilled' ? a.value.map((address) => ({ address, family: i === 0 ? 4 : 6 })) : []);
   } finally {
-    endTurn();
+    signal.removeEventListener('abort', cancel);
   }
-};
+}
+
+/** No turn to be had: `client` when it is the client's own lookup in progress that stands in the way. */
+const busy = (message: string, client = false) => Object.assign(new Error(message), { code: 'EBUSY', client });
+
+/**
+ * Turns to look up push endpoint hosts: at most `running` lookups at once and `waiting` waiting, at most one per
+ * key (a client) at a time. A caller giving up (its signal aborts) leaves the queue, or frees its turn at once.
+ * `sameKey`: what a key's second lookup does while its first runs or waits, wait for it or be refused.
+ */
+export class LookupGate {
+  private running = 0;
+  private readonly busyKeys = new Set<string>();
+  private readonly queue: { key: string; go: () => void; signal: AbortSignal; onAbort: () => void }[] = [];
+
+  constructor(private readonly limits: { running: number; waiting: number; sameKey: 'wait' | 'refuse' }) {}
+
+  /**
+   * Runs `fn` in a turn, waiting for one at most `waitMs`; `fn` gets a signal that aborts after `runMs`, when its
+   * turn ends whether or not it stopped. Rejects with code `EBUSY` when no turn may be had, `ETIMEOUT` when the
+   * wait or the lookup took too long.
+   */
+  async run<T>(key: string, waitMs: number, runMs: number, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    await this.take(key, AbortSignal.timeout(waitMs));
+    const signal = AbortSignal.timeout(runMs);
+    let onAbort!: () => void;
+    const stopped = new Promise<never>((_, reject) => {
+      onAbort = () => reject(timedOut('the lookup timed out'));
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([fn(signal), stopped]);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      this.release(key);
+    }
+  }
+
+  private take(key: string, signal: AbortSignal): Promise<void> {
+    const keyBusy = this.busyKeys.has(key) || this.queue.some((w) => w.key === key);
+    if (keyBusy && this.limits.sameKey === 'refuse') return Promise.reject(busy('a lookup of this client is in progress', true));
+    if (!keyBusy && this.running < this.limits.running) {
+      this.running++;
+      this.busyKeys.add(key);
+      return Promise.resolve();
+    }
+    if (this.queue.length >= this.limits.waiting) return Promise.reject(busy('too many lookups waiting'));
+    return new Promise<void>((resolve, reject) => {
+      const waiter = {
+        key, signal,
+        go: () => {
+          signal.removeEventListener('abort', waiter.onAbort);
+          resolve();
+        },
+        onAbort: () => {
+          const i = this.queue.indexOf(waiter);
+          if (i >= 0) this.queue.splice(i, 1);
+          reject(timedOut('waited too long for a lookup'));
+        },
+      };
+      signal.addEventListener('abort', waiter.onAbort, { once: true });
+      this.queue.push(waiter);
+    });
+  }
+
+  private release(key: string): void {
+    this.running--;
+    this.busyKeys.delete(key);
+    // The first waiter whose key has no lookup running takes the turn.
+    while (this.running < this.limits.running) {
+      const i = this.queue.findIndex((w) => !this.busyKeys.has(w.key));
+      if (i < 0) return;
+      const [next] = this.queue.splice(i, 1);
+      this.running++;
+      this.busyKeys.add(next!.key);
+      next!.go();
+    }
+  }
+
+  /** Lookups running and waiting (for tests and metrics). */
+  get load(): { running: number; waiting: number } {
+    return { running: this.running, waiting: this.queue.length };
+  }
+}
+
+const timedOut = (message: string) => Object.assign(new Error(message), { code: 'ETIMEOUT' });
 
 /** A push endpoint checked: the address to connect to. */
 export interface PushTarget {
@@ -161,12 +274,20 @@ export interface PushTarget {
 /** Why a push endpoint's host may not be used (said to the receiver without the addresses it resolved to). */
 export const INTERNAL_HOST = 'endpoint_url: the host must resolve to public addresses only (loopback, private, link-local and other internal addresses are refused unless the server allows them)';
 
+/** A push endpoint refused: why (said to the receiver), what was found (logged), and whether it was only no lookup to be had now. */
+export interface PushRefusal {
+  refused: string;
+  detail: string;
+  /** No lookup could be made now: `client` while another of the same client's is in progress, `server` when every turn is taken. */
+  busy?: 'client' | 'server';
+}
+
 /**
- * Resolves a push endpoint's host (bounded by `timeoutMs`) and checks every address it resolves to; the
+ * Resolves a push endpoint's host (`resolve` bounds its time) and checks every address it resolves to; the
  * first is the one to connect to. An IP literal is checked as it is; a `.invalid` name (RFC 6761) is
  * refused without a lookup.
  */
-export async function resolvePushTarget(url: URL, allow: BlockList, lookup: Lookup, timeoutMs: number): Promise<PushTarget | { refused: string; detail: string }> {
+export async function resolvePushTarget(url: URL, allow: BlockList, resolve: (host: string) => Promise<LookupAddress[]>): Promise<PushTarget | PushRefusal> {
   const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
   let addresses: LookupAddress[];
   if (isIP(host)) {
@@ -174,16 +295,14 @@ export async function resolvePushTarget(url: URL, allow: BlockList, lookup: Look
   } else if (/(^|\.)invalid\.?$/i.test(host)) {
     return { refused: INTERNAL_HOST, detail: 'a .invalid name does not resolve' };
   } else {
-    let timer: NodeJS.Timeout | undefined;
     try {
-      addresses = await Promise.race([
-        lookup(host),
-        new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error('timed out')), timeoutMs); }),
-      ]);
+      addresses = await resolve(host);
     } catch (err) {
-      return { refused: INTERNAL_HOST, detail: `the host could not be resolved: ${(err as { code?: string }).code ?? (err as Error).message}` };
-    } finally {
-      clearTimeout(timer);
+      const e = err as { code?: string; client?: boolean; message: string };
+      return {
+        refused: INTERNAL_HOST, detail: `the host could not be resolved: ${e.code ?? e.message}`,
+        ...(e.code === 'EBUSY' ? { busy: e.client ? 'client' as const : 'server' as const } : {}),
+      };
     }
   }
   if (!addresses.length) return { refused: INTERNAL_HOST, detail: 'the host resolved to no address' };

@@ -49,12 +49,13 @@ export class PushWorker {
      * Checks a push endpoint against the configured rules and resolves its host, checking every address:
      * the address to connect to, or a reason it may not be used.
      */
-    target: (url: string) => Promise<PushTarget | { refused: string; detail?: string }>;
+    target: (url: string, stream: StreamRecord) => Promise<PushTarget | { refused: string; detail?: string }>;
     pause: (stream: StreamRecord, reason: string) => Promise<void>;
     /** The stream's authorization header in clear. */
     authorization: (stream: StreamRecord) => string | null;
   }) {
-    this.leaseMs = 2 * deps.opts.timeoutMs + 10_000;
+    // One event: waiting for a lookup turn, the lookup and the request, each bounded by the push timeout.
+    this.leaseMs = 3 * deps.opts.timeoutMs + 10_000;
   }
 
   /** Looks for due events now (called once a transaction writing events has committed). */
@@ -146,7 +147,7 @@ export class PushWorker {
   }
 
   private async post(stream: StreamRecord, row: OutboxRow): Promise<Outcome> {
-    const target = await this.deps.target(stream.endpoint_url ?? '');
+    const target = await this.deps.target(stream.endpoint_url ?? '', stream);
     if ('refused' in target) return { ok: false, permanent: false, error: `refused: ${target.detail ?? target.refused}` };
     let set: string;
     let authorization: string | null;

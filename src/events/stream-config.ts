@@ -8,7 +8,7 @@ export const DELIVERY_METHODS = [PUSH_METHOD, POLL_METHOD];
 
 /** A stream-management request the transmitter refuses: SSF's status codes with a description. */
 export class StreamError extends Error {
-  constructor(readonly status: 400 | 403 | 404 | 409, readonly code: string, description: string) {
+  constructor(readonly status: 400 | 403 | 404 | 409 | 429 | 503, readonly code: string, description: string) {
     super(description);
     this.name = 'StreamError';
   }

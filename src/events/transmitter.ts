@@ -7,7 +7,7 @@ import type { Logger } from '../log/logger.js';
 import type { OutboxRow, SsfRepo, StreamRecord, StreamStatus } from '../storage/ssf-repo.js';
 import { REQUESTABLE_EVENTS, STREAM_UPDATED, VERIFICATION, signSecurityEvent, streamSubject, subjectKey } from '../tokens/security-event.js';
 import { PUSH_METHOD, PushWorker, type PushOptions } from './push.js';
-import { allowList, resolvePushTarget, systemLookup, type Lookup, type PushTarget } from './push-target.js';
+import { allowList, LookupGate, resolvePushTarget, systemLookup, type Lookup, type PushRefusal, type PushTarget } from './push-target.js';
 import { newJti, SignalEmitter } from './signals.js';
 import {
   addSubjectSchema, changeSchema, createSchema, parse, POLL_METHOD, pollSchema, pushEndpointRefusal, removeSubjectSchema, statusSchema,
@@ -42,6 +42,14 @@ export const SSF_PATHS = {
   poll: '/ssf/poll',
 } as const;
 
+/**
+ * Push endpoint lookups: the stream API's and the deliveries' have separate turns, so requests to the API can never
+ * hold up a delivery. The API makes one lookup per client at a time (a second is refused while the first runs);
+ * deliveries look up one at a time per client too, the others waiting their turn.
+ */
+const API_LOOKUPS = { running: 4, waiting: 50, sameKey: 'refuse' } as const;
+const DELIVERY_LOOKUPS = { running: 16, waiting: 1000, sameKey: 'wait' } as const;
+
 /** Default poll batch (RFC 8936 leaves it to the transmitter when `maxEvents` is absent). */
 const DEFAULT_MAX_EVENTS = 100;
 /** Delivered and refused events stay in the outbox this long (for inspection), then are deleted. */
@@ -61,6 +69,8 @@ export class Transmitter {
   private stopped = false;
   private pruner: NodeJS.Timeout | undefined;
   private readonly allowed: BlockList;
+  private readonly apiLookups = new LookupGate(API_LOOKUPS);
+  private readonly deliveryLookups = new LookupGate(DELIVERY_LOOKUPS);
 
   constructor(private readonly deps: {
     issuer: string; db: Knex; repo: SsfRepo; keys: KeyManager; signingAlg: SigningAlg; now: () => number; logger: Logger; opts: TransmitterOptions;
@@ -70,7 +80,7 @@ export class Transmitter {
     this.push = new PushWorker({
       repo: deps.repo, opts: deps.opts.push, logger: deps.logger,
       sign: (stream, row) => this.sign(stream, row),
-      target: (url) => this.pushTarget(url),
+      target: (url, stream) => this.pushTarget(url, stream.client_id, this.deliveryLookups),
       pause: (stream, reason) => this.changeStatus(stream, 'paused', reason, true).then(() => {}),
       authorization: (stream) => this.openHeader(stream),
     });
@@ -151,14 +161,17 @@ export class Transmitter {
    * A push endpoint checked: its URL against the configured rules, then every address its host resolves to
    * (public, or allowed by `SSF_PUSH_ALLOW_ADDRESSES`); the address to connect to, or why it may not be used.
    */
-  private async pushTarget(url: string): Promise<PushTarget | { refused: string; detail?: string }> {
+  private async pushTarget(url: string, clientId: string, gate: LookupGate): Promise<PushTarget | PushRefusal | { refused: string; detail?: undefined }> {
     const refused = pushEndpointRefusal(url, this.deps.opts.allowHttp);
     if (refused) return { refused };
-    return resolvePushTarget(new URL(url), this.allowed, this.deps.opts.lookup ?? systemLookup, this.deps.opts.push.timeoutMs);
+    const lookup: Lookup = this.deps.opts.lookup ?? systemLookup;
+    const timeoutMs = this.deps.opts.push.timeoutMs;
+    // Waiting for a turn and the lookup are each bounded by the push timeout.
+    return resolvePushTarget(new URL(url), this.allowed, (host) => gate.run(clientId, timeoutMs, timeoutMs, (signal) => lookup(host, signal)));
   }
 
   /** The delivery a request asks for, checked. */
-  private async delivery(d: { method: string; endpoint_url?: string | undefined; authorization_header?: string | undefined } | undefined, current?: StreamRecord, newId?: string) {
+  private async delivery(clientId: string, d: { method: string; endpoint_url?: string | undefined; authorization_header?: string | undefined } | undefined, current?: StreamRecord, newId?: string) {
     const method = d?.method ?? POLL_METHOD;
     if (method === POLL_METHOD) {
       // The poll endpoint is the transmitter's; a receiver may send back the one it was given.
@@ -169,8 +182,10 @@ export class Transmitter {
       return { delivery_method: POLL_METHOD, endpoint_url: null, authorization_header: null };
     }
     if (!d?.endpoint_url) throw new StreamError(400, 'invalid_request', 'delivery.endpoint_url is required for push delivery');
-    const target = await this.pushTarget(d.endpoint_url);
+    const target = await this.pushTarget(d.endpoint_url, clientId, this.apiLookups);
     if ('refused' in target) {
+      if ('busy' in target && target.busy === 'client') throw new StreamError(429, 'temporarily_unavailable', 'another push endpoint of this client is being checked; try again once it is answered');
+      if ('busy' in target && target.busy === 'server') throw new StreamError(503, 'temporarily_unavailable', 'too many push endpoints are being checked; try again later');
       // The host only: a URL's path or query may carry a receiver's secret.
       if (target.detail) this.deps.logger.info({ host: URL.parse(d.endpoint_url)?.host, reason: target.detail }, 'push endpoint refused');
       throw new StreamError(400, 'invalid_request', `delivery.${target.refused}`);
@@ -202,7 +217,7 @@ export class Transmitter {
   async create(clientId: string, body: unknown): Promise<Record<string, unknown>> {
     const req = parse(createSchema, body);
     const streamId = randomBytes(16).toString('base64url');
-    const delivery = await this.delivery(req.delivery, undefined, streamId);
+    const delivery = await this.delivery(clientId, req.delivery, undefined, streamId);
     if ((await this.deps.repo.countStreamsOf(clientId)) >= this.deps.opts.maxStreamsPerClient) {
       throw new StreamError(409, 'conflict', `this client already has ${this.deps.opts.maxStreamsPerClient} streams, the most it may have`);
     }
@@ -228,7 +243,7 @@ export class Transmitter {
     const req = parse(changeSchema, body);
     const current = await this.owned(clientId, req.stream_id);
     const fields = {
-      ...(replace || req.delivery ? await this.delivery(req.delivery, current) : {}),
+      ...(replace || req.delivery ? await this.delivery(clientId, req.delivery, current) : {}),
       ...(replace || req.events_requested ? { events_requested: req.events_requested ?? [...REQUESTABLE_EVENTS] } : {}),
       ...(replace || req.description !== undefined ? { description: req.description ?? null } : {}),
     };
