@@ -20,8 +20,11 @@ function markdownFiles(): string[] {
   return files;
 }
 
-/** The text outside fenced code blocks and inline code spans, line by line (line numbers kept). */
-function proseLines(markdown: string): string[] {
+/**
+ * The text outside fenced code blocks, line by line (line numbers kept), without inline code spans unless
+ * `keepCode` (a heading's code span is part of its anchor).
+ */
+function proseLines(markdown: string, keepCode = false): string[] {
   let fence: string | undefined;
   return markdown.split('\n').map((line) => {
     const opening = /^ {0,3}(`{3,}|~{3,})/.exec(line);
@@ -35,7 +38,7 @@ function proseLines(markdown: string): string[] {
       fence = opening[1]!;
       return '';
     }
-    return line.replace(/(`+)[^`]*?\1/g, '');
+    return keepCode ? line : line.replace(/(`+)[^`]*?\1/g, '');
   });
 }
 
@@ -56,7 +59,7 @@ export function githubSlug(heading: string): string {
 export function anchorsOf(markdown: string): Set<string> {
   const anchors = new Set<string>();
   const seen = new Map<string, number>();
-  for (const line of proseLinesKeepingCode(markdown)) {
+  for (const line of proseLines(markdown, true)) {
     const heading = /^ {0,3}#{1,6}\s+(.*?)\s*#*\s*$/.exec(line);
     if (!heading) continue;
     const slug = githubSlug(heading[1]!.replace(/`/g, ''));
@@ -66,25 +69,6 @@ export function anchorsOf(markdown: string): Set<string> {
   }
   for (const match of markdown.matchAll(/<a\s+(?:name|id)="([^"]+)"/g)) anchors.add(match[1]!);
   return anchors;
-}
-
-/** Like proseLines, but inline code is kept (a heading's code span is part of its anchor). */
-function proseLinesKeepingCode(markdown: string): string[] {
-  let fence: string | undefined;
-  return markdown.split('\n').map((line) => {
-    const opening = /^ {0,3}(`{3,}|~{3,})/.exec(line);
-    if (fence !== undefined) {
-      if (opening && opening[1]![0] === fence[0] && opening[1]!.length >= fence.length && line.trim() === opening[1]) {
-        fence = undefined;
-      }
-      return '';
-    }
-    if (opening) {
-      fence = opening[1]!;
-      return '';
-    }
-    return line;
-  });
 }
 
 export interface LinkProblem {
