@@ -48,7 +48,8 @@ const OAUTH_ROUTES: Record<string, readonly string[]> = {
  * discovery, metrics, the Biscuit revocation list) and the admin API are never throttled.
  */
 function throttled(ctx: Koa.Context): boolean {
-  const p = ctx.path;
+  // As the routers match it: without regard to case, and with or without a trailing slash.
+  const p = ctx.path.toLowerCase().replace(/\/+$/, '') || '/';
   if (OAUTH_ROUTES[p]) return ctx.method === 'POST';
   return p === '/wit' || p.startsWith('/ssf/') || p === '/approvals' || p.startsWith('/approvals/') || p === '/approve' || p.startsWith('/approve/');
 }

@@ -310,3 +310,34 @@ describe('refusals of unauthenticated requests', () => {
     expect(sourceAddress(undefined)).toBe('unknown');
   });
 });
+
+describe('the anonymous-refusal guard and the spelling of a path', () => {
+  let ts: TestServer;
+  beforeAll(async () => {
+    ts = await startTestServer({ ANONYMOUS_REFUSAL_BURST: '3', ANONYMOUS_REFUSAL_RATE: '1', ANONYMOUS_REFUSAL_INTERVAL: '60' });
+  });
+  afterAll(async () => {
+    await ts?.close();
+  });
+
+  it('throttles a path however it is spelled, as the routers match it (case, trailing slash)', async () => {
+    const key = await newAgentKey();
+    const wit = (path: string, i: number) => postJson(`${ts.url}${path}`, { agent_id: agentId(`nobody-${i}`), jwk: key.jwk, attestation: { type: 'join_token', token: `x${i}` } });
+    const junk = (path: string) => fetch(`${ts.url}${path}`, { headers: { authorization: 'Bearer junk' } });
+    const first: number[] = [];
+    for (let i = 0; i < 6; i++) first.push((await wit('/wit', i)).status);
+    expect(first).toContain(429);
+    const statuses: Record<string, number[]> = {};
+    for (let i = 0; i < 5; i++) {
+      for (const [name, res] of [
+        ['POST /WIT', wit('/WIT', 200 + i)],
+        ['POST /wit/', wit('/wit/', 300 + i)],
+        ['GET /SSF/streams', junk('/SSF/streams')],
+        ['GET /ssf/streams/', junk('/ssf/streams/')],
+        ['GET /approvals/', junk('/approvals/')],
+        ['GET /Approvals', junk('/Approvals')],
+      ] as const) (statuses[name] ??= []).push((await res).status);
+    }
+    for (const [name, v] of Object.entries(statuses)) expect(v.every((s) => s === 429), `${name}: ${JSON.stringify(v)}`).toBe(true);
+  });
+});
