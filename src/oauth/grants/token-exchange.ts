@@ -17,7 +17,7 @@ import { delegateBiscuitByExchange, mintBiscuitByExchange, type BiscuitExchangeD
 import { BISCUIT_TOKEN_TYPE } from '../../tokens/biscuit-blocks.js';
 import { readWorkflowRequest, stepScope, WORKFLOW_PARAMS, WorkflowRefusal } from '../../policy/workflows.js';
 import { toOAuthError as workflowError, type WorkflowIntents } from '../workflow-intent.js';
-import { witAuthStorage } from '../wit-client-auth.js';
+import { workloadAuthOf } from '../wit-client-auth.js';
 import type { ReplayRepo } from '../../storage/replay-repo.js';
 import { SELF_SIGNED_CLOCK_TOLERANCE, SELF_SIGNED_TOKEN_TYPE, verifySelfSigned } from '../../tokens/self-signed.js';
 import type { JWK } from 'jose';
@@ -180,8 +180,8 @@ async function resolveSubject(deps: TokenExchangeDeps, policy: NonNullable<Clien
  * and this server as `aud`, short-lived, and used once: its `jti` is kept until it can no longer be accepted.
  */
 async function resolveSelfSigned(deps: TokenExchangeDeps, client: Client, token: string): Promise<Subject> {
-  const wit = witAuthStorage.getStore();
-  const keys = wit?.agentId === client.clientId
+  const wit = workloadAuthOf(client.clientId);
+  const keys = wit
     ? [wit.jwk]
     : client.clientAuthMethod === 'private_key_jwt' ? ((client.jwks?.keys ?? []) as JWK[]) : [];
   if (!keys.length) throw new errors.InvalidGrant('a self-signed subject token must be signed with the key this agent authenticates with (a WIT, or private_key_jwt)');
@@ -245,7 +245,7 @@ async function issueJwtGrant(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, c
 }
 
 async function issueAccessToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, client: Client, params: Params, subject: Subject): Promise<void> {
-  const checksum = witAuthStorage.getStore()?.agentChecksum;
+  const checksum = workloadAuthOf(client.clientId)?.agentChecksum;
   const workflow = await deps.workflowIntents.resolve(ctx, { clientId: client.clientId, ...(checksum ? { agentChecksum: checksum } : {}) }, subject.txn);
   const act = nextActChain(client, deps, subject);
   let requestedScope = single(params, 'scope');
