@@ -58,6 +58,15 @@ const BODY_LIMIT = 56 * 1024;
 async function readForm(ctx: Context): Promise<Record<string, unknown> | undefined> {
   const req = ctx.req as typeof ctx.req & { body?: unknown };
   if (!ctx.is('application/x-www-form-urlencoded') || !req.readable) return {};
+  try {
+    return await readFormOf(ctx, req);
+  } catch {
+    // An unknown charset, a broken stream: the provider's own answer, invalid_request.
+    return undefined;
+  }
+}
+
+async function readFormOf(ctx: Context, req: Context['req'] & { body?: unknown }): Promise<Record<string, unknown> | undefined> {
   const length = ctx.request.length;
   if (length !== undefined && length > BODY_LIMIT) return undefined;
   const chunks: Buffer[] = [];

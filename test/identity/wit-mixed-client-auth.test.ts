@@ -86,6 +86,21 @@ describe('WIT client authentication mixed with another client\'s credential', ()
     });
   }
 
+  it('the body is read before the provider: with a WIT, an unknown charset or a body past the limit is 400 invalid_request, never a 500', async () => {
+    const form = { grant_type: 'client_credentials', client_id: X, resource: API };
+    for (const form_ of ['wimse', 'attestation'] as const) {
+      const bogus = await postForm(`${ts.url}/token`, form, { ...(await witHeaders(form_)), 'content-type': 'application/x-www-form-urlencoded; charset=bogus' });
+      expect(bogus.status, JSON.stringify(bogus.body)).toBe(400);
+      expect(bogus.body.error).toBe('invalid_request');
+      const large = await postForm(`${ts.url}/token`, { ...form, pad: 'x'.repeat(60 * 1024) }, await witHeaders(form_));
+      expect(large.status, JSON.stringify(large.body)).toBe(400);
+      expect(large.body.error).toBe('invalid_request');
+      // The same request in a charset the provider knows is read once, by both.
+      const latin1 = await postForm(`${ts.url}/token`, form, { ...(await witHeaders(form_)), 'content-type': 'application/x-www-form-urlencoded; charset=iso-8859-1' });
+      expect(latin1.status, JSON.stringify(latin1.body)).toBe(200);
+    }
+  });
+
   it('X\'s WIT does not let Y pass a workflow step pinned to an agent checksum Y never ran with', async () => {
     const wf = await ts.admin('POST', '/admin/workflows', {
       id: 'pinned-y', version: 1, steps: [{ id: 'read', agent: Y, tool: 't', scopes: ['tools:call'] }], agent_checksums: { [Y]: [checksum] },
