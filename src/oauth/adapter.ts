@@ -3,7 +3,7 @@ import type { AgentsCache } from '../storage/agents-cache.js';
 import type { AgentRecord } from '../storage/agents-repo.js';
 import type { OidcPayloadsRepo } from '../storage/oidc-payloads-repo.js';
 import { agentToClientMetadata } from './client-metadata.js';
-import { witAuthStorage } from './wit-client-auth.js';
+import { workloadAuthOf } from './wit-client-auth.js';
 
 /**
  * oidc-provider's storage: clients come from the agent registry (disabled agents are not found),
@@ -33,7 +33,7 @@ export function adapterFactory(agents: AgentsCache, payloads: OidcPayloadsRepo) 
         const agent = await agents.find(id);
         if (agent?.status !== 'active') return undefined;
         // A WIT agent exists for the provider only in a request that authenticated with its WIT.
-        if (agent.token_endpoint_auth_method === 'wit' && witAuthStorage.getStore()?.agentId !== agent.id) return undefined;
+        if (agent.token_endpoint_auth_method === 'wit' && !workloadAuthOf(agent.id, 'ignore')) return undefined;
         return metadataOf(agent);
       }
       return (await payloads.find(this.model, 'id', id)) as AdapterPayload | undefined;

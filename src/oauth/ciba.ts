@@ -8,7 +8,7 @@ import { hasNul } from '../storage/text.js';
 import { BINDING_MESSAGE_PATTERN } from '../policy/approvals.js';
 import { stepScope, WORKFLOW_PARAMS } from '../policy/workflows.js';
 import type { AgentClientFields } from './client-metadata.js';
-import { witAuthStorage } from './wit-client-auth.js';
+import { workloadAuthOf } from './wit-client-auth.js';
 import { anonymousRefusal } from './token-records.js';
 import type { AnonymousRefusals } from '../http/anonymous-refusals.js';
 import { toOAuthError, workflowTags, type WorkflowIntents, type WorkflowIssuance } from './workflow-intent.js';
@@ -57,7 +57,7 @@ export function workflowExtraParams(intents: WorkflowIntents): Record<string, ((
     // The request is stored as it was made (jsonb), which can't hold U+0000: refuse it rather than fail to store it.
     const withNul = Object.keys(params).filter((k) => [params[k]].flat().some((v) => typeof v === 'string' && hasNul(v)));
     if (withNul.length) throw new errors.InvalidRequest(`${withNul.join(', ')} must not contain NUL (U+0000) characters`);
-    const checksum = witAuthStorage.getStore()?.agentChecksum;
+    const checksum = workloadAuthOf(client.clientId)?.agentChecksum;
     try {
       const issuance = await intents.resolve(ctx, { clientId: client.clientId, ...(checksum ? { agentChecksum: checksum } : {}) }, undefined, { viaApproval: true });
       if (!issuance) throw new errors.InvalidRequest('workflow_id and workflow_step are required: backchannel authentication here approves workflow steps');

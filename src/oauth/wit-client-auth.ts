@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import * as querystring from 'node:querystring';
 import type { Context, Next } from 'koa';
-import type { KoaContextWithOIDC } from 'oidc-provider';
+import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import { decodeJwt, type JWK } from 'jose';
 import type { EventsRepo } from '../storage/events-repo.js';
 import type { AnonymousRefusals } from '../http/anonymous-refusals.js';
@@ -26,6 +27,64 @@ export interface WitClientAuth {
  * authenticated as it (see adapter.ts).
  */
 export const witAuthStorage = new AsyncLocalStorage<WitClientAuth>();
+
+/**
+ * The WIT authentication of the request, for the client `clientId` the provider authenticated: `undefined` when
+ * the request did not authenticate with a WIT. A WIT of another agent than the client is refused `invalid_client`
+ * (`onMismatch: 'refuse'`, the default), or, for a lookup that only asks whether the request authenticated as
+ * `clientId`, treated as no WIT (`'ignore'`). Every reader of the request's WIT goes through here, never through
+ * {@link witAuthStorage} directly: a WIT's key, checksum and record belong to its own agent only.
+ */
+export function workloadAuthOf(clientId: string, onMismatch: 'refuse' | 'ignore' = 'refuse'): WitClientAuth | undefined {
+  const auth = witAuthStorage.getStore();
+  if (!auth) return undefined;
+  if (auth.agentId === clientId) return auth;
+  if (onMismatch === 'ignore') return undefined;
+  // 401, as every failed client authentication (RFC 6749 §5.2): the provider's InvalidClient is a 400.
+  throw Object.assign(new errors.InvalidClient('the WIT was issued to another agent than the authenticated client'), { status: 401, statusCode: 401 });
+}
+
+/** The client-authentication parameters of the provider's own mechanisms, in a form body or the query. */
+const OTHER_MECHANISM_PARAMS = ['client_secret', 'client_assertion', 'client_assertion_type'];
+
+/** The provider's own limit on a request body (oidc-provider lib/shared/selective_body.js). */
+const BODY_LIMIT = 56 * 1024;
+
+/**
+ * The form body of a request, read here so that its parameters can be looked at before the provider
+ * authenticates the client; the provider then parses the same bytes from `req.body` (its selective_body
+ * falls back to it once the stream has been read). `undefined` when the body can't be read within the limit.
+ */
+async function readForm(ctx: Context): Promise<Record<string, unknown> | undefined> {
+  const req = ctx.req as typeof ctx.req & { body?: unknown };
+  if (!ctx.is('application/x-www-form-urlencoded') || !req.readable) return {};
+  try {
+    return await readFormOf(ctx, req);
+  } catch {
+    // An unknown charset, a broken stream: the provider's own answer, invalid_request.
+    return undefined;
+  }
+}
+
+async function readFormOf(ctx: Context, req: Context['req'] & { body?: unknown }): Promise<Record<string, unknown> | undefined> {
+  const length = ctx.request.length;
+  if (length !== undefined && length > BODY_LIMIT) return undefined;
+  const chunks: Buffer[] = [];
+  let received = 0;
+  for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+    received += chunk.length;
+    if (received > BODY_LIMIT || (length !== undefined && received > length)) return undefined;
+    chunks.push(chunk);
+  }
+  if (length !== undefined && received !== length) return undefined;
+  const raw = Buffer.concat(chunks, received);
+  const text = ctx.request.charset ? new TextDecoder(ctx.request.charset).decode(raw) : raw.toString();
+  req.body = ctx.request.charset ? text : raw;
+  return querystring.parse(text);
+}
+
+/** Whether `params` (a form body or the query) names a credential of another client authentication mechanism. */
+const namesOtherMechanism = (params: Record<string, unknown>) => OTHER_MECHANISM_PARAMS.some((p) => Object.hasOwn(params, p));
 
 /** The subject a WIT claims, unverified: only for the record of a refusal. */
 function claimedSubject(wit: string): string | null {
@@ -74,6 +133,17 @@ export function witClientAuth(deps: { authenticator: WorkloadAuthenticator; issu
     }
     if (!attesting && (!wit || !wpt)) return refuse(ctx, 'WIT authentication needs both the Workload-Identity-Token and Workload-Proof-Token headers', null);
     if (ctx.get('authorization')) return refuse(ctx, 'client authentication must use one mechanism only', null, attesting ? null : 'WIT');
+    // Nor a client secret or client assertion in the query or the body: the provider would authenticate that
+    // client by it, while the request's WIT is another agent's.
+    if (namesOtherMechanism(ctx.query)) return refuse(ctx, 'client authentication must use one mechanism only', null, attesting ? null : 'WIT');
+    const form = await readForm(ctx);
+    if (!form) {
+      ctx.status = 400;
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = { error: 'invalid_request', error_description: 'failed to parse the request body' };
+      return undefined;
+    }
+    if (namesOtherMechanism(form)) return refuse(ctx, 'client authentication must use one mechanism only', null, attesting ? null : 'WIT');
     const presented = attesting ? attestation : wit;
     let auth;
     try {

@@ -1,5 +1,4 @@
-import { errors } from 'oidc-provider';
-import { witAuthStorage } from './wit-client-auth.js';
+import { workloadAuthOf } from './wit-client-auth.js';
 
 interface Token {
   clientId?: string;
@@ -12,9 +11,9 @@ interface Token {
  * another key, and carries the agent checksum the WIT was issued for.
  */
 export async function bindToWorkloadKey(_ctx: unknown, token: Token, jwt: { payload: Record<string, unknown> }): Promise<void> {
-  const auth = witAuthStorage.getStore();
+  // A token for no client, or another than the WIT's agent, under a WIT is refused (fail closed).
+  const auth = workloadAuthOf(token.clientId ?? '');
   if (!auth) return;
-  if (token.clientId !== auth.agentId) throw new errors.InvalidClient('the WIT was issued to another agent');
   const cnf = (jwt.payload.cnf ?? {}) as { jkt?: string };
   if (!cnf.jkt) {
     jwt.payload.cnf = { ...cnf, jkt: auth.jkt };

@@ -27,11 +27,23 @@ export function mayActAllows(mayAct: unknown, actor: string): boolean {
   return !!mayAct && typeof mayAct === 'object' && (mayAct as { sub?: unknown }).sub === actor;
 }
 
-/** Reads an `act` claim from untrusted JSON, keeping only `sub` and nested `act`. */
-export function readActClaim(value: unknown): ActClaim | undefined {
-  if (!value || typeof value !== 'object') return undefined;
-  const { sub, act } = value as { sub?: unknown; act?: unknown };
-  if (typeof sub !== 'string') return undefined;
-  const inner = readActClaim(act);
-  return { sub, ...(inner ? { act: inner } : {}) };
+/** An `act` claim that is no chain of actors: refused, never read in part. */
+export class MalformedActClaim extends Error {}
+
+/**
+ * Reads the `act` claim of a presented token (untrusted JSON), keeping only `sub` and nested `act`: `undefined`
+ * when there is none. Every entry of the nesting must be an object with a string `sub`, and the nesting at most
+ * `maxEntries` deep (the server's maximum delegation depth + 1): anything else is refused ({@link MalformedActClaim})
+ * rather than cut short, since a truncated chain would undercount the delegation depth.
+ */
+export function readActClaim(value: unknown, maxEntries: number): ActClaim | undefined {
+  if (value === undefined) return undefined;
+  const subs: string[] = [];
+  for (let entry: unknown = value; entry !== undefined; entry = (entry as { act?: unknown }).act) {
+    const sub = entry && typeof entry === 'object' && !Array.isArray(entry) ? (entry as { sub?: unknown }).sub : undefined;
+    if (typeof sub !== 'string') throw new MalformedActClaim('malformed act claim: every entry of the chain must be an object with a string sub');
+    if (subs.length >= maxEntries) throw new MalformedActClaim(`malformed act claim: nested deeper than ${maxEntries} entries`);
+    subs.push(sub);
+  }
+  return subs.reduceRight<ActClaim | undefined>((inner, sub) => ({ sub, ...(inner ? { act: inner } : {}) }), undefined);
 }

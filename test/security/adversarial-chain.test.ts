@@ -4,13 +4,15 @@
  * with jwt-bearer), by a requester with room for more hops and by one at its limit. Whatever is issued
  * never outlives its subject and never drops a hop of the call chain; the chain never passes the
  * requester's `max_delegation_depth`, and a Biscuit's `max_depth` leaves only the hops still allowed. What
- * the rules forbid (a Txn-Token turned into anything but a Txn-Token, a chain too deep) is refused with the
- * right error; everything else is a control that must be issued.
+ * the rules forbid (a Txn-Token turned into anything but a Txn-Token, a chain too deep, another trust domain's
+ * Txn-Token as any subject, an `act` claim that is no chain of actors) is refused with the right error;
+ * everything else is a control that must be issued.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
-import { decodeJwt, SignJWT } from 'jose';
-import { newAgentKey, type AgentKey } from '../support/workload.js';
+import { decodeJwt, decodeProtectedHeader, SignJWT } from 'jose';
+import { newAgentKey, TestIssuer, type AgentKey } from '../support/workload.js';
+import { signAsServer } from '../support/forgery.js';
 import { agentId, startTestServer, TRUST_DOMAIN, type TestServer } from '../support/test-server.js';
 import { postForm } from '../support/oauth-client.js';
 import { AT, exchange, JWT, registerSecretAgent, TOKEN_EXCHANGE, TXN, type SecretAgent } from '../support/agents.js';
@@ -19,6 +21,7 @@ import { actors } from '../../src/policy/act-chain.js';
 import type { ActClaim } from '../../src/tokens/access-token.js';
 
 const BISCUIT = 'urn:agent-sts:params:oauth:token-type:biscuit';
+const ID_TOKEN = 'urn:ietf:params:oauth:token-type:id_token';
 const SELF_SIGNED = 'urn:ietf:params:oauth:token-type:self_signed';
 const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -38,6 +41,8 @@ interface Held { exp: number; chain: string[]; remaining?: number }
 describe('adversarial suite: depth and expiry only narrow across subject × requested token types', () => {
   const ledger = new Ledger();
   let ts: TestServer;
+  /** Another trust domain's token service, trusted here as an identity provider. */
+  let tts: TestIssuer;
   let frontend: SecretAgent;
   let orch: SecretAgent;
   let spec: SecretAgent;
@@ -48,13 +53,14 @@ describe('adversarial suite: depth and expiry only narrow across subject × requ
   let workerKey: AgentKey;
 
   beforeAll(async () => {
-    ts = await startTestServer({ LOG_LEVEL: 'warn' });
+    tts = await new TestIssuer().start();
+    ts = await startTestServer({ LOG_LEVEL: 'warn', TRUSTED_ISSUERS: tts.trustedIssuersEnv() });
     // The server is its own partner domain, so the JWT authorization grants it issues can be redeemed here with jwt-bearer.
     await ts.restart({ PARTNER_DOMAINS: JSON.stringify([{ issuer: ts.issuer, jwks_uri: `${ts.issuer}/jwks`, subject_prefixes: [{ from: `spiffe://${TRUST_DOMAIN}/`, to: `spiffe://${TRUST_DOMAIN}/` }] }]) });
     const grants = ['client_credentials', TOKEN_EXCHANGE, JWT_BEARER];
     const agent = async (name: string, depth: number, audiences: string[]) => {
       const a = await registerSecretAgent(ts, {
-        id: agentId(name), grant_types: grants, scopes: ['s:a', 's:b'], audiences, max_delegation_depth: depth, token_exchange: { may_act_for_others: true },
+        id: agentId(name), grant_types: grants, scopes: ['s:a', 's:b'], audiences, max_delegation_depth: depth, token_exchange: { may_act_for_others: true, subject_issuers: [tts.url] },
       });
       limits.set(a.id, depth);
       return a;
@@ -74,6 +80,7 @@ describe('adversarial suite: depth and expiry only narrow across subject × requ
   });
   afterAll(async () => {
     await ts?.close();
+    await tts?.close();
   });
 
   const chainOf = (act: unknown) => actors(act as ActClaim | undefined);
@@ -234,6 +241,31 @@ describe('adversarial suite: depth and expiry only narrow across subject × requ
       } else {
         ledger.attack(CATEGORY, 'token endpoint', `jwt-bearer grant of a chain of two, by ${who} (limit 1)`, httpOutcome(res, { oauth: true }), OAUTH('invalid_request'));
       }
+    }
+    // Another trust domain's Txn-Token, from an issuer trusted for identity tokens: no subject here, as an identity
+    // token or a JWT, for any requested type. The same issuer's identity token is the control.
+    const wants = (want: string): Record<string, string> => (want === TXN ? { audience: TRUST_DOMAIN } : want === JWT ? { audience: ts.issuer } : want === AT ? { resource: API } : {});
+    for (const type of [ID_TOKEN, JWT]) {
+      for (const want of [AT, TXN, BISCUIT, JWT]) {
+        const foreignTxn = await tts.sign({ sub: 'user:alice', txn: 'foreign-txn', req_wl: 'spiffe://other.example/wl', scope: 's:a', jti: randomUUID() }, { typ: 'txntoken+jwt' });
+        const res = await exchange(deep, { subject_token: foreignTxn, subject_token_type: type, requested_token_type: want, scope: 's:a', ...wants(want) });
+        ledger.attack(CATEGORY, 'token endpoint', `foreign Txn-Token as ${type.split(':').pop()} → ${want} by deep`, httpOutcome(res, { oauth: true }), OAUTH('invalid_request'));
+      }
+    }
+    const idToken = await exchange(deep, { subject_token: await tts.sign({ sub: 'user:alice', scope: 's:a' }), subject_token_type: ID_TOKEN, requested_token_type: AT, scope: 's:a', resource: API });
+    ledger.control(CATEGORY, 'foreign identity token → access token by deep', idToken.status === 200, `${idToken.status} ${JSON.stringify(idToken.body).slice(0, 200)}`);
+    // An act claim with an entry that is no actor, or nested past MAX_DELEGATION_DEPTH + 1: refused, never read in
+    // part (a chain cut short would count fewer hops), in an identity token and in a jwt-bearer assertion.
+    const nested = (n: number) => Array.from({ length: n }, (_, i) => `spiffe://other.example/a${i}`)
+      .reduceRight<Record<string, unknown> | undefined>((act, sub) => ({ sub, ...(act ? { act } : {}) }), undefined);
+    const malformed: [string, unknown][] = [['an entry without sub', { sub: 'spiffe://other.example/a', act: { client_id: 'b' } }], ['a null entry', { sub: 'spiffe://other.example/a', act: null }], ['nested 7 deep (limit 5)', nested(7)]];
+    for (const [what, act] of malformed) {
+      const res = await exchange(deep, { subject_token: await tts.sign({ sub: 'user:alice', scope: 's:a', act }), subject_token_type: ID_TOKEN, requested_token_type: AT, scope: 's:a', resource: API });
+      ledger.attack(CATEGORY, 'token endpoint', `identity token whose act has ${what} → access token by deep`, httpOutcome(res, { oauth: true }), OAUTH('invalid_grant'));
+      const grant = await ok(await exchange(spec, { subject_token: delegated, subject_token_type: AT, requested_token_type: JWT, audience: ts.issuer, scope: 's:a' }));
+      const forged = await signAsServer(ts, { ...decodeJwt(grant), act, jti: randomUUID() }, { typ: decodeProtectedHeader(grant).typ });
+      const redeemed = await deep.token({ grant_type: JWT_BEARER, assertion: forged, scope: 's:a', resource: API });
+      ledger.attack(CATEGORY, 'token endpoint', `jwt-bearer assertion whose act has ${what}, by deep`, httpOutcome(redeemed, { oauth: true }), OAUTH('invalid_grant'));
     }
     console.log(`\nadversarial suite, token-type matrix\n${ledger.table()}`);
     expect(ledger.failures, ledger.failures.slice(0, 30).join('\n')).toEqual([]);

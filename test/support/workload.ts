@@ -77,10 +77,10 @@ export class TestIssuer {
     return this;
   }
 
-  sign(claims: Record<string, unknown>, opts: { expiresIn?: number; key?: CryptoKey; kid?: string } = {}) {
+  sign(claims: Record<string, unknown>, opts: { expiresIn?: number; key?: CryptoKey; kid?: string; typ?: string } = {}) {
     const now = Math.floor(Date.now() / 1000);
     return new SignJWT({ iss: this.url, aud: 'agent-sts', iat: now, exp: now + (opts.expiresIn ?? 600), ...claims })
-      .setProtectedHeader({ alg: 'ES256', kid: opts.kid ?? 'test-issuer-1', typ: 'JWT' })
+      .setProtectedHeader({ alg: 'ES256', kid: opts.kid ?? 'test-issuer-1', typ: opts.typ ?? 'JWT' })
       .sign(opts.key ?? this.key);
   }
 

@@ -16,7 +16,7 @@ import { newTxn } from '../../tokens/txn-token.js';
 import { narrowExpiry, narrowScope } from '../../policy/narrowing.js';
 import { delegationDepth } from '../../policy/act-chain.js';
 import type { IssuanceContext } from '../token-records.js';
-import { witAuthStorage } from '../wit-client-auth.js';
+import { workloadAuthOf } from '../wit-client-auth.js';
 import type { IssuedTokenVerifier } from './issued-tokens.js';
 import { single, type Client, type Params, type Subject } from './exchange-request.js';
 
@@ -52,8 +52,8 @@ const split = (scope: string | undefined) => [...new Set((scope ?? '').split(' '
 
 /** The key the requester signs delegation blocks with: its WIT's key, else its first registered Ed25519 / P-256 key. */
 function requesterKey(client: Client): string | undefined {
-  const wit = witAuthStorage.getStore();
-  if (wit?.agentId === client.clientId) return biscuitKeyText(wit.jwk);
+  const wit = workloadAuthOf(client.clientId);
+  if (wit) return biscuitKeyText(wit.jwk);
   return firstBiscuitKeyText(client.jwks?.keys as JWK[] | undefined);
 }
 

@@ -4,7 +4,7 @@ import * as builtin from 'oidc-provider/lib/actions/grants/ciba.js';
 import type { ApprovalRecord, ApprovalsRepo } from '../../storage/approvals-repo.js';
 import { CIBA_GRANT } from '../../policy/workflows.js';
 import type { IssuanceContext } from '../token-records.js';
-import { witAuthStorage } from '../wit-client-auth.js';
+import { workloadAuthOf } from '../wit-client-auth.js';
 import { noteWorkflowRequest, toOAuthError, type WorkflowIntents } from '../workflow-intent.js';
 import { boundGrantHelpers } from './builtin-grants.js';
 import type { Client } from './exchange-request.js';
@@ -69,7 +69,7 @@ async function checkApproval(ctx: KoaContextWithOIDC, approval: ApprovalRecord, 
     return;
   }
   if (approval.status !== 'approved' || approval.token_jti !== null) return;
-  const checksum = witAuthStorage.getStore()?.agentChecksum;
+  const checksum = workloadAuthOf(client.clientId)?.agentChecksum;
   try {
     const issuance = await deps.intents.resolve(ctx, { clientId: client.clientId, ...(checksum ? { agentChecksum: checksum } : {}) }, undefined, {
       params: { workflow_id: approval.workflow_id, workflow_step: approval.workflow_step, workflow_version: String(approval.workflow_version), txn: approval.txn },

@@ -3,7 +3,7 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 import * as builtin from 'oidc-provider/lib/actions/grants/client_credentials.js';
 import { stepScope, WORKFLOW_PARAMS } from '../../policy/workflows.js';
 import type { IssuanceContext } from '../token-records.js';
-import { witAuthStorage } from '../wit-client-auth.js';
+import { workloadAuthOf } from '../wit-client-auth.js';
 import { toOAuthError, type WorkflowIntents } from '../workflow-intent.js';
 import { boundGrantHelpers } from './builtin-grants.js';
 import type { Client } from './exchange-request.js';
@@ -35,7 +35,7 @@ export function builtinClientCredentials(provider: Provider): (ctx: KoaContextWi
 
 async function bindToWorkflowStep(ctx: KoaContextWithOIDC, intents: WorkflowIntents): Promise<void> {
   const client = ctx.oidc.client as unknown as Client;
-  const checksum = witAuthStorage.getStore()?.agentChecksum;
+  const checksum = workloadAuthOf(client.clientId)?.agentChecksum;
   try {
     const issuance = await intents.resolve(ctx, { clientId: client.clientId, ...(checksum ? { agentChecksum: checksum } : {}) });
     if (!issuance) return;

@@ -12,7 +12,7 @@ import { chooseAudience, narrowExpiry, narrowScope, NarrowingError } from '../..
 import type { AgentClientFields } from '../client-metadata.js';
 import type { IssuanceContext } from '../token-records.js';
 import { narrowingRefusal } from './exchange-request.js';
-import { delegationDepth, readActClaim } from '../../policy/act-chain.js';
+import { delegationDepth, MalformedActClaim, readActClaim } from '../../policy/act-chain.js';
 import { senderBinding } from './sender-binding.js';
 
 export const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -76,7 +76,13 @@ async function redeemAssertion(ctx: KoaContextWithOIDC, deps: JwtBearerDeps): Pr
   if (!local) throw new errors.InvalidGrant('the assertion\'s subject is not known here');
 
   // The assertion's actor chain stays with the token it is redeemed for, and counts against the depth limits.
-  const act = readActClaim(claims.act);
+  let act;
+  try {
+    act = readActClaim(claims.act, deps.maxDelegationDepth + 1);
+  } catch (err) {
+    if (err instanceof MalformedActClaim) throw new errors.InvalidGrant(`the assertion's ${err.message}`);
+    throw err;
+  }
   const depth = delegationDepth(act);
   const limit = Math.min(client.agent_max_delegation_depth ?? deps.maxDelegationDepth, deps.maxDelegationDepth);
   if (depth > limit) throw new errors.InvalidRequest(`delegation depth ${depth} exceeds the limit of ${limit}`);

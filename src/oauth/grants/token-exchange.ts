@@ -1,9 +1,10 @@
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import type { KeyManager, SigningAlg } from '../../keys/key-manager.js';
 import { ACCESS_TOKEN_TYPE, mintAccessToken, type ActClaim } from '../../tokens/access-token.js';
-import { mintTxnToken, newTxn, parseContextParam, TXN_TOKEN_TYPE } from '../../tokens/txn-token.js';
+import { mintTxnToken, newTxn, parseContextParam, TXN_TOKEN_TYP, TXN_TOKEN_TYPE } from '../../tokens/txn-token.js';
+import { normalizeTyp, parseCompactJws } from '../../tokens/compact-jws.js';
 import { TokenVerificationError } from '../../tokens/token-errors.js';
-import { delegationDepth, extendActChain, mayActAllows, readActClaim } from '../../policy/act-chain.js';
+import { delegationDepth, extendActChain, MalformedActClaim, mayActAllows, readActClaim } from '../../policy/act-chain.js';
 import { chooseAudience, extendContext, narrowExpiry, narrowScope, NarrowingError } from '../../policy/narrowing.js';
 import { TOKEN_EXCHANGE_GRANT } from '../../identity/agent-registration.js';
 import type { AgentClientFields } from '../client-metadata.js';
@@ -17,7 +18,7 @@ import { delegateBiscuitByExchange, mintBiscuitByExchange, type BiscuitExchangeD
 import { BISCUIT_TOKEN_TYPE } from '../../tokens/biscuit-blocks.js';
 import { readWorkflowRequest, stepScope, WORKFLOW_PARAMS, WorkflowRefusal } from '../../policy/workflows.js';
 import { toOAuthError as workflowError, type WorkflowIntents } from '../workflow-intent.js';
-import { witAuthStorage } from '../wit-client-auth.js';
+import { workloadAuthOf } from '../wit-client-auth.js';
 import type { ReplayRepo } from '../../storage/replay-repo.js';
 import { SELF_SIGNED_CLOCK_TOLERANCE, SELF_SIGNED_TOKEN_TYPE, verifySelfSigned } from '../../tokens/self-signed.js';
 import type { JWK } from 'jose';
@@ -168,6 +169,11 @@ async function resolveSubject(deps: TokenExchangeDeps, policy: NonNullable<Clien
     const issued = await deps.verifier.verify(token, ours);
     return { kind: issued.kind as Subject['kind'], claims: issued.claims, parentJti: issued.record.jti, recordCheck: issued.recordCheck, ...(issued.record.txn ? { txn: issued.record.txn } : {}) };
   }
+  // A Txn-Token never leaves its trust domain (draft-ietf-oauth-transaction-tokens): another domain's is no
+  // subject here, whatever type it is presented as and whatever is asked for, even from a trusted issuer.
+  if (normalizeTyp(parseCompactJws(token)?.header.typ) === TXN_TOKEN_TYP) {
+    throw new errors.InvalidRequest('a Txn-Token is valid only inside its trust domain: another issuer\'s Txn-Token is no subject token here');
+  }
   if (!deps.external.has(iss)) throw new TokenVerificationError(`the subject token's issuer ${iss} is not trusted by this server`);
   if (!(policy.subject_issuers ?? []).includes(iss)) throw new errors.UnauthorizedClient(`this agent may not exchange tokens issued by ${iss}`);
   const claims = await deps.external.verify(token, iss, 'subject token', { requiredClaims: ['sub'] });
@@ -180,8 +186,8 @@ async function resolveSubject(deps: TokenExchangeDeps, policy: NonNullable<Clien
  * and this server as `aud`, short-lived, and used once: its `jti` is kept until it can no longer be accepted.
  */
 async function resolveSelfSigned(deps: TokenExchangeDeps, client: Client, token: string): Promise<Subject> {
-  const wit = witAuthStorage.getStore();
-  const keys = wit?.agentId === client.clientId
+  const wit = workloadAuthOf(client.clientId);
+  const keys = wit
     ? [wit.jwk]
     : client.clientAuthMethod === 'private_key_jwt' ? ((client.jwks?.keys ?? []) as JWK[]) : [];
   if (!keys.length) throw new errors.InvalidGrant('a self-signed subject token must be signed with the key this agent authenticates with (a WIT, or private_key_jwt)');
@@ -210,15 +216,21 @@ function heldScope(subject: Subject): string | undefined | null {
  * The call chain a subject token carries: its `act` claim. A Txn-Token without one whose requesting workload
  * (`req_wl`) is not its subject was requested by that workload for the subject: the workload is the chain.
  */
-function subjectActChain(subject: Subject): ActClaim | undefined {
-  const act = readActClaim(subject.claims.act);
+function subjectActChain(subject: Subject, maxDelegationDepth: number): ActClaim | undefined {
+  let act;
+  try {
+    act = readActClaim(subject.claims.act, maxDelegationDepth + 1);
+  } catch (err) {
+    if (err instanceof MalformedActClaim) throw new errors.InvalidGrant(`the subject token's ${err.message}`);
+    throw err;
+  }
   if (act || subject.kind !== 'txn_token') return act;
   const { req_wl: requester, sub } = subject.claims;
   return typeof requester === 'string' && requester !== sub ? { sub: requester } : undefined;
 }
 
 function nextActChain(client: Client, deps: TokenExchangeDeps, subject: Subject): ActClaim | undefined {
-  const act = extendActChain(subject.claims.sub as string, subjectActChain(subject), client.clientId);
+  const act = extendActChain(subject.claims.sub as string, subjectActChain(subject, deps.maxDelegationDepth), client.clientId);
   const depth = delegationDepth(act);
   const limit = Math.min(client.agent_max_delegation_depth ?? deps.maxDelegationDepth, deps.maxDelegationDepth);
   if (depth > limit) throw new errors.InvalidRequest(`delegation depth ${depth} exceeds the limit of ${limit}`);
@@ -245,7 +257,7 @@ async function issueJwtGrant(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, c
 }
 
 async function issueAccessToken(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps, client: Client, params: Params, subject: Subject): Promise<void> {
-  const checksum = witAuthStorage.getStore()?.agentChecksum;
+  const checksum = workloadAuthOf(client.clientId)?.agentChecksum;
   const workflow = await deps.workflowIntents.resolve(ctx, { clientId: client.clientId, ...(checksum ? { agentChecksum: checksum } : {}) }, subject.txn);
   const act = nextActChain(client, deps, subject);
   let requestedScope = single(params, 'scope');
