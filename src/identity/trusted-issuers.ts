@@ -1,5 +1,5 @@
 import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWK, type JWTVerifyGetKey } from 'jose';
-import { unverifiedClaims } from '../tokens/compact-jws.js';
+import { parseCompactJws, unverifiedClaims } from '../tokens/compact-jws.js';
 import { asVerificationError, TokenVerificationError } from '../tokens/token-errors.js';
 
 /** An external issuer whose JWTs this server accepts, with its keys. */
@@ -46,6 +46,9 @@ export class ExternalJwtVerifier {
   async verify(token: string, issuer: string, what: string, opts: { audience?: string | string[]; requiredClaims?: string[] } = {}): Promise<Record<string, unknown>> {
     const trusted = this.issuers.find((i) => i.issuer === issuer);
     if (!trusted) throw new TokenVerificationError(`the ${what} issuer ${issuer} is not trusted by this server`);
+    // Strict base64url segments only: jose's decoder also takes padding and whitespace, and a token re-encoded so
+    // would verify while every check that reads its header first (its typ, say) saw no token at all.
+    if (!parseCompactJws(token)) throw new TokenVerificationError(`the ${what} is not a compact JWS with base64url segments and JSON header and payload`);
     try {
       const { payload } = await jwtVerify(token, this.keySets.get(issuer)!, {
         issuer,

@@ -70,6 +70,22 @@ describe('token exchange: an external issuer\'s subject token', () => {
     }
   });
 
+  it('a token re-encoded outside strict base64url (padded or spaced signature) is refused before it is read', async () => {
+    const txnToken = await foreign({ txn: 'foreign-txn-3' }, 'txntoken+jwt');
+    const idToken = await foreign({});
+    for (const [name, variant, type] of [
+      ['Txn-Token, == / jwt', `${txnToken}==`, JWT],
+      ['Txn-Token, == / id_token', `${txnToken}==`, ID_TOKEN],
+      ['Txn-Token, space in the signature', txnToken.replace(/\.([^.]+)$/, '. $1'), JWT],
+      ['identity token, ==', `${idToken}==`, ID_TOKEN],
+    ] as const) {
+      const res = await exchange(agent, { subject_token: variant, subject_token_type: type, ...asked(AT) });
+      expect(res.status, `${name}: ${JSON.stringify(res.body)}`).toBe(400);
+      expect(res.body.error, name).toBe('invalid_grant');
+      expect(res.body.error_description, name).toMatch(/not a compact JWS/);
+    }
+  });
+
   it('an act claim with an entry that is no actor is refused, not cut short', async () => {
     for (const act of [{ sub: 'spiffe://other.example/a', act: { client_id: 'b' } }, { sub: 'spiffe://other.example/a', act: null }, { sub: 7 }, 'spiffe://other.example/a', [{ sub: 'a' }]]) {
       const res = await exchange(agent, { subject_token: await foreign({ act }), subject_token_type: ID_TOKEN, ...asked(AT) });
