@@ -175,18 +175,20 @@ export class SsfRepo {
 
   /**
    * Leases push streams that have due events and no live lease, so one server delivers a stream at a time
-   * (`for update skip locked`: servers sharing the database never claim the same stream).
+   * (`for update skip locked`: servers sharing the database never claim the same stream): up to `limit`
+   * streams, those waiting longest (`retry_at`, moved to the end of a turn) first.
    */
-  async claimDueStreams(method: string, owner: string, nowMs: number, leaseMs: number): Promise<StreamRecord[]> {
+  async claimDueStreams(method: string, owner: string, nowMs: number, leaseMs: number, limit = 50): Promise<StreamRecord[]> {
     const result = await this.db.raw(
       `update ssf_streams set lease_owner = ?, lease_until = ?
        where stream_id in (
          select s.stream_id from ssf_streams s
          where s.status = 'enabled' and s.delivery_method = ? and (s.lease_until is null or s.lease_until < ?) and s.retry_at <= ?
            and exists (select 1 from ssf_outbox o where o.stream_id = s.stream_id and o.state = 'pending')
-         limit 50
+         order by s.retry_at
+         limit ?
          for update of s skip locked
-       ) returning *`, [owner, nowMs + leaseMs, method, nowMs, nowMs]);
+       ) returning *`, [owner, nowMs + leaseMs, method, nowMs, nowMs, Math.max(1, Math.floor(limit))]);
     return result.rows.map(streamFromRow);
   }
 
