@@ -216,11 +216,15 @@ export class SsfRepo {
     return !!(await this.db('ssf_outbox').where({ stream_id: streamId, state: 'pending' }).andWhere('id', '>', afterId).first('id'));
   }
 
-  /** When the next retry of an enabled stream of this method with pending events is due (ms), if any. */
+  /**
+   * When an enabled stream of this method with pending events is next due (ms), if any: its retry time, or the
+   * end of the lease a server holds on it (that server wakes when it is done with it; a server that died holding it
+   * is taken over then).
+   */
   async nextDue(method: string): Promise<number | undefined> {
     const row = await this.db('ssf_streams as s').where({ 's.status': 'enabled', 's.delivery_method': method })
       .whereExists((q) => q.select(this.db.raw('1')).from('ssf_outbox as o').whereRaw('o.stream_id = s.stream_id').andWhere('o.state', 'pending'))
-      .min<{ due: number | string | null }[]>('s.retry_at as due').first();
+      .first<{ due: number | string | null } | undefined>(this.db.raw('min(greatest(s.retry_at, coalesce(s.lease_until, 0))) as due'));
     return row?.due === null || row?.due === undefined ? undefined : Number(row.due);
   }
 
