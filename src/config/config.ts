@@ -90,6 +90,8 @@ export interface Config {
     pushAllowAddresses: string[];
     pollMaxWaitMs: number;
     maxStreamsPerClient: number;
+    /** Fewest seconds between a stream's verification requests (after a burst of 5); 0 for no limit. */
+    minVerificationInterval: number;
   };
 }
 
@@ -248,6 +250,7 @@ const schema = z.object({
     }),
   SSF_POLL_MAX_WAIT_MS: integer(0, 25_000).default(20_000),
   SSF_MAX_STREAMS_PER_CLIENT: positiveInt(1000).default(10),
+  SSF_MIN_VERIFICATION_INTERVAL: integer(0, 86_400).default(10),
 });
 
 function decodeKey(value: string): Buffer | undefined {
@@ -312,6 +315,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       pushAllowAddresses: v.SSF_PUSH_ALLOW_ADDRESSES,
       pollMaxWaitMs: v.SSF_POLL_MAX_WAIT_MS,
       maxStreamsPerClient: v.SSF_MAX_STREAMS_PER_CLIENT,
+      minVerificationInterval: v.SSF_MIN_VERIFICATION_INTERVAL,
     },
   };
 }

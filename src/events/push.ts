@@ -24,16 +24,22 @@ export interface PushOptions {
 type Outcome = { ok: true } | { ok: false; permanent: boolean; error: string };
 
 const BATCH = 20;
+/** Streams one server delivers at the same time. */
+const MAX_ACTIVE = 50;
 
 /**
  * RFC 8935 push delivery from the outbox. Each stream is delivered in outbox order by one server at a
  * time (a lease on the stream row), one event after the other, so a receiver sees each subject's events
  * in order; a failing event blocks its stream (retried with exponential back-off) until it is delivered,
- * refused for good (400) or the stream pauses.
+ * refused for good (400) or the stream pauses. Streams are delivered independently of each other (a slow
+ * receiver delays only its own stream), each for a turn of at most one batch or one push timeout, after
+ * which the stream goes back to the end of the line of due streams.
  */
 export class PushWorker {
   private readonly owner = randomBytes(8).toString('hex');
   private running: Promise<void> | undefined;
+  /** The deliveries in progress, by stream. */
+  private readonly active = new Map<string, Promise<void>>();
   private again = false;
   private stopped = false;
   private timer: NodeJS.Timeout | undefined;
@@ -77,11 +83,12 @@ export class PushWorker {
       });
   }
 
-  /** Stops delivering; waits for the delivery in progress. */
+  /** Stops delivering; waits for the deliveries in progress. */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     await this.running;
+    await Promise.all(this.active.values());
   }
 
   private async schedule(): Promise<void> {
@@ -99,48 +106,65 @@ export class PushWorker {
   private async loop(): Promise<void> {
     for (;;) {
       this.again = false;
-      const streams = await this.deps.repo.claimDueStreams(PUSH_METHOD, this.owner, Date.now(), this.leaseMs);
-      await Promise.all(streams.map((s) => this.deliverStream(s)));
+      const free = MAX_ACTIVE - this.active.size;
+      const streams = free > 0 ? await this.deps.repo.claimDueStreams(PUSH_METHOD, this.owner, Date.now(), this.leaseMs, free) : [];
+      for (const s of streams) this.start(s);
       if (this.stopped || (!streams.length && !this.again)) return;
     }
   }
 
+  /** Delivers a claimed stream without waiting for it; when its turn ends, looks for due streams again. */
+  private start(stream: StreamRecord): void {
+    // Still delivering it (its lease ran out meanwhile and was taken again by this server): one delivery at a time.
+    if (this.active.has(stream.stream_id)) return;
+    const delivery = this.deliverStream(stream)
+      .catch((err: Error) => this.deps.logger.warn({ err: { message: err.message }, stream_id: stream.stream_id }, 'security event delivery failed; retrying'))
+      .finally(() => {
+        this.active.delete(stream.stream_id);
+        this.wake();
+      });
+    this.active.set(stream.stream_id, delivery);
+  }
+
   private async deliverStream(claimed: StreamRecord): Promise<void> {
     const { repo } = this.deps;
+    const turnEnds = Date.now() + this.deps.opts.timeoutMs;
     try {
-      for (;;) {
-        const stream = await repo.findStream(claimed.stream_id);
-        if (this.stopped || !stream || stream.status !== 'enabled' || stream.delivery_method !== PUSH_METHOD) return;
-        const rows = await repo.pending(stream.stream_id, BATCH);
-        if (!rows.length) return;
-        for (const row of rows) {
-          if (this.stopped || !(await repo.renewLease(stream.stream_id, this.owner, Date.now() + this.leaseMs))) return;
-          const outcome = await this.post(stream, row);
-          if (outcome.ok) {
-            await repo.markDelivered(row.id);
-            continue;
-          }
-          if (outcome.permanent) {
-            // RFC 8935 §2.3: the receiver refused this SET for good; it is recorded and not sent again.
-            await repo.markFailed(row.id, outcome.error);
-            this.deps.logger.warn({ stream_id: stream.stream_id, jti: row.jti, error: outcome.error }, 'security event refused by the receiver');
-            continue;
-          }
-          const now = Date.now();
-          const failingSince = await repo.markRetry(row.id, now, outcome.error);
-          if (now - failingSince >= this.deps.opts.pauseAfterMs) {
-            // The receiver sees its HTTP status, not which network error it was (no probing of hosts through it).
-            const shown = outcome.error.startsWith('HTTP ') ? outcome.error : 'the receiver could not be reached';
-            const reason = `the receiver failed to accept events for ${Math.round((now - failingSince) / 1000)} s: ${shown}`;
-            this.deps.logger.warn({ stream_id: stream.stream_id, error: outcome.error }, 'push receiver unreachable: stream paused');
-            await this.deps.pause(stream, reason.slice(0, 300));
-            return;
-          }
-          const delay = Math.min(this.deps.opts.retryMaxMs, this.deps.opts.retryMinMs * 2 ** Math.min(row.attempts, 30));
-          await repo.retryStreamAt(stream.stream_id, now + Math.round(delay * (0.8 + Math.random() * 0.4)));
+      const stream = await repo.findStream(claimed.stream_id);
+      if (this.stopped || !stream || stream.status !== 'enabled' || stream.delivery_method !== PUSH_METHOD) return;
+      const rows = await repo.pending(stream.stream_id, BATCH);
+      if (!rows.length) return;
+      for (const [i, row] of rows.entries()) {
+        // The turn is over (one batch, or one push timeout after its first event): to the end of the line.
+        if (i > 0 && Date.now() >= turnEnds) break;
+        if (this.stopped || !(await repo.renewLease(stream.stream_id, this.owner, Date.now() + this.leaseMs))) return;
+        const outcome = await this.post(stream, row);
+        if (outcome.ok) {
+          await repo.markDelivered(row.id);
+          continue;
+        }
+        if (outcome.permanent) {
+          // RFC 8935 §2.3: the receiver refused this SET for good; it is recorded and not sent again.
+          await repo.markFailed(row.id, outcome.error);
+          this.deps.logger.warn({ stream_id: stream.stream_id, jti: row.jti, error: outcome.error }, 'security event refused by the receiver');
+          continue;
+        }
+        const now = Date.now();
+        const failingSince = await repo.markRetry(row.id, now, outcome.error);
+        if (now - failingSince >= this.deps.opts.pauseAfterMs) {
+          // The receiver sees its HTTP status, not which network error it was (no probing of hosts through it).
+          const shown = outcome.error.startsWith('HTTP ') ? outcome.error : 'the receiver could not be reached';
+          const reason = `the receiver failed to accept events for ${Math.round((now - failingSince) / 1000)} s: ${shown}`;
+          this.deps.logger.warn({ stream_id: stream.stream_id, error: outcome.error }, 'push receiver unreachable: stream paused');
+          await this.deps.pause(stream, reason.slice(0, 300));
           return;
         }
+        const delay = Math.min(this.deps.opts.retryMaxMs, this.deps.opts.retryMinMs * 2 ** Math.min(row.attempts, 30));
+        await repo.retryStreamAt(stream.stream_id, now + Math.round(delay * (0.8 + Math.random() * 0.4)));
+        return;
       }
+      // Events left: due again now, after the streams that have waited longer.
+      if (!this.stopped) await repo.retryStreamAt(stream.stream_id, Date.now());
     } finally {
       await repo.releaseLease(claimed.stream_id, this.owner).catch(() => {});
     }

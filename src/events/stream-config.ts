@@ -8,7 +8,8 @@ export const DELIVERY_METHODS = [PUSH_METHOD, POLL_METHOD];
 
 /** A stream-management request the transmitter refuses: SSF's status codes with a description. */
 export class StreamError extends Error {
-  constructor(readonly status: 400 | 403 | 404 | 409 | 429 | 503, readonly code: string, description: string) {
+  /** `retryAfter`: seconds before a 429 or 503 request may succeed (`Retry-After`). */
+  constructor(readonly status: 400 | 403 | 404 | 409 | 429 | 503, readonly code: string, description: string, readonly retryAfter = 1) {
     super(description);
     this.name = 'StreamError';
   }
@@ -109,8 +110,11 @@ export function maskAuthorization(value: string): string {
   return space > 0 ? `${value.slice(0, space)} ****` : '****';
 }
 
-/** The stream configuration as SSF shows it (`authorization` is the stream's authorization header in clear). */
-export function streamView(s: StreamRecord, authorization: string | null, issuer: string, pollUrl: (id: string) => string): Record<string, unknown> {
+/**
+ * The stream configuration as SSF shows it (`authorization` is the stream's authorization header in clear;
+ * `minVerificationInterval` in seconds, 0 for none).
+ */
+export function streamView(s: StreamRecord, authorization: string | null, issuer: string, pollUrl: (id: string) => string, minVerificationInterval = 0): Record<string, unknown> {
   return {
     stream_id: s.stream_id,
     iss: issuer,
@@ -123,6 +127,7 @@ export function streamView(s: StreamRecord, authorization: string | null, issuer
     events_supported: EVENTS_SUPPORTED,
     events_requested: s.events_requested,
     events_delivered: REQUESTABLE_EVENTS.filter((t) => s.events_requested.includes(t)),
+    ...(minVerificationInterval > 0 ? { min_verification_interval: minVerificationInterval } : {}),
     ...(s.description ? { description: s.description } : {}),
   };
 }

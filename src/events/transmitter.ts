@@ -24,6 +24,11 @@ export interface TransmitterOptions {
   /** Longest a poll request without `returnImmediately` waits for events (ms). */
   pollMaxWaitMs: number;
   maxStreamsPerClient: number;
+  /**
+   * Fewest seconds between two verification requests of a stream (SSF `min_verification_interval`,
+   * `SSF_MIN_VERIFICATION_INTERVAL`); 0 for no limit.
+   */
+  minVerificationInterval?: number;
   /** Encrypts push authorization headers at rest (AES-256-GCM) when set: `AGENT_STS_KEY_ENCRYPTION_KEY`. */
   encryptionKey?: Buffer | undefined;
   /** The only server using its database (the embedded one): leases left by an earlier run are dropped at start. */
@@ -52,6 +57,10 @@ const DELIVERY_LOOKUPS = { running: 16, waiting: 1000, sameKey: 'wait' } as cons
 
 /** Default poll batch (RFC 8936 leaves it to the transmitter when `maxEvents` is absent). */
 const DEFAULT_MAX_EVENTS = 100;
+/** Verification requests a stream may make in a row before `min_verification_interval` applies. */
+const VERIFICATION_BURST = 5;
+/** Streams whose verification requests one server remembers; beyond that, those that have waited a full burst are forgotten. */
+const VERIFICATION_STREAMS = 10_000;
 /** Delivered and refused events stay in the outbox this long (for inspection), then are deleted. */
 const KEEP_DONE_MS = 7 * 86_400_000;
 const PRUNE_EVERY_MS = 3_600_000;
@@ -71,6 +80,8 @@ export class Transmitter {
   private readonly allowed: BlockList;
   private readonly apiLookups = new LookupGate(API_LOOKUPS);
   private readonly deliveryLookups = new LookupGate(DELIVERY_LOOKUPS);
+  /** Verification requests each stream may still make now (`tokens`), as of `at` (ms). */
+  private readonly verifications = new Map<string, { tokens: number; at: number }>();
 
   constructor(private readonly deps: {
     issuer: string; db: Knex; repo: SsfRepo; keys: KeyManager; signingAlg: SigningAlg; now: () => number; logger: Logger; opts: TransmitterOptions;
@@ -148,7 +159,7 @@ export class Transmitter {
     } catch {
       authorization = '****';
     }
-    return streamView(s, authorization, this.deps.issuer, this.pollUrl);
+    return streamView(s, authorization, this.deps.issuer, this.pollUrl, this.deps.opts.minVerificationInterval ?? 0);
   };
 
   private async sign(stream: StreamRecord, row: OutboxRow): Promise<string> {
@@ -313,10 +324,33 @@ export class Transmitter {
     await this.deps.repo.updateStream(stream.stream_id, { excluded_subjects: [...stream.excluded_subjects, key] });
   }
 
+  /**
+   * SSF 1.0 `min_verification_interval`: a stream may ask for a verification event once per interval, with
+   * bursts of up to VERIFICATION_BURST (a token bucket per stream, in this server's memory); more often gets
+   * 429 with the seconds until the next one may be asked. A receiver that keeps to the interval is never refused.
+   */
+  private takeVerificationTurn(streamId: string): void {
+    const intervalMs = (this.deps.opts.minVerificationInterval ?? 0) * 1000;
+    if (intervalMs <= 0) return;
+    const now = Date.now();
+    const full = (b: { tokens: number; at: number }) => Math.min(VERIFICATION_BURST, b.tokens + (now - b.at) / intervalMs);
+    const bucket = this.verifications.get(streamId);
+    const tokens = bucket ? full(bucket) : VERIFICATION_BURST;
+    if (tokens < 1) {
+      throw new StreamError(429, 'temporarily_unavailable',
+        `this stream may ask for a verification once every ${intervalMs / 1000} s (min_verification_interval)`, Math.max(1, Math.ceil(((1 - tokens) * intervalMs) / 1000)));
+    }
+    if (!bucket && this.verifications.size >= VERIFICATION_STREAMS) {
+      for (const [id, b] of this.verifications) if (full(b) >= VERIFICATION_BURST) this.verifications.delete(id);
+    }
+    this.verifications.set(streamId, { tokens: tokens - 1, at: now });
+  }
+
   /** Queues a verification event for the stream (SSF 1.0 §8.1.4). */
   async verify(clientId: string, body: unknown): Promise<void> {
     const req = parse(verifySchema, body);
     const stream = await this.owned(clientId, req.stream_id);
+    this.takeVerificationTurn(stream.stream_id);
     // A disabled stream holds no events.
     if (stream.status === 'disabled') return;
     const at = this.deps.now();

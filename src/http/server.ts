@@ -117,6 +117,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
           timeoutMs: config.ssf.pushTimeoutMs, sweepMs: 2000,
         },
         allowHttp: config.ssf.pushAllowHttp, allowAddresses: config.ssf.pushAllowAddresses, lookup: opts.pushLookup, pollMaxWaitMs: config.ssf.pollMaxWaitMs, maxStreamsPerClient: config.ssf.maxStreamsPerClient,
+        minVerificationInterval: config.ssf.minVerificationInterval,
         encryptionKey: config.keyEncryptionKey, exclusiveDatabase: db.kind === 'embedded',
       },
     });

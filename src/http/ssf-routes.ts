@@ -61,8 +61,9 @@ export function ssfBearer(verifier: IssuedTokenVerifier, audience: string, event
     } catch (err) {
       if (err instanceof StreamError) {
         await refused(clientId, err.code, err.message);
-        // No turn to look up a push endpoint's host now: one will be free within the push timeout.
-        if (err.status === 429 || err.status === 503) ctx.set('Retry-After', '1');
+        // No turn to look up a push endpoint's host now (one will be free within the push timeout), or the
+        // stream's next verification is not due yet.
+        if (err.status === 429 || err.status === 503) ctx.set('Retry-After', String(err.retryAfter));
         throw new ApiError(err.status, err.code, err.message);
       }
       if (err instanceof ApiError && err.status < 500) await refused(clientId, err.code, err.message);

@@ -175,18 +175,20 @@ export class SsfRepo {
 
   /**
    * Leases push streams that have due events and no live lease, so one server delivers a stream at a time
-   * (`for update skip locked`: servers sharing the database never claim the same stream).
+   * (`for update skip locked`: servers sharing the database never claim the same stream): up to `limit`
+   * streams, those waiting longest (`retry_at`, moved to the end of a turn) first.
    */
-  async claimDueStreams(method: string, owner: string, nowMs: number, leaseMs: number): Promise<StreamRecord[]> {
+  async claimDueStreams(method: string, owner: string, nowMs: number, leaseMs: number, limit = 50): Promise<StreamRecord[]> {
     const result = await this.db.raw(
       `update ssf_streams set lease_owner = ?, lease_until = ?
        where stream_id in (
          select s.stream_id from ssf_streams s
          where s.status = 'enabled' and s.delivery_method = ? and (s.lease_until is null or s.lease_until < ?) and s.retry_at <= ?
            and exists (select 1 from ssf_outbox o where o.stream_id = s.stream_id and o.state = 'pending')
-         limit 50
+         order by s.retry_at
+         limit ?
          for update of s skip locked
-       ) returning *`, [owner, nowMs + leaseMs, method, nowMs, nowMs]);
+       ) returning *`, [owner, nowMs + leaseMs, method, nowMs, nowMs, Math.max(1, Math.floor(limit))]);
     return result.rows.map(streamFromRow);
   }
 
@@ -214,11 +216,15 @@ export class SsfRepo {
     return !!(await this.db('ssf_outbox').where({ stream_id: streamId, state: 'pending' }).andWhere('id', '>', afterId).first('id'));
   }
 
-  /** When the next retry of an enabled stream of this method with pending events is due (ms), if any. */
+  /**
+   * When an enabled stream of this method with pending events is next due (ms), if any: its retry time, or the
+   * end of the lease a server holds on it (that server wakes when it is done with it; a server that died holding it
+   * is taken over then).
+   */
   async nextDue(method: string): Promise<number | undefined> {
     const row = await this.db('ssf_streams as s').where({ 's.status': 'enabled', 's.delivery_method': method })
       .whereExists((q) => q.select(this.db.raw('1')).from('ssf_outbox as o').whereRaw('o.stream_id = s.stream_id').andWhere('o.state', 'pending'))
-      .min<{ due: number | string | null }[]>('s.retry_at as due').first();
+      .first<{ due: number | string | null } | undefined>(this.db.raw('min(greatest(s.retry_at, coalesce(s.lease_until, 0))) as due'));
     return row?.due === null || row?.due === undefined ? undefined : Number(row.due);
   }
 

@@ -185,7 +185,7 @@ describe('loadConfig', () => {
       'MAX_TXN_TOKENS_PER_TXN', 'JOIN_TOKEN_TTL', 'APPROVAL_TTL', 'APPROVAL_POLL_INTERVAL', 'TRUSTED_ISSUERS', 'PARTNER_DOMAINS',
       'DATABASE_POOL_MAX', 'HEAP_GROWING_PERCENT', 'AGENT_CACHE_TTL_MS', 'LOG_LEVEL', 'TRUST_PROXY', 'SIGN_ON_THREAD_POOL', 'METRICS_ENABLED',
       'METRICS_TOKEN', 'SSF_PUSH_RETRY_MIN_MS', 'SSF_PUSH_RETRY_MAX_MS', 'SSF_PUSH_PAUSE_AFTER', 'SSF_PUSH_TIMEOUT_MS', 'SSF_PUSH_ALLOW_HTTP',
-      'SSF_POLL_MAX_WAIT_MS', 'SSF_MAX_STREAMS_PER_CLIENT'];
+      'SSF_POLL_MAX_WAIT_MS', 'SSF_MAX_STREAMS_PER_CLIENT', 'SSF_MIN_VERIFICATION_INTERVAL'];
     const values = ['abc', ' ', '-1', '1e3', '99999999999', '[{}]', '[1]', '{"a":1}', '[{"issuer":"x","jwks":{"keys":[{}]},"audience":"a","extra":1}]',
       '[{"issuer":"x","jwks_uri":"ftp://a","audience":"a"}]', '[{"issuer":"x","jwks_uri":"https://a","audience":[]}]'];
     let refused = 0;

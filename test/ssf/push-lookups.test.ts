@@ -1,5 +1,6 @@
 import type { LookupAddress } from 'node:dns';
 import { createSocket, type Socket } from 'node:dgram';
+import { createServer, type Server } from 'node:http';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -7,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../support/test-server.js';
 import { hostsFileAddresses, LookupGate, systemLookup } from '../../src/events/push-target.js';
-import { POLL, PUSH, PushReceiver, ssfClient, until, VERIFICATION, type SsfClient } from './support.js';
+import { parseSet, POLL, PUSH, PushReceiver, ssfClient, until, VERIFICATION, type SsfClient } from './support.js';
 
 /**
  * Push endpoint names are looked up in bounded turns that a client cannot keep: a lookup its caller gave up on
@@ -166,4 +167,72 @@ describe('the system resolver for push endpoints', () => {
     expect(await hostsFileAddresses('x', join(dir, 'missing'))).toEqual([]);
     await rm(dir, { recursive: true });
   });
+});
+
+/**
+ * Streams are delivered independently, each for a turn of its own: one client's receiver that accepts each SET
+ * just inside the push timeout, with a backlog of events, delays only its own stream.
+ */
+describe('a slow receiver with a backlog delays only its own stream', () => {
+  let ts: TestServer;
+  let victimReceiver: PushReceiver;
+  let slow: Server;
+  let slowPort = 0;
+  let slowGot = 0;
+  const slowStates: unknown[] = [];
+  const TIMEOUT_MS = 2000;
+  const SLOW_MS = 1500;
+
+  beforeAll(async () => {
+    victimReceiver = await new PushReceiver().start();
+    slow = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        slowGot++;
+        slowStates.push(parseSet(Buffer.concat(chunks).toString()).claims.events[VERIFICATION]?.state);
+        setTimeout(() => { res.writeHead(202); res.end(); }, SLOW_MS);
+      });
+    });
+    await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r));
+    slowPort = (slow.address() as AddressInfo).port;
+    // No verification limit here: the backlog is what is tested.
+    ts = await startTestServer({
+      SSF_PUSH_ALLOW_ADDRESSES: '127.0.0.1', SSF_PUSH_ALLOW_HTTP: 'true', SSF_PUSH_TIMEOUT_MS: String(TIMEOUT_MS), SSF_MIN_VERIFICATION_INTERVAL: '0',
+    });
+  });
+  afterAll(async () => {
+    await ts?.close();
+    await victimReceiver?.stop();
+    await new Promise<void>((r) => slow.close(() => r()));
+  });
+
+  it('delivers another receiver\'s verification promptly, and the slow stream\'s events in order', async () => {
+    const victim = await ssfClient(ts, 'hol-victim');
+    const attacker = await ssfClient(ts, 'hol-attacker');
+    const v = await victim.call('POST', '/ssf/streams', { delivery: { method: PUSH, endpoint_url: victimReceiver.url } });
+    expect(v.status, JSON.stringify(v.body)).toBe(201);
+    const a = await attacker.call('POST', '/ssf/streams', { delivery: { method: PUSH, endpoint_url: `http://127.0.0.1:${slowPort}/events` } });
+    expect(a.status, JSON.stringify(a.body)).toBe(201);
+
+    expect((await victim.call('POST', '/ssf/verify', { stream_id: v.body.stream_id, state: 'control' })).status).toBe(204);
+    await until(() => victimReceiver.of(VERIFICATION).length === 1, 5000, 'control verification');
+
+    // The attacker queues 10 verifications on its own stream, each accepted after 1.5 s.
+    for (let i = 0; i < 10; i++) expect((await attacker.call('POST', '/ssf/verify', { stream_id: a.body.stream_id, state: `a${i}` })).status).toBe(204);
+    await until(() => slowGot >= 1, 5000, 'the slow receiver busy');
+
+    const started = Date.now();
+    expect((await victim.call('POST', '/ssf/verify', { stream_id: v.body.stream_id, state: 'during' })).status).toBe(204);
+    await until(() => victimReceiver.of(VERIFICATION).length === 2, 25_000, 'the victim verification');
+    // Within about one push timeout, not after the attacker's backlog (15 s).
+    expect(Date.now() - started).toBeLessThan(TIMEOUT_MS + 1000);
+    expect(slowGot).toBeLessThan(10);
+
+    // The slow stream's events still all arrive, once each (its turns end after one push timeout and resume).
+    await until(() => slowGot >= 10, 30_000, 'the slow stream drained');
+    await new Promise((r) => setTimeout(r, SLOW_MS + 500));
+    expect(slowGot).toBe(10);
+    expect(slowStates).toEqual(Array.from({ length: 10 }, (_, i) => `a${i}`));
+  }, 60_000);
 });

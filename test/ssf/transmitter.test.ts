@@ -384,3 +384,39 @@ describe('Shared Signals transmitter', () => {
     expect(statuses.has(401)).toBe(false);
   });
 });
+
+/** SSF 1.0 `min_verification_interval`: a stream asks for verification events at a bounded rate. */
+describe('verification requests of a stream', () => {
+  let ts: TestServer;
+
+  beforeAll(async () => {
+    ts = await startTestServer({ SSF_MIN_VERIFICATION_INTERVAL: '1' });
+  });
+  afterAll(async () => {
+    await ts?.close();
+  });
+
+  it('advertises min_verification_interval and answers 429 with Retry-After to a stream asking more often, not to another', async () => {
+    const client = await ssfClient(ts, 'verify-rate');
+    const one = await client.call('POST', '/ssf/streams', { delivery: { method: POLL } });
+    const two = await client.call('POST', '/ssf/streams', { delivery: { method: POLL } });
+    expect(one.body.min_verification_interval).toBe(1);
+    expect((await client.call('GET', `/ssf/streams?stream_id=${one.body.stream_id}`)).body.min_verification_interval).toBe(1);
+
+    // A burst of 5 is accepted; the 6th within the interval is refused without queuing an event.
+    for (let i = 0; i < 5; i++) expect((await client.call('POST', '/ssf/verify', { stream_id: one.body.stream_id, state: `s${i}` })).status).toBe(204);
+    const refused = await client.call('POST', '/ssf/verify', { stream_id: one.body.stream_id, state: 'too-soon' });
+    expect(refused.status).toBe(429);
+    expect(refused.body.error).toBe('temporarily_unavailable');
+    expect(refused.body.error_description).toMatch(/min_verification_interval/);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    const got = await poll(ts, client, one.body.delivery.endpoint_url, { maxEvents: 50, returnImmediately: true });
+    const states = Object.values(got.sets).map((set) => parseSet(set).claims.events[VERIFICATION]?.state).filter((s) => s !== undefined);
+    expect(states).toEqual(['s0', 's1', 's2', 's3', 's4']);
+
+    // Another stream has its own turns; after Retry-After the first stream may ask again.
+    expect((await client.call('POST', '/ssf/verify', { stream_id: two.body.stream_id })).status).toBe(204);
+    await new Promise((r) => setTimeout(r, 1100));
+    expect((await client.call('POST', '/ssf/verify', { stream_id: one.body.stream_id, state: 'later' })).status).toBe(204);
+  });
+});
