@@ -6,7 +6,7 @@ import { TokenVerificationError } from '../tokens/token-errors.js';
 import { tokenHash } from '../tokens/token-hash.js';
 import { verifyWit, type WitClaims } from '../tokens/wit.js';
 import { verifyWpt, WPT_CLOCK_TOLERANCE, type WptClaims } from '../tokens/wpt.js';
-import { CLIENT_ATTESTATION_POP_MAX_AGE, verifyClientAttestationPop, type ClientAttestationPopClaims } from '../tokens/client-attestation-pop.js';
+import { CLIENT_ATTESTATION_POP_CLOCK_TOLERANCE, CLIENT_ATTESTATION_POP_MAX_AGE, verifyClientAttestationPop, type ClientAttestationPopClaims } from '../tokens/client-attestation-pop.js';
 
 export interface WorkloadAuthentication {
   claims: WitClaims;
@@ -48,7 +48,7 @@ export class WorkloadAuthenticator {
     const { claims, agent, jkt } = await this.verifyWit(req.wit, now);
     const pop = await verifyClientAttestationPop(req.pop, { witJwk: claims.cnf.jwk, clientId: claims.sub, issuer: this.deps.issuer, now });
     // Remembered for as long as a PoP of that iat is accepted (its exp, when later, is bounded by the same age).
-    if (!(await this.deps.replay.claim(`attestation-pop ${claims.sub}`, pop.jti, pop.iat + CLIENT_ATTESTATION_POP_MAX_AGE + 5))) {
+    if (!(await this.deps.replay.claim(`attestation-pop ${claims.sub}`, pop.jti, pop.iat + CLIENT_ATTESTATION_POP_MAX_AGE + CLIENT_ATTESTATION_POP_CLOCK_TOLERANCE))) {
       throw new TokenVerificationError('the OAuth-Client-Attestation-PoP JWT was already used');
     }
     return { claims, pop, agent, jkt };

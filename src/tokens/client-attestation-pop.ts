@@ -6,6 +6,8 @@ import { asVerificationError, TokenVerificationError } from './token-errors.js';
 export const CLIENT_ATTESTATION_POP_TYP = 'oauth-client-attestation-pop+jwt';
 /** How old (by `iat`) a Client Attestation PoP JWT may be, and how long its `jti` is remembered. */
 export const CLIENT_ATTESTATION_POP_MAX_AGE = 300;
+/** Seconds of clock skew allowed on `iat`, `exp` and `nbf`. */
+export const CLIENT_ATTESTATION_POP_CLOCK_TOLERANCE = 5;
 const MAX_JTI_LENGTH = 256;
 
 export interface ClientAttestationPopClaims {
@@ -41,7 +43,7 @@ export async function verifyClientAttestationPop(token: string, opts: {
   witJwk: JWK; clientId: string; issuer: string; now: number; clockTolerance?: number;
 }): Promise<ClientAttestationPopClaims> {
   const alg = opts.witJwk.alg!;
-  const tolerance = opts.clockTolerance ?? 5;
+  const tolerance = opts.clockTolerance ?? CLIENT_ATTESTATION_POP_CLOCK_TOLERANCE;
   let header;
   try {
     header = decodeProtectedHeader(token);
