@@ -3,9 +3,13 @@ import type { NewTokenRecord } from '../storage/tokens-repo.js';
 import { signJwt, type Signer } from './our-jwt.js';
 import { tokenHash } from './token-hash.js';
 import type { ActClaim } from './access-token.js';
+import { normalizeTyp, parseCompactJws } from './compact-jws.js';
 
 export const TXN_TOKEN_TYP = 'txntoken+jwt';
 export const TXN_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:txn_token';
+
+/** Whether a JWT, whoever signed it, says it is a Txn-Token (its `typ`, read as RFC 7515 allows); not verified. */
+export const claimsTxnTokenTyp = (token: string) => normalizeTyp(parseCompactJws(token)?.header.typ) === TXN_TOKEN_TYP;
 
 /** Transaction Token claims (draft-ietf-oauth-transaction-tokens). */
 export interface TxnTokenClaims {

@@ -4,8 +4,7 @@ import type { KeyManager, SigningAlg } from '../../keys/key-manager.js';
 import type { ReplayRepo } from '../../storage/replay-repo.js';
 import { ACCESS_TOKEN_TYPE, mintAccessToken } from '../../tokens/access-token.js';
 import { TokenVerificationError } from '../../tokens/token-errors.js';
-import { normalizeTyp, parseCompactJws } from '../../tokens/compact-jws.js';
-import { TXN_TOKEN_TYP } from '../../tokens/txn-token.js';
+import { claimsTxnTokenTyp } from '../../tokens/txn-token.js';
 import { claimedIssuer, EXTERNAL_CLOCK_TOLERANCE, type ExternalJwtVerifier } from '../../identity/trusted-issuers.js';
 import { mapPartnerSubject } from '../../policy/subject-mapping.js';
 import { chooseAudience, narrowExpiry, narrowScope, NarrowingError } from '../../policy/narrowing.js';
@@ -55,7 +54,7 @@ async function redeemAssertion(ctx: KoaContextWithOIDC, deps: JwtBearerDeps): Pr
   const assertion = params.assertion;
   if (typeof assertion !== 'string' || !assertion) throw new errors.InvalidRequest('missing required parameter assertion');
   // A Txn-Token is no authorization grant (draft-ietf-oauth-transaction-tokens): never redeemed for an access token.
-  if (normalizeTyp(parseCompactJws(assertion)?.header.typ) === TXN_TOKEN_TYP) throw new errors.InvalidRequest('a Txn-Token is not an authorization grant: it may only be replaced by a Txn-Token at token exchange');
+  if (claimsTxnTokenTyp(assertion)) throw new errors.InvalidRequest('a Txn-Token is not an authorization grant: it may only be replaced by a Txn-Token at token exchange');
   const iss = claimedIssuer(assertion);
   const partner = deps.partners.find((p) => p.issuer === iss);
   if (!partner) throw new errors.InvalidGrant('the assertion does not come from a configured partner domain');

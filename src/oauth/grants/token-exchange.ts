@@ -1,8 +1,7 @@
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import type { KeyManager, SigningAlg } from '../../keys/key-manager.js';
 import { ACCESS_TOKEN_TYPE, mintAccessToken, type ActClaim } from '../../tokens/access-token.js';
-import { mintTxnToken, newTxn, parseContextParam, TXN_TOKEN_TYP, TXN_TOKEN_TYPE } from '../../tokens/txn-token.js';
-import { normalizeTyp, parseCompactJws } from '../../tokens/compact-jws.js';
+import { claimsTxnTokenTyp, mintTxnToken, newTxn, parseContextParam, TXN_TOKEN_TYPE } from '../../tokens/txn-token.js';
 import { TokenVerificationError } from '../../tokens/token-errors.js';
 import { delegationDepth, extendActChain, MalformedActClaim, mayActAllows, readActClaim } from '../../policy/act-chain.js';
 import { chooseAudience, extendContext, narrowExpiry, narrowScope, NarrowingError } from '../../policy/narrowing.js';
@@ -171,7 +170,7 @@ async function resolveSubject(deps: TokenExchangeDeps, policy: NonNullable<Clien
   }
   // A Txn-Token never leaves its trust domain (draft-ietf-oauth-transaction-tokens): another domain's is no
   // subject here, whatever type it is presented as and whatever is asked for, even from a trusted issuer.
-  if (normalizeTyp(parseCompactJws(token)?.header.typ) === TXN_TOKEN_TYP) {
+  if (claimsTxnTokenTyp(token)) {
     throw new errors.InvalidRequest('a Txn-Token is valid only inside its trust domain: another issuer\'s Txn-Token is no subject token here');
   }
   if (!deps.external.has(iss)) throw new TokenVerificationError(`the subject token's issuer ${iss} is not trusted by this server`);
